@@ -1,0 +1,136 @@
+"""The on-disk form of data passed between steps (a "bundle").
+
+A bundle is a folder: `meta.json` plus one data file per part. Tabular and text data are
+Parquet tables (feature columns plus the label column); image data are `.npz` files with `x`
+(N, H, W, C float32, raw pixel values) and `y`. Labels of classification tasks are stored as
+integer class indices; the class names live in the metadata.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kerasflow import constants as C
+from kerasflow.fileio import write_bytes_atomic, write_json_atomic
+
+
+@dataclass
+class Part:
+    """One part of a bundle: a table (tabular, text) or arrays (image)."""
+
+    frame: Any = None  # pandas.DataFrame with feature columns and the label column
+    x: np.ndarray | None = None
+    y: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.frame) if self.frame is not None else len(self.y)
+
+    def labels(self, meta: dict) -> np.ndarray:
+        """The label array of this part."""
+        if self.frame is not None:
+            return self.frame[meta[C.META_LABEL]].to_numpy()
+        return self.y
+
+    def take(self, idx: np.ndarray) -> Part:
+        """A new part holding the rows at positions `idx`."""
+        if self.frame is not None:
+            return Part(frame=self.frame.iloc[idx].reset_index(drop=True))
+        return Part(x=self.x[idx], y=self.y[idx])
+
+
+@dataclass
+class Bundle:
+    """Metadata plus named parts."""
+
+    meta: dict
+    parts: dict[str, Part] = field(default_factory=dict)
+
+
+def input_name(column: str) -> str:
+    """A Keras/TF-Serving-safe input name for a column (letters, digits, underscores)."""
+    name = re.sub(r"[^0-9A-Za-z_]+", "_", str(column)).strip("_") or "col"
+    return name if name[0].isalpha() else f"f_{name}"
+
+
+def save(path: str | Path, bundle: Bundle) -> None:
+    """Writes a bundle folder; each file is written atomically, meta.json last."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    for name, part in bundle.parts.items():
+        if part.frame is not None:
+            buf = io.BytesIO()
+            part.frame.to_parquet(buf, index=False)
+            write_bytes_atomic(path / f"{name}.parquet", buf.getvalue())
+        else:
+            buf = io.BytesIO()
+            np.savez(buf, x=part.x, y=part.y)
+            write_bytes_atomic(path / f"{name}.npz", buf.getvalue())
+    write_json_atomic(path / C.META_FILE, bundle.meta)
+
+
+def load_meta(path: str | Path) -> dict:
+    """Reads the metadata of a bundle folder."""
+    return json.loads(Path(path, C.META_FILE).read_text())
+
+
+def load_part(path: str | Path, name: str) -> Part:
+    """Reads one part of a bundle folder."""
+    path = Path(path)
+    table = path / f"{name}.parquet"
+    if table.exists():
+        import pandas as pd
+
+        return Part(frame=pd.read_parquet(table))
+    with np.load(path / f"{name}.npz", allow_pickle=False) as data:
+        return Part(x=data["x"], y=data["y"])
+
+
+def load(path: str | Path, names: tuple[str, ...]) -> Bundle:
+    """Reads the metadata and the named parts of a bundle folder."""
+    return Bundle(meta=load_meta(path), parts={n: load_part(path, n) for n in names})
+
+
+def feature_columns(meta: dict) -> list[str]:
+    """The source column names of the features, in model-input order."""
+    return [f["name"] for f in meta.get(C.META_FEATURES, [])]
+
+
+def model_inputs(meta: dict, part: Part) -> Any:
+    """What a Keras model built for `meta` takes: a dict of named inputs or an image array."""
+    if part.frame is None:
+        return {C.IMAGE_INPUT: part.x.astype("float32")}
+    out = {}
+    for feat in meta[C.META_FEATURES]:
+        col = part.frame[feat["name"]]
+        if feat["kind"] == "numeric":
+            out[feat["input"]] = col.to_numpy(dtype="float32").reshape(-1, 1)
+        else:
+            out[feat["input"]] = col.astype(str).to_numpy(dtype=object).reshape(-1, 1)
+    return out
+
+
+def targets(meta: dict, part: Part) -> np.ndarray:
+    """The label array in the dtype the model trains on."""
+    y = part.labels(meta)
+    return y.astype("int64") if meta[C.META_TASK] == "classification" else y.astype("float32")
+
+
+def hash_part(part: Part) -> str:
+    """A content hash of a part (for lineage tags)."""
+    h = hashlib.sha256()
+    if part.frame is not None:
+        import pandas as pd
+
+        h.update(pd.util.hash_pandas_object(part.frame, index=False).to_numpy().tobytes())
+    else:
+        h.update(np.ascontiguousarray(part.x).tobytes())
+        h.update(np.ascontiguousarray(part.y).tobytes())
+    return h.hexdigest()[:16]

@@ -1,0 +1,56 @@
+"""Artifact file names, metadata keys and other names shared between steps.
+
+Every step reads and writes its artifacts through these names, so a rename happens in one place.
+"""
+
+# Files inside a Dataset artifact directory.
+META_FILE = "meta.json"
+TABLE_FILE = "data.parquet"
+ARRAYS_FILE = "data.npz"
+SPLITS = ("train", "val", "test")
+
+# Files inside other artifacts.
+HPARAMS_FILE = "best_hyperparameters.json"
+TRIALS_FILE = "trials.csv"
+KERAS_MODEL_FILE = "model.keras"
+SAVED_MODEL_DIR = "saved_model"
+HISTORY_FILE = "history.json"
+PREDICTIONS_FILE = "predictions.npz"
+SCHEMA_FILE = "schema.json"
+
+# Keys of the bundle metadata (meta.json).
+META_MODALITY = "modality"
+META_TASK = "task"
+META_LABEL = "label"
+META_FEATURES = "features"
+META_CLASS_NAMES = "class_names"
+META_IMAGE_SHAPE = "image_shape"
+META_NORMALIZATION = "normalization"
+META_ROWS = "rows"
+META_SOURCE = "source"
+META_DATA_HASH = "data_hash"
+
+MODALITIES = ("tabular", "image", "text")
+TASKS = ("classification", "regression")
+TUNERS = ("random", "grid", "bayesian", "hyperband")
+
+# Model signature names.
+IMAGE_INPUT = "image"
+TEXT_INPUT = "text"
+SERVING_SIGNATURE = "serving_default"
+SERVING_OUTPUT = "output_0"
+
+# MLflow tag names.
+TAG_KFP_RUN_ID = "kfp.run_id"
+TAG_KFP_PIPELINE = "kfp.pipeline_name"
+TAG_STEP = "kerasflow.step"
+TAG_KIND = "kerasflow.kind"
+TAG_BLESSED = "kerasflow.blessed"
+TAG_MODEL_VERSION = "kerasflow.model_version"
+TAG_MODEL_PATH = "kerasflow.model_path"
+KIND_PIPELINE = "pipeline"
+KIND_STEP = "step"
+KIND_TRIAL = "trial"
+
+PIPELINE_NAME = "kerasflow-training"
+DEFAULT_EXPERIMENT = "kerasflow"

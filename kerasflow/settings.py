@@ -1,0 +1,187 @@
+"""Typed run settings: defaults, YAML config files and validation.
+
+One `RunConfig` describes a training run. The CLI builds it from a YAML file and flags; the
+pipeline factory takes the same fields as typed parameters with the same defaults. Nothing here
+reads the environment at import time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from kerasflow import constants as C
+from kerasflow.errors import UserError
+
+DEFAULT_IMAGE = "ghcr.io/kerasflow/kerasflow:0.1.0"
+"""The one container image every component runs in (`kerasflow compile --image` overrides it)."""
+
+DEFAULT_WORK_DIR = "kerasflow-work"
+
+
+@dataclasses.dataclass
+class RunConfig:
+    """Every tunable of one training run.
+
+    Attributes mirror the `kerasflow run` flags (dashes become underscores) and the keys of a
+    YAML config file.
+    """
+
+    data: str = "builtin:digits"
+    label: str = ""
+    task: str = ""
+    modality: str = ""
+    tuner: str = "hyperband"
+    max_trials: int = 10
+    max_epochs: int = 9
+    final_epochs: int = 30
+    batch_size: int = 32
+    patience: int = 3
+    augment_factor: int = 1
+    val_fraction: float = 0.15
+    test_fraction: float = 0.15
+    thresholds: dict[str, float] = dataclasses.field(default_factory=dict)
+    model_name: str = "kerasflow-model"
+    serving_dir: str = ""
+    tracking_uri: str = ""
+    experiment: str = C.DEFAULT_EXPERIMENT
+    work_dir: str = DEFAULT_WORK_DIR
+    seed: int = 42
+
+    def __post_init__(self) -> None:
+        validate_config(self)
+
+    def resolved_serving_dir(self) -> str:
+        """The serving base directory: the flag, else `<work_dir>/models`."""
+        return self.serving_dir or str(Path(self.work_dir, "models").absolute())
+
+    def resolved_tracking_uri(self) -> str:
+        """The MLflow tracking URI: the flag, else MLFLOW_TRACKING_URI, else SQLite in work_dir."""
+        if self.tracking_uri:
+            return self.tracking_uri
+        env = os.environ.get("MLFLOW_TRACKING_URI", "")
+        if env:
+            return env
+        return "sqlite:///" + str(Path(self.work_dir, "mlflow.db").absolute())
+
+
+FIELDS = {f.name: f for f in dataclasses.fields(RunConfig)}
+
+_CHOICES = {
+    "tuner": C.TUNERS,
+    "task": ("",) + C.TASKS,
+    "modality": ("",) + C.MODALITIES,
+}
+_MINIMUMS = {
+    "max_trials": 1,
+    "max_epochs": 1,
+    "final_epochs": 1,
+    "batch_size": 1,
+    "patience": 1,
+    "augment_factor": 0,
+    "seed": 0,
+}
+LOWER_IS_BETTER = frozenset({"loss", "mae", "rmse", "mse"})
+
+
+def validate_config(cfg: RunConfig) -> None:
+    """Checks types and ranges of every field.
+
+    Raises:
+        UserError: naming the first field that is wrong.
+    """
+    for name, field in FIELDS.items():
+        value = getattr(cfg, name)
+        kind = field.type if isinstance(field.type, str) else field.type.__name__
+        if kind == "int":
+            if isinstance(value, bool) or not isinstance(value, int):
+                if isinstance(value, float) and value.is_integer():
+                    setattr(cfg, name, int(value))
+                else:
+                    raise UserError(f"config key '{name}' must be an integer, got {value!r}")
+        elif kind == "float":
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise UserError(f"config key '{name}' must be a number, got {value!r}")
+            setattr(cfg, name, float(value))
+        elif kind == "str":
+            if not isinstance(value, str):
+                raise UserError(f"config key '{name}' must be a string, got {value!r}")
+    for name, allowed in _CHOICES.items():
+        if getattr(cfg, name) not in allowed:
+            shown = ", ".join(a for a in allowed if a)
+            raise UserError(f"unknown {name} '{getattr(cfg, name)}' (choose from {shown})")
+    for name, low in _MINIMUMS.items():
+        if getattr(cfg, name) < low:
+            raise UserError(f"config key '{name}' must be >= {low}, got {getattr(cfg, name)}")
+    for name in ("val_fraction", "test_fraction"):
+        if not 0.0 < getattr(cfg, name) < 0.5:
+            raise UserError(f"config key '{name}' must be between 0 and 0.5")
+    if not isinstance(cfg.thresholds, dict):
+        raise UserError("config key 'thresholds' must be a mapping of metric name to value")
+    for metric, value in cfg.thresholds.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise UserError(f"threshold for '{metric}' must be a number, got {value!r}")
+    if not cfg.data:
+        raise UserError("config key 'data' must not be empty")
+    if not cfg.model_name.replace("-", "").replace("_", "").replace(".", "").isalnum():
+        raise UserError(
+            f"model name '{cfg.model_name}' may hold only letters, digits, '-', '_' and '.'"
+        )
+
+
+def parse_thresholds(items: list[str]) -> dict[str, float]:
+    """Parses `metric=value` strings (from `--threshold`) into a mapping.
+
+    Raises:
+        UserError: when an item is not `name=number`.
+    """
+    out: dict[str, float] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        try:
+            if not sep or not name.strip():
+                raise ValueError
+            out[name.strip()] = float(value)
+        except ValueError:
+            raise UserError(f"threshold '{item}' is not of the form metric=number") from None
+    return out
+
+
+def load_config_file(path: str) -> dict[str, Any]:
+    """Reads a YAML config file into a mapping of known keys.
+
+    Raises:
+        UserError: when the file is missing, is not YAML mapping, or holds an unknown key.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise UserError(f"config file {path} is not valid YAML: {exc}".splitlines()[0]) from None
+    if not isinstance(data, dict):
+        raise UserError(f"config file {path} must hold a mapping of keys to values")
+    data = {str(k).replace("-", "_"): v for k, v in data.items()}
+    unknown = sorted(set(data) - set(FIELDS))
+    if unknown:
+        raise UserError(f"unknown config key '{unknown[0]}' in {path}")
+    return data
+
+
+def build_config(file_values: dict[str, Any], overrides: dict[str, Any]) -> RunConfig:
+    """Merges config-file values with flag overrides (flags win) into a validated RunConfig."""
+    merged = {**file_values, **{k: v for k, v in overrides.items() if v is not None}}
+    try:
+        return RunConfig(**merged)
+    except TypeError as exc:
+        raise UserError(f"bad config: {exc}") from None
+
+
+def default_thresholds(task: str) -> dict[str, float]:
+    """The blessing thresholds used when the user gives none."""
+    return {"accuracy": 0.7} if task == "classification" else {"r2": 0.2}

@@ -1,0 +1,161 @@
+"""MLflow tracking helpers: the pipeline run, a nested run per step and per tuning trial.
+
+The pipeline's MLflow run is found or created from the KFP run id, so a run started by a
+schedule on a cluster (no CLI around) is tracked the same way as one started by `kerasflow run`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from kerasflow import constants as C
+
+_MAX_PARAM_LEN = 6000
+
+
+def _mlflow():
+    import mlflow
+
+    return mlflow
+
+
+def configure(tracking_uri: str, experiment: str = C.DEFAULT_EXPERIMENT) -> str:
+    """Points MLflow at `tracking_uri` and returns the experiment id (created when absent)."""
+    mlflow = _mlflow()
+    if tracking_uri.startswith("sqlite:///"):
+        Path(tracking_uri[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(tracking_uri)
+    client = mlflow.MlflowClient()
+    exp = client.get_experiment_by_name(experiment)
+    if exp is not None:
+        return exp.experiment_id
+    try:
+        return client.create_experiment(experiment)
+    except Exception:
+        # Another step may have created it between the lookup and the create.
+        exp = client.get_experiment_by_name(experiment)
+        if exp is None:
+            raise
+        return exp.experiment_id
+
+
+def find_or_create_pipeline_run(
+    tracking_uri: str,
+    experiment: str,
+    kfp_run_id: str,
+    pipeline_name: str = C.PIPELINE_NAME,
+    params: dict[str, Any] | None = None,
+) -> str:
+    """Returns the id of the MLflow run of KFP run `kfp_run_id`, creating it on first call."""
+    mlflow = _mlflow()
+    exp_id = configure(tracking_uri, experiment)
+    client = mlflow.MlflowClient()
+    found = client.search_runs(
+        [exp_id],
+        filter_string=f"tags.`{C.TAG_KFP_RUN_ID}` = '{kfp_run_id}' "
+        f"and tags.`{C.TAG_KIND}` = '{C.KIND_PIPELINE}'",
+        max_results=1,
+    )
+    if found:
+        return found[0].info.run_id
+    run = client.create_run(
+        exp_id,
+        run_name=f"{pipeline_name}-{kfp_run_id[:12]}",
+        tags={
+            C.TAG_KFP_RUN_ID: kfp_run_id,
+            C.TAG_KFP_PIPELINE: pipeline_name,
+            C.TAG_KIND: C.KIND_PIPELINE,
+        },
+    )
+    for key, value in (params or {}).items():
+        client.log_param(run.info.run_id, key, _param_value(value))
+    return run.info.run_id
+
+
+def _param_value(value: Any) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    return text[:_MAX_PARAM_LEN]
+
+
+@contextlib.contextmanager
+def step_run(tracking_uri: str, parent_run_id: str, step: str) -> Iterator[Any]:
+    """Runs the body inside an MLflow run nested under the pipeline run.
+
+    The run ends FAILED when the body raises, FINISHED otherwise.
+    """
+    mlflow = _mlflow()
+    mlflow.set_tracking_uri(tracking_uri)
+    parent = mlflow.MlflowClient().get_run(parent_run_id)
+    mlflow.set_experiment(experiment_id=parent.info.experiment_id)
+    with mlflow.start_run(
+        run_name=step,
+        parent_run_id=parent_run_id,
+        nested=True,
+        tags={
+            C.TAG_STEP: step,
+            C.TAG_KIND: C.KIND_STEP,
+            C.TAG_KFP_RUN_ID: parent.data.tags.get(C.TAG_KFP_RUN_ID, ""),
+        },
+    ) as run:
+        yield run
+
+
+def log_params(params: dict[str, Any]) -> None:
+    """Logs params to the active run, JSON-encoding non-strings and truncating long values."""
+    if params:
+        _mlflow().log_params({k: _param_value(v) for k, v in params.items()})
+
+
+def log_dict_artifact(obj: Any, name: str) -> None:
+    """Logs a JSON document as an artifact of the active run."""
+    _mlflow().log_dict(obj, name)
+
+
+def log_text_artifact(text: str, name: str) -> None:
+    """Logs a text document (Markdown, HTML, CSV) as an artifact of the active run."""
+    _mlflow().log_text(text, name)
+
+
+def log_figure(fig: Any, name: str) -> None:
+    """Logs a matplotlib figure as a PNG artifact of the active run."""
+    _mlflow().log_figure(fig, name)
+
+
+def set_pipeline_tags(parent_run_id: str, tags: dict[str, Any]) -> None:
+    """Sets tags on the pipeline run (for facts the summary reads back)."""
+    client = _mlflow().MlflowClient()
+    for key, value in tags.items():
+        client.set_tag(parent_run_id, key, _param_value(value))
+
+
+def log_pipeline_metrics(parent_run_id: str, metrics: dict[str, float]) -> None:
+    """Logs metrics on the pipeline run itself (the test metrics, for comparison across runs)."""
+    client = _mlflow().MlflowClient()
+    for key, value in metrics.items():
+        client.log_metric(parent_run_id, key, float(value))
+
+
+def log_dir_artifacts(local_dir: str | Path, artifact_path: str) -> None:
+    """Logs every file of a local folder under `artifact_path` of the active run."""
+    _mlflow().log_artifacts(str(local_dir), artifact_path)
+
+
+def temp_artifact_dir() -> tempfile.TemporaryDirectory:
+    """A temporary folder for files that are logged and then dropped."""
+    return tempfile.TemporaryDirectory(prefix="kerasflow-mlflow-")
+
+
+def active_run_id() -> str:
+    """The id of the active MLflow run."""
+    return _mlflow().active_run().info.run_id
+
+
+def trial_tracking_enabled() -> bool:
+    """Tuning trials are tracked unless KERASFLOW_TRACK_TRIALS=0 (used by benchmarks)."""
+    return os.environ.get("KERASFLOW_TRACK_TRIALS", "1") != "0"
