@@ -42,6 +42,7 @@ class RunConfig:
     batch_size: int = 32
     patience: int = 3
     augment_factor: int = 1
+    augment_flip: bool = False
     val_fraction: float = 0.15
     test_fraction: float = 0.15
     thresholds: dict[str, float] = dataclasses.field(default_factory=dict)
@@ -107,9 +108,8 @@ def validate_config(cfg: RunConfig) -> None:
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise UserError(f"config key '{name}' must be a number, got {value!r}")
             setattr(cfg, name, float(value))
-        elif kind == "str":
-            if not isinstance(value, str):
-                raise UserError(f"config key '{name}' must be a string, got {value!r}")
+        elif kind == "str" and not isinstance(value, str):
+            raise UserError(f"config key '{name}' must be a string, got {value!r}")
     for name, allowed in _CHOICES.items():
         if getattr(cfg, name) not in allowed:
             shown = ", ".join(a for a in allowed if a)

@@ -90,7 +90,7 @@ def step_run(tracking_uri: str, parent_run_id: str, step: str) -> Iterator[Any]:
     The run ends FAILED when the body raises, FINISHED otherwise.
     """
     mlflow = _mlflow()
-    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_tracking_uri(resolve_uri(tracking_uri))
     parent = mlflow.MlflowClient().get_run(parent_run_id)
     mlflow.set_experiment(experiment_id=parent.info.experiment_id)
     with mlflow.start_run(
@@ -106,10 +106,35 @@ def step_run(tracking_uri: str, parent_run_id: str, step: str) -> Iterator[Any]:
         yield run
 
 
-def log_params(params: dict[str, Any]) -> None:
-    """Logs params to the active run, JSON-encoding non-strings and truncating long values."""
-    if params:
-        _mlflow().log_params({k: _param_value(v) for k, v in params.items()})
+def resolve_uri(tracking_uri: str) -> str:
+    """The tracking URI a step uses: its parameter, else MLFLOW_TRACKING_URI (read at run time).
+
+    On a cluster the URI usually comes from a Secret mounted as MLFLOW_TRACKING_URI.
+    """
+    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI", "")
+    if not uri:
+        from kerasflow.errors import UserError
+
+        raise UserError("no MLflow tracking URI: pass tracking_uri or set MLFLOW_TRACKING_URI")
+    return uri
+
+
+def log_params(params: dict[str, Any], parent_run_id: str = "") -> None:
+    """Logs params to the active run (and to the pipeline run when `parent_run_id` is given).
+
+    Non-strings are JSON-encoded and long values truncated.
+    """
+    if not params:
+        return
+    values = {k: _param_value(v) for k, v in params.items()}
+    _mlflow().log_params(values)
+    if parent_run_id:
+        client = _mlflow().MlflowClient()
+        for key, value in values.items():
+            try:
+                client.log_param(parent_run_id, key, value)
+            except Exception:  # a retried step logs the same param again: keep the first
+                pass
 
 
 def log_dict_artifact(obj: Any, name: str) -> None:

@@ -1,0 +1,207 @@
+"""Evaluation on the held-out test split and the promotion gate (the blessing).
+
+Classification: accuracy, macro precision/recall/F1, ROC AUC, confusion matrix and per-class
+report. Regression: MAE, RMSE, R2. A model is blessed when every threshold holds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kerasflow import bundle, modeling, stepio, tracking
+from kerasflow import constants as C
+from kerasflow.errors import UserError
+from kerasflow.settings import LOWER_IS_BETTER, default_thresholds
+
+STEP = "evaluate"
+CLASSIFICATION_METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc")
+REGRESSION_METRICS = ("mae", "rmse", "r2")
+MAX_ROC_POINTS = 200
+
+
+@dataclass
+class Evaluation:
+    """Everything the step reports: metrics, plots' data, the decision and its reasons."""
+
+    metrics: dict[str, float]
+    blessed: bool
+    reasons: list[str]
+    class_names: list[str] = field(default_factory=list)
+    confusion: list[list[int]] = field(default_factory=list)
+    roc: dict[str, list[float]] = field(default_factory=dict)
+    per_class: str = ""
+
+
+def classification_metrics(y: np.ndarray, proba: np.ndarray) -> tuple[dict, Any, dict]:
+    """Metrics, confusion matrix and (binary) ROC curve from class probabilities."""
+    from sklearn import metrics as skm
+
+    pred = proba.argmax(axis=1)
+    labels = np.arange(proba.shape[1])
+    out = {
+        "accuracy": skm.accuracy_score(y, pred),
+        "precision": skm.precision_score(y, pred, average="macro", zero_division=0),
+        "recall": skm.recall_score(y, pred, average="macro", zero_division=0),
+        "f1": skm.f1_score(y, pred, average="macro", zero_division=0),
+    }
+    roc: dict = {}
+    present = np.unique(y)
+    if proba.shape[1] == 2 and len(present) == 2:
+        out["roc_auc"] = skm.roc_auc_score(y, proba[:, 1])
+        fpr, tpr, thr = skm.roc_curve(y, proba[:, 1])
+        keep = np.linspace(0, len(fpr) - 1, min(len(fpr), MAX_ROC_POINTS)).astype(int)
+        roc = {
+            "fpr": fpr[keep].tolist(),
+            "tpr": tpr[keep].tolist(),
+            "thresholds": np.nan_to_num(thr[keep], posinf=1.0).tolist(),
+        }
+    elif len(present) == proba.shape[1]:
+        out["roc_auc"] = skm.roc_auc_score(y, proba, multi_class="ovr", labels=labels)
+    cm = skm.confusion_matrix(y, pred, labels=labels)
+    return {k: float(v) for k, v in out.items()}, cm, roc
+
+
+def regression_metrics(y: np.ndarray, pred: np.ndarray) -> dict[str, float]:
+    """MAE, RMSE and R2."""
+    from sklearn import metrics as skm
+
+    pred = pred.reshape(-1)
+    return {
+        "mae": float(skm.mean_absolute_error(y, pred)),
+        "rmse": float(np.sqrt(skm.mean_squared_error(y, pred))),
+        "r2": float(skm.r2_score(y, pred)),
+    }
+
+
+def check_thresholds(task: str, thresholds: dict[str, float]) -> None:
+    """Raises UserError for a threshold on a metric the task does not report."""
+    known = CLASSIFICATION_METRICS if task == "classification" else REGRESSION_METRICS
+    for name in thresholds:
+        if name not in known:
+            raise UserError(
+                f"threshold on unknown {task} metric '{name}' (choose from {', '.join(known)})"
+            )
+
+
+def decide_blessing(
+    metrics: dict[str, float], thresholds: dict[str, float]
+) -> tuple[bool, list[str]]:
+    """Applies each threshold (lower-is-better metrics are upper bounds); returns the reasons."""
+    reasons, blessed = [], True
+    for name, limit in thresholds.items():
+        value = metrics.get(name)
+        if value is None:
+            blessed = False
+            reasons.append(f"{name}: not computed, cannot check threshold {limit}")
+            continue
+        lower = name in LOWER_IS_BETTER
+        ok = value <= limit if lower else value >= limit
+        blessed &= ok
+        sign = "<=" if lower else ">="
+        reasons.append(f"{name} = {value:.4f} {'meets' if ok else 'FAILS'} {sign} {limit}")
+    return blessed, reasons
+
+
+def predict(model: Any, meta: dict, part: bundle.Part, batch_size: int = 256) -> np.ndarray:
+    """Model outputs for every row of `part`."""
+    ds = modeling.make_dataset(
+        bundle.model_inputs(meta, part), bundle.targets(meta, part), batch_size
+    )
+    return np.asarray(model.predict(ds, verbose=0))
+
+
+def evaluate(meta: dict, y: np.ndarray, outputs: np.ndarray, thresholds: dict) -> Evaluation:
+    """Computes the metrics and the blessing from test labels and model outputs."""
+    task = meta[C.META_TASK]
+    thresholds = thresholds or default_thresholds(task)
+    check_thresholds(task, thresholds)
+    if task == "classification":
+        from sklearn.metrics import classification_report
+
+        metrics, cm, roc = classification_metrics(y.astype(int), outputs)
+        names = meta[C.META_CLASS_NAMES]
+        report = classification_report(
+            y.astype(int),
+            outputs.argmax(axis=1),
+            labels=list(range(len(names))),
+            target_names=names,
+            zero_division=0,
+        )
+        blessed, reasons = decide_blessing(metrics, thresholds)
+        return Evaluation(metrics, blessed, reasons, names, cm.tolist(), roc, report)
+    metrics = regression_metrics(y, outputs)
+    blessed, reasons = decide_blessing(metrics, thresholds)
+    return Evaluation(metrics, blessed, reasons)
+
+
+def render_report(result: Evaluation) -> str:
+    """Markdown report: metrics, decision and reasons, per-class report, confusion matrix."""
+    lines = ["# Evaluation on the test split", "", "| metric | value |", "| --- | --- |"]
+    lines += [f"| {k} | {v:.4f} |" for k, v in result.metrics.items()]
+    lines += ["", f"## Decision: {'BLESSED' if result.blessed else 'NOT BLESSED'}", ""]
+    lines += [f"- {r}" for r in result.reasons]
+    if result.per_class:
+        lines += ["", "## Per-class report", "", "```", result.per_class, "```"]
+    if result.confusion:
+        names = result.class_names
+        lines += [
+            "",
+            "## Confusion matrix (rows: true, columns: predicted)",
+            "",
+            "| | " + " | ".join(names) + " |",
+            "|" + " --- |" * (len(names) + 1),
+        ]
+        lines += [
+            f"| {n} | " + " | ".join(str(c) for c in row) + " |"
+            for n, row in zip(names, result.confusion, strict=True)
+        ]
+    return "\n".join(lines) + "\n"
+
+
+@stepio.step_entry(STEP)
+def run(
+    model_dir: str,
+    splits_dir: str,
+    thresholds: dict,
+    report_path: str,
+    predictions_dir: str,
+    tracking_uri: str,
+    parent_run_id: str,
+) -> Evaluation:
+    """Runs the step: evaluates on test, logs everything, writes test predictions."""
+    import keras
+
+    with tracking.step_run(tracking_uri, parent_run_id, STEP):
+        meta = bundle.load_meta(splits_dir)
+        test = bundle.load_part(splits_dir, "test")
+        model = keras.models.load_model(Path(model_dir, C.KERAS_MODEL_FILE))
+        outputs = predict(model, meta, test)
+        result = evaluate(meta, bundle.targets(meta, test), outputs, thresholds)
+        text = render_report(result)
+        Path(report_path).parent.mkdir(parents=True, exist_ok=True)
+        Path(report_path).write_text(text)
+        Path(predictions_dir).mkdir(parents=True, exist_ok=True)
+        np.savez(Path(predictions_dir, C.PREDICTIONS_FILE), outputs=outputs)
+        import mlflow
+
+        mlflow.log_metrics({f"test_{k}": v for k, v in result.metrics.items()})
+        mlflow.set_tag(C.TAG_BLESSED, str(result.blessed).lower())
+        tracking.log_text_artifact(text, "evaluation.md")
+        tracking.log_pipeline_metrics(
+            parent_run_id, {f"test_{k}": v for k, v in result.metrics.items()}
+        )
+        tracking.set_pipeline_tags(
+            parent_run_id,
+            {
+                C.TAG_BLESSED: str(result.blessed).lower(),
+                "kerasflow.blessing_reasons": result.reasons,
+            },
+        )
+        stepio.progress(
+            STEP, f"{result.metrics} -> {'blessed' if result.blessed else 'not blessed'}"
+        )
+    return result

@@ -1,0 +1,24 @@
+"""KFP component: normalize and split."""
+
+from kfp import dsl
+from kfp.dsl import Dataset, Input, Output
+
+from kerasflow.settings import DEFAULT_IMAGE
+
+
+@dsl.component(base_image=DEFAULT_IMAGE, install_kfp_package=False)
+def normalize_split(
+    dataset: Input[Dataset],
+    val_fraction: float,
+    test_fraction: float,
+    seed: int,
+    tracking_uri: str,
+    parent_run_id: str,
+    splits: Output[Dataset],
+):
+    """Splits the clean data into train/val/test and fits preprocessing on train."""
+    from kerasflow.components.normalize_split import core
+
+    core.run(
+        dataset.path, splits.path, val_fraction, test_fraction, seed, tracking_uri, parent_run_id
+    )

@@ -1,0 +1,173 @@
+"""The `kerasflow` command line: run, compile, and the serving and cluster commands."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from kerasflow import __version__
+from kerasflow.errors import UserError
+
+RUN_FLAGS = (
+    # flag, type, help
+    (
+        "--data",
+        str,
+        "data URI: builtin:NAME, a local file or folder, or gs://... (default builtin:digits)",
+    ),
+    ("--label", str, "label column (table data)"),
+    ("--task", str, "classification or regression (inferred when absent)"),
+    ("--modality", str, "tabular, image or text (inferred when absent)"),
+    ("--tuner", str, "random, grid, bayesian or hyperband (default hyperband)"),
+    ("--max-trials", int, "trials for random, grid and bayesian search"),
+    ("--max-epochs", int, "epochs per trial (hyperband: the most a trial gets)"),
+    ("--final-epochs", int, "most epochs of the final fit (early stopping ends it sooner)"),
+    ("--batch-size", int, "batch size"),
+    ("--augment-factor", int, "augmented copies of each training row (0 turns it off)"),
+    ("--model-name", str, "name of the served model"),
+    ("--serving-dir", str, "TF Serving model base directory (default WORK_DIR/models)"),
+    (
+        "--tracking-uri",
+        str,
+        "MLflow tracking URI (else MLFLOW_TRACKING_URI, else SQLite in WORK_DIR)",
+    ),
+    ("--experiment", str, "MLflow experiment name"),
+    ("--work-dir", str, "where runs keep their files (default ./kerasflow-work)"),
+    ("--seed", int, "random seed"),
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with every subcommand registered."""
+    parser = argparse.ArgumentParser(
+        prog="kerasflow",
+        description="Tune, train, evaluate and serve Keras models as a Kubeflow pipeline.",
+    )
+    parser.add_argument("--version", action="version", version=f"kerasflow {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run the whole pipeline on this machine (kfp.local)")
+    run.add_argument("--config", help="YAML file with the same keys as the flags")
+    for flag, kind, text in RUN_FLAGS:
+        run.add_argument(flag, type=kind, default=None, help=text)
+    run.add_argument(
+        "--threshold",
+        action="append",
+        default=None,
+        metavar="METRIC=VALUE",
+        help="blessing threshold, e.g. accuracy=0.9 (repeatable)",
+    )
+    run.add_argument(
+        "--verbose",
+        "-v",
+        action="store_true",
+        help="show every log line of every step (always kept in WORK_DIR/logs)",
+    )
+    run.add_argument("--summary-json", help="write the run summary as JSON to this path")
+    run.set_defaults(func=cmd_run)
+
+    comp = sub.add_parser("compile", help="write the pipeline as KFP IR YAML")
+    comp.add_argument("--output", "-o", default="pipeline.yaml", help="output YAML path")
+    comp.add_argument("--image", default="", help="component image, e.g. REGISTRY/kerasflow:TAG")
+    comp.set_defaults(func=cmd_compile)
+
+    _register_optional(sub)
+    return parser
+
+
+def _register_optional(sub: argparse._SubParsersAction) -> None:
+    import importlib
+
+    for module in (
+        "kerasflow.serving.commands",
+        "kerasflow.pipelines.cluster_commands",
+        "kerasflow.pipelines.registry_commands",
+    ):
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name != module:
+                raise
+            continue
+        mod.register(sub)
+
+
+def config_from_args(args: argparse.Namespace):
+    """The validated RunConfig of `kerasflow run`'s flags and config file."""
+    from kerasflow import settings
+    from kerasflow.sources import check_source
+
+    file_values = settings.load_config_file(args.config) if args.config else {}
+    overrides = {
+        flag.lstrip("-").replace("-", "_"): getattr(args, flag.lstrip("-").replace("-", "_"))
+        for flag, _, _ in RUN_FLAGS
+    }
+    if args.threshold:
+        overrides["thresholds"] = settings.parse_thresholds(args.threshold)
+    cfg = settings.build_config(file_values, overrides)
+    check_source(cfg.data, cfg.label)
+    if cfg.thresholds:
+        from kerasflow.components.evaluate.core import (
+            CLASSIFICATION_METRICS,
+            REGRESSION_METRICS,
+        )
+
+        known = set(CLASSIFICATION_METRICS) | set(REGRESSION_METRICS)
+        for name in cfg.thresholds:
+            if name not in known:
+                raise UserError(
+                    f"threshold on unknown metric '{name}' (choose from {', '.join(sorted(known))})"
+                )
+    return cfg
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """`kerasflow run`: the whole pipeline under kfp.local, then a summary."""
+    from kerasflow.pipelines import local
+
+    from kerasflow.fileio import write_json_atomic
+
+    cfg = config_from_args(args)
+    print(
+        f"kerasflow: running {cfg.data} with the {cfg.tuner} tuner (work dir {cfg.work_dir})",
+        flush=True,
+    )
+    try:
+        summary = local.run_pipeline(cfg, verbose=args.verbose)
+    except local.PipelineFailed as exc:
+        raise UserError(str(exc)) from None
+    print(local.format_summary(summary), flush=True)
+    if args.summary_json:
+        write_json_atomic(args.summary_json, summary.to_json())
+    return 0
+
+
+def cmd_compile(args: argparse.Namespace) -> int:
+    """`kerasflow compile`: the KFP IR YAML of the pipeline."""
+    from kerasflow.pipelines.compiling import compile_pipeline
+
+    path = compile_pipeline(args.output, image=args.image)
+    print(f"kerasflow: wrote {path}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `kerasflow` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except UserError as exc:
+        print(f"kerasflow: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("kerasflow: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,163 @@
+"""The training pipeline: a pure factory of the seven-step KFP DAG.
+
+ingest_clean -> normalize_split -> augment -> hyperparameter_search -> train -> evaluate
+-> deploy (only when evaluate blesses the model). Every tunable is a typed pipeline parameter
+with a default; `kerasflow run` executes this very DAG under kfp.local and `kerasflow compile`
+/ `submit` send it to a cluster.
+"""
+
+from typing import Any
+
+from kerasflow.components.augment.component import augment
+from kerasflow.components.deploy.component import deploy
+from kerasflow.components.evaluate.component import evaluate
+from kerasflow.components.hyperparameter_search.component import hyperparameter_search
+from kerasflow.components.ingest_clean.component import ingest_clean
+from kerasflow.components.normalize_split.component import normalize_split
+from kerasflow.components.train.component import train
+from kfp import dsl
+
+from kerasflow import constants as C
+from kerasflow.settings import RunConfig
+
+_D = RunConfig()
+
+
+def build_pipeline(step_settings: Any = None):
+    """Returns the `kerasflow-training` pipeline function.
+
+    Args:
+        step_settings: optional cluster settings (kerasflow.pipelines.platform.ClusterSettings)
+            applied to every task: resources, retries, caching, secrets, node selection.
+    """
+
+    def configure(task: Any, step: str) -> Any:
+        task.set_display_name(step)
+        if step_settings is not None:
+            from kerasflow.pipelines import platform
+
+            platform.apply_step_settings(task, step, step_settings)
+        return task
+
+    @dsl.pipeline(
+        name=C.PIPELINE_NAME, description="Tune, train, evaluate and deploy a Keras model."
+    )
+    def training_pipeline(
+        data: str = _D.data,
+        label: str = _D.label,
+        task: str = _D.task,
+        modality: str = _D.modality,
+        tuner: str = _D.tuner,
+        max_trials: int = _D.max_trials,
+        max_epochs: int = _D.max_epochs,
+        final_epochs: int = _D.final_epochs,
+        batch_size: int = _D.batch_size,
+        patience: int = _D.patience,
+        augment_factor: int = _D.augment_factor,
+        augment_flip: bool = _D.augment_flip,
+        val_fraction: float = _D.val_fraction,
+        test_fraction: float = _D.test_fraction,
+        thresholds: dict = {},  # noqa: B006  (KFP reads the default; it is never mutated)
+        model_name: str = _D.model_name,
+        serving_dir: str = _D.serving_dir,
+        tracking_uri: str = _D.tracking_uri,
+        experiment: str = _D.experiment,
+        tuner_dir: str = "",
+        seed: int = _D.seed,
+    ) -> str:
+        ingest = configure(
+            ingest_clean(
+                data=data,
+                label=label,
+                task=task,
+                modality=modality,
+                tracking_uri=tracking_uri,
+                experiment=experiment,
+                kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+            ),
+            "ingest_clean",
+        )
+        run_id = ingest.outputs["Output"]
+        split = configure(
+            normalize_split(
+                dataset=ingest.outputs["dataset"],
+                val_fraction=val_fraction,
+                test_fraction=test_fraction,
+                seed=seed,
+                tracking_uri=tracking_uri,
+                parent_run_id=run_id,
+            ),
+            "normalize_split",
+        )
+        aug = configure(
+            augment(
+                splits=split.outputs["splits"],
+                factor=augment_factor,
+                seed=seed,
+                flip=augment_flip,
+                tracking_uri=tracking_uri,
+                parent_run_id=run_id,
+            ),
+            "augment",
+        )
+        search = configure(
+            hyperparameter_search(
+                splits=split.outputs["splits"],
+                train_data=aug.outputs["train_data"],
+                tuner=tuner,
+                max_trials=max_trials,
+                max_epochs=max_epochs,
+                batch_size=batch_size,
+                patience=patience,
+                seed=seed,
+                tuner_dir=tuner_dir,
+                tracking_uri=tracking_uri,
+                parent_run_id=run_id,
+            ),
+            "hyperparameter_search",
+        )
+        fit = configure(
+            train(
+                splits=split.outputs["splits"],
+                train_data=aug.outputs["train_data"],
+                best_hyperparameters=search.outputs["best_hyperparameters"],
+                epochs=final_epochs,
+                batch_size=batch_size,
+                patience=patience,
+                seed=seed,
+                tracking_uri=tracking_uri,
+                parent_run_id=run_id,
+            ),
+            "train",
+        )
+        gate = configure(
+            evaluate(
+                model=fit.outputs["model"],
+                splits=split.outputs["splits"],
+                thresholds=thresholds,
+                tracking_uri=tracking_uri,
+                parent_run_id=run_id,
+            ),
+            "evaluate",
+        )
+        # The condition reads the return value ("Output") directly: kfp.local cannot resolve a
+        # condition on a NamedTuple field and would silently skip the deploy step.
+        with dsl.If(gate.outputs["Output"] == True, name="blessed"):  # noqa: E712
+            configure(
+                deploy(
+                    model=fit.outputs["model"],
+                    splits=split.outputs["splits"],
+                    predictions=gate.outputs["predictions"],
+                    serving_dir=serving_dir,
+                    model_name=model_name,
+                    tracking_uri=tracking_uri,
+                    parent_run_id=run_id,
+                ),
+                "deploy",
+            )
+        return run_id
+
+    return training_pipeline
+
+
+training_pipeline = build_pipeline()
