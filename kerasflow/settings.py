@@ -108,6 +108,8 @@ def validate_config(cfg: RunConfig) -> None:
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise UserError(f"config key '{name}' must be a number, got {value!r}")
             setattr(cfg, name, float(value))
+        elif kind == "bool" and not isinstance(value, bool):
+            raise UserError(f"config key '{name}' must be true or false, got {value!r}")
         elif kind == "str" and not isinstance(value, str):
             raise UserError(f"config key '{name}' must be a string, got {value!r}")
     for name, allowed in _CHOICES.items():

@@ -75,7 +75,9 @@ def search(
         class_weight=class_weight_arg(meta),
     )
     best = tuner.get_best_hyperparameters(1)[0].values
-    return dict(best), trials_table(tuner)
+    # Hyperband's bookkeeping values (tuner/epochs, tuner/bracket...) are not model settings.
+    best = {k: v for k, v in best.items() if not k.startswith("tuner/")}
+    return best, trials_table(tuner)
 
 
 def render_summary(best: dict, rows: list[dict], objective: str) -> str:
