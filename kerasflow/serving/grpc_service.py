@@ -1,0 +1,260 @@
+"""TF Serving's gRPC API: PredictionService and ModelService on a grpc.aio server.
+
+The asyncio server handles many concurrent calls in one thread at a low cost per call; model
+work happens in the batcher threads, and each call awaits its own slice of a batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Callable
+
+import grpc
+from tensorflow_serving.apis import (
+    model_management_pb2,
+    model_service_pb2_grpc,
+    predict_pb2,
+    prediction_service_pb2_grpc,
+)
+
+from kerasflow.errors import UserError
+from kerasflow.serving import protocol, tensors
+from kerasflow.serving.config import ModelConfig, configs_from_proto
+from kerasflow.serving.errors import Code, ServingError, invalid_argument
+from kerasflow.serving.manager import ModelManager
+from kerasflow.serving.servable import Servable
+from kerasflow.serving.signature import CLASSIFY_METHOD, DEFAULT_SIGNATURE, REGRESS_METHOD
+
+log = logging.getLogger(__name__)
+
+
+def _servable(manager: ModelManager, spec) -> Servable:
+    if not spec.name:
+        raise invalid_argument("ModelSpec has no name specified.")
+    choice = spec.WhichOneof("version_choice")
+    version = spec.version.value if choice == "version" else None
+    label = spec.version_label if choice == "version_label" else None
+    return manager.get_servable(spec.name, version, label)
+
+
+async def _abort(context: grpc.aio.ServicerContext, exc: ServingError):
+    await context.abort(grpc.StatusCode[exc.code.name], exc.message)
+
+
+def _guard(method):
+    """Turns ServingErrors into gRPC status codes and our bugs into INTERNAL."""
+
+    async def wrapper(self, request, context):
+        try:
+            return await method(self, request, context)
+        except ServingError as exc:
+            await _abort(context, exc)
+        except (asyncio.CancelledError, grpc.aio.AbortError):
+            raise
+        except Exception as exc:
+            log.exception("error in %s", method.__name__)
+            await context.abort(grpc.StatusCode.INTERNAL, f"{type(exc).__name__}: {exc}")
+
+    wrapper.__name__ = method.__name__
+    wrapper.__doc__ = method.__doc__
+    return wrapper
+
+
+class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
+    """tensorflow.serving.PredictionService over a ModelManager."""
+
+    def __init__(self, manager: ModelManager):
+        self._manager = manager
+
+    @_guard
+    async def Predict(self, request, context):  # noqa: N802 (the proto's naming)
+        """Runs a predict signature on the request's tensors."""
+        servable = _servable(self._manager, request.model_spec)
+        name = request.model_spec.signature_name or DEFAULT_SIGNATURE
+        signature = servable.signature(name)
+        if signature is None:
+            raise ServingError(
+                Code.FAILED_PRECONDITION, f'Serving signature key "{name}" not found.'
+            )
+        wanted = list(request.output_filter)
+        for alias in wanted:
+            if alias not in signature.outputs:
+                raise invalid_argument(
+                    f"output tensor alias not found in signature: {alias} Outputs expected to "
+                    f"be in the set {{{','.join(sorted(signature.outputs))}}}."
+                )
+        if len(set(wanted)) != len(wanted):
+            raise invalid_argument("duplicate output tensor alias in output_filter")
+        inputs = {k: tensors.to_ndarray(v) for k, v in request.inputs.items()}
+        outputs = await asyncio.wrap_future(signature.submit(inputs))
+        response = predict_pb2.PredictResponse(model_spec=protocol.model_spec(servable, name))
+        for alias in wanted or outputs:
+            tensors.from_ndarray(outputs[alias], out=response.outputs[alias])
+        return response
+
+    @_guard
+    async def GetModelMetadata(self, request, context):  # noqa: N802
+        """Returns the signature_def metadata of a model version."""
+        fields = list(request.metadata_field)
+        if not fields:
+            raise invalid_argument(
+                "GetModelMetadataRequest must specify at least one metadata_field"
+            )
+        for field in fields:
+            if field != protocol.SIGNATURE_DEF_FIELD:
+                raise invalid_argument(f"Metadata field {field} is not supported")
+        return protocol.metadata_response(_servable(self._manager, request.model_spec))
+
+    async def _classify_or_regress(self, request, kind: str, wanted: str):
+        servable = _servable(self._manager, request.model_spec)
+        name = request.model_spec.signature_name or DEFAULT_SIGNATURE
+        signature = servable.signature(name)
+        if signature is None:
+            raise invalid_argument(f"No signature was found with the name: {name}")
+        if signature.method_name != wanted:
+            raise invalid_argument(
+                f"Expected {kind} signature method_name to be {wanted}. "
+                f"Was: {signature.method_name}"
+            )
+        raise ServingError(Code.UNIMPLEMENTED, f"{kind} signatures are not supported here")
+
+    @_guard
+    async def Classify(self, request, context):  # noqa: N802
+        """Classify needs a classification signature, which Keras exports do not have."""
+        return await self._classify_or_regress(request, "classification", CLASSIFY_METHOD)
+
+    @_guard
+    async def Regress(self, request, context):  # noqa: N802
+        """Regress needs a regression signature, which Keras exports do not have."""
+        return await self._classify_or_regress(request, "regression", REGRESS_METHOD)
+
+    @_guard
+    async def MultiInference(self, request, context):  # noqa: N802
+        """Not served: it combines classify and regress signatures."""
+        raise ServingError(Code.UNIMPLEMENTED, "MultiInference is not supported here")
+
+
+class ModelService(model_service_pb2_grpc.ModelServiceServicer):
+    """tensorflow.serving.ModelService: version status and config reloads."""
+
+    def __init__(self, manager: ModelManager, on_reload: Callable[[list[ModelConfig]], None]):
+        self._manager = manager
+        self._on_reload = on_reload
+
+    @_guard
+    async def GetModelStatus(self, request, context):  # noqa: N802
+        """Reports the state of a model's versions."""
+        if not request.HasField("model_spec"):
+            raise invalid_argument("Missing ModelSpec")
+        spec = request.model_spec
+        choice = spec.WhichOneof("version_choice")
+        statuses = self._manager.model_status(
+            spec.name,
+            spec.version.value if choice == "version" else None,
+            spec.version_label if choice == "version_label" else None,
+        )
+        return protocol.status_response(statuses)
+
+    @_guard
+    async def HandleReloadConfigRequest(self, request, context):  # noqa: N802
+        """Serves the models of a new ModelServerConfig (loads happen before the answer)."""
+        try:
+            configs = configs_from_proto(request.config)
+        except UserError as exc:
+            raise invalid_argument(str(exc)) from None
+        await asyncio.to_thread(self._on_reload, configs)
+        response = model_management_pb2.ReloadConfigResponse()
+        response.status.error_code = int(Code.OK)
+        return response
+
+
+class GrpcServer:
+    """Runs the gRPC services on an asyncio loop in a background thread.
+
+    Args:
+        manager: where models are looked up.
+        host: address to bind.
+        port: port to bind (0 picks a free one).
+        max_request_bytes: larger messages are refused with RESOURCE_EXHAUSTED.
+        on_reload: applies configs sent with HandleReloadConfigRequest.
+    """
+
+    def __init__(
+        self,
+        manager: ModelManager,
+        host: str,
+        port: int,
+        max_request_bytes: int,
+        on_reload: Callable[[list[ModelConfig]], None] | None = None,
+    ):
+        self._manager = manager
+        self._address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        self._options = [
+            ("grpc.max_receive_message_length", max_request_bytes),
+            ("grpc.max_send_message_length", -1),
+            # Without this a second server could bind the same port and steal half the calls.
+            ("grpc.so_reuseport", 0),
+        ]
+        self._on_reload = on_reload or manager.apply_configs
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._server: grpc.aio.Server | None = None
+        self._thread: threading.Thread | None = None
+        self.port = 0
+
+    def start(self) -> None:
+        """Binds and starts serving; returns once the port is open.
+
+        Raises:
+            OSError: when the address cannot be bound.
+        """
+        ready = threading.Event()
+        failure: list[BaseException] = []
+        self._loop = asyncio.new_event_loop()
+
+        async def boot() -> None:
+            server = grpc.aio.server(options=self._options)
+            prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
+                PredictionService(self._manager), server
+            )
+            model_service_pb2_grpc.add_ModelServiceServicer_to_server(
+                ModelService(self._manager, self._on_reload), server
+            )
+            try:
+                self.port = server.add_insecure_port(self._address)
+            except RuntimeError as exc:
+                raise OSError(f"cannot bind gRPC to {self._address}: {exc}") from None
+            await server.start()
+            self._server = server
+
+        def run() -> None:
+            asyncio.set_event_loop(self._loop)
+            try:
+                self._loop.run_until_complete(boot())
+            except BaseException as exc:
+                failure.append(exc)
+                ready.set()
+                return
+            ready.set()
+            self._loop.run_forever()
+
+        self._thread = threading.Thread(target=run, name="grpc-loop", daemon=True)
+        self._thread.start()
+        ready.wait()
+        if failure:
+            self._thread.join()
+            self._loop.close()
+            raise failure[0]
+
+    def stop(self, grace: float = 10.0) -> None:
+        """Refuses new calls, lets calls in flight finish (up to `grace` s), then stops."""
+        if self._loop is None or self._server is None:
+            return
+        future = asyncio.run_coroutine_threadsafe(self._server.stop(grace), self._loop)
+        future.result()
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        if self._thread is not None:
+            self._thread.join()
+        self._loop.close()
+        self._server = None

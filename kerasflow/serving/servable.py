@@ -1,0 +1,222 @@
+"""One loaded model version: its SignatureDefs, callable signatures and their batchers.
+
+The SignatureDefs are read from saved_model.pb, as TF Serving reads them, for metadata and request
+checks; the callables come from tf.saved_model.load. Every request path (REST, gRPC, warmup,
+infra validation) ends in `Signature.run`, so they all run the model the same way.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+
+from kerasflow.serving.batching import Batcher, BatchingOptions, DirectRunner
+from kerasflow.serving.errors import Code, ServingError, invalid_argument
+from kerasflow.serving.signature import TensorSpec, check_inputs
+
+log = logging.getLogger(__name__)
+
+SAVED_MODEL_PB = "saved_model.pb"
+SERVE_TAG = "serve"
+
+_executor_lock = threading.Lock()
+_executor: concurrent.futures.ThreadPoolExecutor | None = None
+
+
+def _shared_executor() -> concurrent.futures.ThreadPoolExecutor:
+    global _executor
+    with _executor_lock:
+        if _executor is None:
+            _executor = concurrent.futures.ThreadPoolExecutor(32, thread_name_prefix="predict")
+        return _executor
+
+
+def _first_line(exc: BaseException) -> str:
+    text = getattr(exc, "message", None) or str(exc) or type(exc).__name__
+    return text.strip().splitlines()[0]
+
+
+class Signature:
+    """A callable signature with the specs of its inputs and outputs."""
+
+    def __init__(self, name: str, signature_def, fn, batching: BatchingOptions | None):
+        self.name = name
+        self.method_name = signature_def.method_name
+        self.inputs = {
+            k: TensorSpec.from_tensor_info(k, v) for k, v in signature_def.inputs.items()
+        }
+        self.outputs = {
+            k: TensorSpec.from_tensor_info(k, v) for k, v in signature_def.outputs.items()
+        }
+        self._fn = fn
+        self._batching = batching or BatchingOptions(max_batch_size=1)
+        self._runner: Batcher | DirectRunner | None = None
+        self._runner_lock = threading.Lock()
+        self._closed = False
+
+    def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Calls the model directly on checked inputs; returns its outputs as NumPy arrays.
+
+        Raises:
+            ServingError: INVALID_ARGUMENT when TensorFlow rejects the values, the op's own
+                code for other TensorFlow errors.
+        """
+        import tensorflow as tf
+
+        try:
+            outputs = self._fn(**{k: tf.constant(v) for k, v in inputs.items()})
+        except tf.errors.OpError as exc:
+            raise ServingError(Code(exc.error_code), _first_line(exc)) from None
+        except (TypeError, ValueError) as exc:
+            raise invalid_argument(_first_line(exc)) from None
+        return {k: v.numpy() for k, v in outputs.items()}
+
+    @property
+    def runner(self) -> Batcher | DirectRunner:
+        """The batcher (or direct runner) requests go through; made on first use."""
+        runner = self._runner
+        if runner is None:
+            with self._runner_lock:
+                if self._runner is None:
+                    if self._batching.enabled and not self._closed:
+                        self._runner = Batcher(self.run, self._batching, name=self.name)
+                    else:
+                        self._runner = DirectRunner(self.run, _shared_executor())
+                runner = self._runner
+        return runner
+
+    def submit(self, inputs: Mapping[str, np.ndarray]) -> concurrent.futures.Future:
+        """Checks `inputs` and queues them; the future resolves to the outputs.
+
+        Raises:
+            ServingError: INVALID_ARGUMENT when the inputs do not fit the signature.
+        """
+        checked = check_inputs(self.inputs, inputs)
+        rows = next((a.shape[0] for a in checked.values() if a.ndim), 0)
+        return self.runner.submit(checked, rows)
+
+    def predict(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """submit() and wait: the synchronous path for callers in their own thread."""
+        return self.submit(inputs).result()
+
+    def close(self) -> None:
+        """Finishes queued requests and stops the batcher."""
+        with self._runner_lock:
+            self._closed = True
+            runner = self._runner
+        if runner is not None:
+            runner.close()
+
+
+class Servable:
+    """A loaded version of a model."""
+
+    def __init__(self, name: str, version: int, path: str, signature_defs, signatures, owner=None):
+        self.name = name
+        self.version = version
+        self.path = path
+        # A tensorflow.serving.SignatureDefMap of every SignatureDef in the export.
+        self.signature_defs = signature_defs
+        self.signatures: dict[str, Signature] = signatures
+        # The object from tf.saved_model.load owns the variables the signatures capture.
+        self._owner = owner
+
+    def signature(self, name: str) -> Signature | None:
+        """The callable signature called `name`, or None."""
+        return self.signatures.get(name)
+
+    def close(self) -> None:
+        """Stops the batchers after they drain; the TF objects go with the last reference."""
+        for sig in self.signatures.values():
+            sig.close()
+
+    def __repr__(self):
+        return f"Servable({self.name!r}, version={self.version}, path={self.path!r})"
+
+
+def read_signature_defs(export_dir: str | Path):
+    """The SignatureDefMap of the `serve` MetaGraph in `export_dir/saved_model.pb`.
+
+    Raises:
+        ServingError: NOT_FOUND when there is no saved_model.pb or serve MetaGraph, DATA_LOSS
+            when the file does not parse.
+    """
+    from google.protobuf.message import DecodeError
+    from tensorflow.core.protobuf import saved_model_pb2
+    from tensorflow_serving.apis import get_model_metadata_pb2
+
+    pb = Path(export_dir, SAVED_MODEL_PB)
+    try:
+        data = pb.read_bytes()
+    except FileNotFoundError:
+        raise ServingError(
+            Code.NOT_FOUND, f"SavedModel file does not exist at: {export_dir}/{SAVED_MODEL_PB}"
+        ) from None
+    except OSError as exc:
+        raise ServingError(Code.UNKNOWN, f"cannot read {pb}: {exc.strerror}") from None
+    try:
+        saved_model = saved_model_pb2.SavedModel.FromString(data)
+    except (DecodeError, RuntimeWarning, ValueError):
+        raise ServingError(Code.DATA_LOSS, f"Can't parse {pb} as binary proto") from None
+    for meta_graph in saved_model.meta_graphs:
+        if SERVE_TAG in meta_graph.meta_info_def.tags:
+            result = get_model_metadata_pb2.SignatureDefMap()
+            for key, value in meta_graph.signature_def.items():
+                result.signature_def[key].CopyFrom(value)
+            return result
+    raise ServingError(
+        Code.NOT_FOUND,
+        f"Could not find meta graph def matching supplied tags: {{ {SERVE_TAG} }} in {pb}",
+    )
+
+
+def load_servable(
+    export_dir: str | Path,
+    name: str,
+    version: int,
+    batching: BatchingOptions | None = None,
+    warmup: bool = True,
+) -> Servable:
+    """Loads a SavedModel version and replays its warmup requests, as TF Serving does.
+
+    Args:
+        export_dir: a local version folder (saved_model.pb, variables/, assets.extra/).
+        name: the model name the servable answers to.
+        version: its version number.
+        batching: batching for its signatures (None: no batching).
+        warmup: replay `assets.extra/tf_serving_warmup_requests` when present.
+
+    Raises:
+        ServingError: with a canonical code when the export does not load or warm up.
+    """
+    import tensorflow as tf
+
+    from kerasflow.serving import warmup as warmup_mod
+
+    export_dir = str(export_dir)
+    signature_defs = read_signature_defs(export_dir)
+    try:
+        loaded = tf.saved_model.load(export_dir, tags=[SERVE_TAG])
+    except tf.errors.OpError as exc:
+        raise ServingError(Code(exc.error_code), _first_line(exc)) from None
+    except Exception as exc:
+        raise ServingError(Code.UNKNOWN, f"cannot load {export_dir}: {_first_line(exc)}") from None
+    signatures = {}
+    for key, fn in loaded.signatures.items():
+        if key in signature_defs.signature_def:
+            signatures[key] = Signature(key, signature_defs.signature_def[key], fn, batching)
+    servable = Servable(name, version, export_dir, signature_defs, signatures, owner=loaded)
+    if warmup:
+        try:
+            count = warmup_mod.replay_warmup(servable, export_dir)
+        except BaseException:
+            servable.close()
+            raise
+        if count:
+            log.info("model %s version %d: replayed %d warmup requests", name, version, count)
+    return servable
