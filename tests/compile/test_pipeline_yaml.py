@@ -1,0 +1,77 @@
+"""The compiled pipeline: compared with the checked-in golden YAML, and its shape checked.
+
+After a deliberate change to the DAG, refresh the golden file with
+`KERASFLOW_UPDATE_GOLDEN=1 pytest tests/compile` and review the diff.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+from kerasflow.pipelines.cli import main
+from kerasflow.pipelines.compiling import compile_pipeline
+from kerasflow.settings import DEFAULT_IMAGE
+
+pytestmark = pytest.mark.compile
+
+GOLDEN = Path(__file__).parent / "golden" / "training_pipeline.yaml"
+STEPS = ["ingest-clean", "normalize-split", "augment", "hyperparameter-search", "train",
+         "evaluate", "deploy"]
+
+
+@pytest.fixture(scope="module")
+def compiled(tmp_path_factory) -> Path:
+    return compile_pipeline(tmp_path_factory.mktemp("c") / "pipeline.yaml")
+
+
+def test_matches_golden(compiled):
+    text = compiled.read_text()
+    if os.environ.get("KERASFLOW_UPDATE_GOLDEN") == "1":
+        GOLDEN.write_text(text)
+    assert text == GOLDEN.read_text(), "compiled pipeline changed; see this module's docstring"
+
+
+def _all_tasks(spec: dict) -> dict:
+    tasks = dict(spec["root"]["dag"]["tasks"])
+    for comp in spec["components"].values():
+        tasks.update(comp.get("dag", {}).get("tasks", {}))
+    return tasks
+
+
+def test_seven_tasks_all_on_one_image(compiled):
+    spec = yaml.safe_load(compiled.read_text())
+    tasks = _all_tasks(spec)
+    assert sorted(t for t in tasks if t in STEPS) == sorted(STEPS)
+    images = {e["container"]["image"] for e in spec["deploymentSpec"]["executors"].values()}
+    assert images == {DEFAULT_IMAGE}
+    assert spec["pipelineInfo"]["name"] == "kerasflow-training"
+
+
+def test_deploy_runs_only_when_blessed(compiled):
+    spec = yaml.safe_load(compiled.read_text())
+    root = spec["root"]["dag"]["tasks"]
+    condition = next(t for t in root.values() if "triggerPolicy" in t)
+    assert "evaluate" in condition["triggerPolicy"]["condition"]
+    assert "deploy" not in root and "deploy" in _all_tasks(spec)
+
+
+def test_every_tunable_is_a_parameter_with_a_default(compiled):
+    spec = yaml.safe_load(compiled.read_text())
+    params = spec["root"]["inputDefinitions"]["parameters"]
+    for name in ("data", "tuner", "max_trials", "max_epochs", "seed", "model_name",
+                 "serving_dir", "tracking_uri", "thresholds"):
+        assert params[name].get("isOptional") is True, name
+    assert params["data"]["defaultValue"] == "builtin:digits"
+
+
+def test_compile_command_swaps_the_image(tmp_path, capsys):
+    out = tmp_path / "p.yaml"
+    assert main(["compile", "--output", str(out), "--image", "reg.example/kf:1.2"]) == 0
+    spec = yaml.safe_load(out.read_text())
+    images = {e["container"]["image"] for e in spec["deploymentSpec"]["executors"].values()}
+    assert images == {"reg.example/kf:1.2"}
+    assert "wrote" in capsys.readouterr().out

@@ -1,0 +1,103 @@
+"""`kerasflow run` end to end, as a user runs it: a subprocess, real steps, a tiny budget."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import pytest
+
+from kerasflow import constants as C
+
+pytestmark = pytest.mark.e2e
+
+
+def kerasflow(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "kerasflow.pipelines.cli", *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_breast_cancer_runs_through_all_seven_steps_and_deploys(tmp_path):
+    proc = kerasflow("run", "--data", "builtin:breast_cancer", "--tuner", "hyperband",
+                     "--max-epochs", "3", "--final-epochs", "10", "--work-dir", "work",
+                     "--summary-json", "summary.json", "--threshold", "accuracy=0.85",
+                     cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["blessed"] is True
+    assert summary["test_metrics"]["accuracy"] >= 0.85
+    assert set(summary["test_metrics"]) == {"accuracy", "precision", "recall", "f1", "roc_auc"}
+    assert summary["model_version"] == 1
+    version_dir = Path(summary["model_path"])
+    assert version_dir == tmp_path / "work" / "models" / "kerasflow-model" / "1"
+    assert (version_dir / "saved_model.pb").is_file()
+    assert "learning_rate" in summary["best_hyperparameters"]
+    assert not any(k.startswith("tuner/") for k in summary["best_hyperparameters"])
+    # progress is visible: each step and each trial printed a line
+    for step in ("ingest_clean", "normalize_split", "augment", "train", "evaluate", "deploy"):
+        assert f"] {step}: " in proc.stdout
+    assert "hyperparameter_search: trial 1" in proc.stdout
+    assert "deployed: version 1" in proc.stdout
+    assert list((tmp_path / "work" / "logs").glob("run-*.log"))
+    # MLflow: the pipeline run, a run per step, a run per trial
+    client = mlflow.MlflowClient(summary["tracking_uri"])
+    run = client.get_run(summary["mlflow_run_id"])
+    exp = run.info.experiment_id
+    steps = client.search_runs([exp], f"tags.mlflow.parentRunId = '{run.info.run_id}'")
+    assert len(steps) == 7
+    search = next(r for r in steps if r.data.tags[C.TAG_STEP] == "hyperparameter_search")
+    trials = client.search_runs([exp], f"tags.mlflow.parentRunId = '{search.info.run_id}'")
+    assert len(trials) >= 3 and all(r.data.metrics for r in trials)
+    train = next(r for r in steps if r.data.tags[C.TAG_STEP] == "train")
+    names = {a.path for a in client.list_artifacts(train.info.run_id)}
+    assert {"training_history.png", "model", "model_summary.txt"} <= names
+
+
+def test_diabetes_regression_reports_r2_and_an_unblessed_model_is_not_deployed(tmp_path):
+    proc = kerasflow("run", "--data", "builtin:diabetes", "--tuner", "random", "--max-trials",
+                     "2", "--max-epochs", "3", "--final-epochs", "5", "--work-dir", "work",
+                     "--threshold", "r2=0.99", "--summary-json", "s.json", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    summary = json.loads((tmp_path / "s.json").read_text())
+    assert set(summary["test_metrics"]) == {"mae", "rmse", "r2"}
+    assert summary["blessed"] is False and summary["model_version"] is None
+    assert "FAILS >= 0.99" in summary["blessing_reasons"][0]
+    assert not (tmp_path / "work" / "models").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--data", "missing.csv", "--label", "y"], "data not found: missing.csv"),
+        (["--data", "table.csv", "--label", "price"], "label column 'price' not found"),
+        (["--tuner", "annealing"], "unknown tuner 'annealing'"),
+        (["--max-trials", "-3"], "'max_trials' must be >= 1"),
+        (["--data", "builtin:mnist"], "unknown builtin dataset 'mnist'"),
+        (["--config", "bad.yaml"], "unknown config key 'epochz'"),
+        (["--threshold", "auc=0.9"], "threshold on unknown metric 'auc'"),
+    ],
+)
+def test_bad_input_ends_with_one_clear_line_and_nothing_deployed(tmp_path, args, message):
+    (tmp_path / "table.csv").write_text("a,b,y\n1,2,0\n3,4,1\n")
+    (tmp_path / "bad.yaml").write_text("epochz: 3\n")
+    proc = kerasflow("run", "--work-dir", "work", *args, cwd=tmp_path)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("kerasflow: error: "), proc.stderr
+    assert message in lines[0]
+    assert "Traceback" not in proc.stdout + proc.stderr
+    assert not (tmp_path / "work" / "models").exists()
+
+
+def test_failure_inside_a_step_names_the_step_without_a_traceback(tmp_path):
+    (tmp_path / "one_class.csv").write_text("a,b,y\n" + "".join(f"{i},{i},x\n" for i in range(30)))
+    proc = kerasflow("run", "--data", "one_class.csv", "--label", "y", "--task",
+                     "classification", "--work-dir", "work", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "kerasflow: error in ingest_clean: the label has only one class" in proc.stdout
+    assert "ingest-clean" in proc.stderr and "full log" in proc.stderr
+    assert "Traceback" not in proc.stdout + proc.stderr
+    assert not (tmp_path / "work" / "models").exists()
