@@ -156,6 +156,8 @@ class StepSettings:
         env: Plain environment variables.
         timeout_seconds: Pod deadline (activeDeadlineSeconds); 0 means none.
         image: Image for this step only; overrides the global image.
+        pvc_mounts: PersistentVolumeClaim name -> mount path, e.g. the model volume that
+            TF Serving reads on a local cluster.
     """
 
     cpu_request: str = ""
@@ -171,6 +173,7 @@ class StepSettings:
     env: dict[str, str] = dataclasses.field(default_factory=dict)
     timeout_seconds: int = 0
     image: str = ""
+    pvc_mounts: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
 def _default_secrets() -> list[SecretEnv]:
@@ -394,6 +397,8 @@ def apply_step_settings(task: Any, step: str, settings: ClusterSettings) -> None
         kubernetes.set_image_pull_secrets(task, list(settings.image_pull_secrets))
     if own.timeout_seconds > 0:
         kubernetes.set_timeout(task, own.timeout_seconds)
+    for claim, path in sorted(own.pvc_mounts.items()):
+        kubernetes.mount_pvc(task, pvc_name=claim, mount_path=path)
     kubernetes.add_pod_label(task, POD_LABEL_KEY, step.replace("_", "-"))
 
 
@@ -564,4 +569,11 @@ def _parse_step(data: Mapping[str, Any], where: str) -> StepSettings:
         out.timeout_seconds = _int(data["timeout_seconds"], f"{where}.timeout_seconds")
     if "image" in data:
         out.image = _string(data["image"], f"{where}.image")
+    if "pvc_mounts" in data:
+        out.pvc_mounts = _string_map(data["pvc_mounts"], f"{where}.pvc_mounts")
+        for claim, path in out.pvc_mounts.items():
+            if not path.startswith("/"):
+                raise UserError(
+                    f"'{where}.pvc_mounts.{claim}' must be an absolute path, got {path!r}"
+                )
     return out

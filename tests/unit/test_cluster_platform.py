@@ -99,6 +99,7 @@ def test_numbers_become_quantities_and_durations():
         ({"secrets": [{"secret_name": "s", "env": {"k": "V"}, "steps": ["x"]}]}, "unknown step"),
         ({"steps": ["train"]}, "'steps' must be a mapping"),
         ({"image_pull_secrets": "regcred"}, "must be a list"),
+        ({"steps": {"deploy": {"pvc_mounts": {"models": "rel"}}}}, "absolute path"),
     ],
 )
 def test_bad_settings_name_the_problem(data, fragment):
@@ -162,6 +163,7 @@ def test_apply_step_settings_reaches_the_compiled_spec(tmp_path):
             "steps": {
                 "train": {"gpu": 1, "env": {"TF_CPP_MIN_LOG_LEVEL": "2"}},
                 "hyperparameter_search": {"timeout_seconds": 7200},
+                "deploy": {"pvc_mounts": {"kerasflow-models": "/models"}},
             },
             "secrets": [
                 {
@@ -200,6 +202,9 @@ def test_apply_step_settings_reaches_the_compiled_spec(tmp_path):
     assert tasks["deploy"]["cachingOptions"].get("enableCache", False) is False
     assert tasks["train"]["cachingOptions"]["enableCache"] is True
     assert k8s["exec-hyperparameter-search"]["activeDeadlineSeconds"] == "7200"
+    (mount,) = k8s["exec-deploy"]["pvcMount"]
+    assert (mount["constant"], mount["mountPath"]) == ("kerasflow-models", "/models")
+    assert "pvcMount" not in k8s["exec-train"]
 
     for executor in ("exec-ingest-clean", "exec-train", "exec-deploy"):
         secrets = {s["secretName"] for s in k8s[executor]["secretAsEnv"]}
