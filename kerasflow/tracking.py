@@ -10,11 +10,13 @@ import contextlib
 import json
 import os
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from kerasflow import constants as C
+from kerasflow.stepio import add_tracking_time, timed_tracking
 
 _MAX_PARAM_LEN = 6000
 
@@ -25,6 +27,7 @@ def _mlflow():
     return mlflow
 
 
+@timed_tracking
 def configure(tracking_uri: str, experiment: str = C.DEFAULT_EXPERIMENT) -> str:
     """Points MLflow at `tracking_uri` and returns the experiment id (created when absent)."""
     mlflow = _mlflow()
@@ -45,6 +48,7 @@ def configure(tracking_uri: str, experiment: str = C.DEFAULT_EXPERIMENT) -> str:
         return exp.experiment_id
 
 
+@timed_tracking
 def find_or_create_pipeline_run(
     tracking_uri: str,
     experiment: str,
@@ -89,11 +93,12 @@ def step_run(tracking_uri: str, parent_run_id: str, step: str) -> Iterator[Any]:
 
     The run ends FAILED when the body raises, FINISHED otherwise.
     """
+    started = time.perf_counter()
     mlflow = _mlflow()
     mlflow.set_tracking_uri(resolve_uri(tracking_uri))
     parent = mlflow.MlflowClient().get_run(parent_run_id)
     mlflow.set_experiment(experiment_id=parent.info.experiment_id)
-    with mlflow.start_run(
+    run = mlflow.start_run(
         run_name=step,
         parent_run_id=parent_run_id,
         nested=True,
@@ -102,8 +107,16 @@ def step_run(tracking_uri: str, parent_run_id: str, step: str) -> Iterator[Any]:
             C.TAG_KIND: C.KIND_STEP,
             C.TAG_KFP_RUN_ID: parent.data.tags.get(C.TAG_KFP_RUN_ID, ""),
         },
-    ) as run:
+    )
+    add_tracking_time(time.perf_counter() - started)
+    status = "FAILED"
+    try:
         yield run
+        status = "FINISHED"
+    finally:
+        started = time.perf_counter()
+        mlflow.end_run(status)
+        add_tracking_time(time.perf_counter() - started)
 
 
 def resolve_uri(tracking_uri: str) -> str:
@@ -119,6 +132,7 @@ def resolve_uri(tracking_uri: str) -> str:
     return uri
 
 
+@timed_tracking
 def log_params(params: dict[str, Any], parent_run_id: str = "") -> None:
     """Logs params to the active run (and to the pipeline run when `parent_run_id` is given).
 
@@ -131,27 +145,30 @@ def log_params(params: dict[str, Any], parent_run_id: str = "") -> None:
     if parent_run_id:
         client = _mlflow().MlflowClient()
         for key, value in values.items():
-            try:
+            # A retried step logs the same param again: keep the first value.
+            with contextlib.suppress(Exception):
                 client.log_param(parent_run_id, key, value)
-            except Exception:  # a retried step logs the same param again: keep the first
-                pass
 
 
+@timed_tracking
 def log_dict_artifact(obj: Any, name: str) -> None:
     """Logs a JSON document as an artifact of the active run."""
     _mlflow().log_dict(obj, name)
 
 
+@timed_tracking
 def log_text_artifact(text: str, name: str) -> None:
     """Logs a text document (Markdown, HTML, CSV) as an artifact of the active run."""
     _mlflow().log_text(text, name)
 
 
+@timed_tracking
 def log_figure(fig: Any, name: str) -> None:
     """Logs a matplotlib figure as a PNG artifact of the active run."""
     _mlflow().log_figure(fig, name)
 
 
+@timed_tracking
 def set_pipeline_tags(parent_run_id: str, tags: dict[str, Any]) -> None:
     """Sets tags on the pipeline run (for facts the summary reads back)."""
     client = _mlflow().MlflowClient()
@@ -159,6 +176,7 @@ def set_pipeline_tags(parent_run_id: str, tags: dict[str, Any]) -> None:
         client.set_tag(parent_run_id, key, _param_value(value))
 
 
+@timed_tracking
 def log_pipeline_metrics(parent_run_id: str, metrics: dict[str, float]) -> None:
     """Logs metrics on the pipeline run itself (the test metrics, for comparison across runs)."""
     client = _mlflow().MlflowClient()
@@ -166,6 +184,7 @@ def log_pipeline_metrics(parent_run_id: str, metrics: dict[str, float]) -> None:
         client.log_metric(parent_run_id, key, float(value))
 
 
+@timed_tracking
 def log_dir_artifacts(local_dir: str | Path, artifact_path: str) -> None:
     """Logs every file of a local folder under `artifact_path` of the active run."""
     _mlflow().log_artifacts(str(local_dir), artifact_path)

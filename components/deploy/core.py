@@ -69,7 +69,7 @@ def push(saved_model_dir: Path, serving_dir: str, model_name: str) -> tuple[int,
     raise RuntimeError(f"could not allocate a new version under {base}")
 
 
-@stepio.step_entry(STEP)
+@stepio.step_entry(STEP, heavy_imports=("tensorflow",))
 def run(
     model_dir: str,
     splits_dir: str,

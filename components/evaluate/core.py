@@ -162,7 +162,7 @@ def render_report(result: Evaluation) -> str:
     return "\n".join(lines) + "\n"
 
 
-@stepio.step_entry(STEP)
+@stepio.step_entry(STEP, heavy_imports=("tensorflow", "keras"))
 def run(
     model_dir: str,
     splits_dir: str,

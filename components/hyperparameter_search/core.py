@@ -122,7 +122,7 @@ def plot_trials(rows: list[dict], objective: str):
     return fig
 
 
-@stepio.step_entry(STEP)
+@stepio.step_entry(STEP, heavy_imports=("tensorflow", "keras", "keras_tuner"))
 def run(
     splits_dir: str,
     train_dir: str,

@@ -97,7 +97,7 @@ def history_html(fig: Any) -> str:
     )
 
 
-@stepio.step_entry(STEP)
+@stepio.step_entry(STEP, heavy_imports=("tensorflow", "keras"))
 def run(
     splits_dir: str,
     train_dir: str,
