@@ -124,9 +124,8 @@ def config_from_args(args: argparse.Namespace):
 
 def cmd_run(args: argparse.Namespace) -> int:
     """`kerasflow run`: the whole pipeline under kfp.local, then a summary."""
-    from kerasflow.pipelines import local
-
     from kerasflow.fileio import write_json_atomic
+    from kerasflow.pipelines import local
 
     cfg = config_from_args(args)
     print(

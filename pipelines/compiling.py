@@ -18,10 +18,10 @@ def compile_pipeline(output: str | Path, image: str = "", step_settings: Any = N
         image: the component image (`REGISTRY/kerasflow:TAG`); the default image when empty.
         step_settings: optional cluster settings applied to every task.
     """
-    from kerasflow.pipelines.dag import build_pipeline
     from kfp import compiler
 
     from kerasflow.fileio import write_bytes_atomic
+    from kerasflow.pipelines.dag import build_pipeline
 
     output = Path(output)
     tmp = output.with_name(f".{output.name}.compiling.yaml")

@@ -8,6 +8,9 @@ with a default; `kerasflow run` executes this very DAG under kfp.local and `kera
 
 from typing import Any
 
+from kfp import dsl
+
+from kerasflow import constants as C
 from kerasflow.components.augment.component import augment
 from kerasflow.components.deploy.component import deploy
 from kerasflow.components.evaluate.component import evaluate
@@ -15,9 +18,6 @@ from kerasflow.components.hyperparameter_search.component import hyperparameter_
 from kerasflow.components.ingest_clean.component import ingest_clean
 from kerasflow.components.normalize_split.component import normalize_split
 from kerasflow.components.train.component import train
-from kfp import dsl
-
-from kerasflow import constants as C
 from kerasflow.settings import RunConfig
 
 _D = RunConfig()

@@ -9,9 +9,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from kerasflow.pipelines.console import _ANSI, quiet_console
-
 from kerasflow import constants as C
+from kerasflow.pipelines.console import _ANSI, quiet_console
 from kerasflow.settings import RunConfig
 
 
@@ -55,8 +54,9 @@ def pipeline_arguments(cfg: RunConfig) -> dict[str, Any]:
 
 def run_pipeline(cfg: RunConfig, verbose: bool = False) -> RunSummary:
     """Runs the very DAG `kerasflow compile` emits, each step in a subprocess, and summarizes."""
-    from kerasflow.pipelines.dag import training_pipeline
     from kfp import local
+
+    from kerasflow.pipelines.dag import training_pipeline
 
     work = Path(cfg.work_dir).absolute()
     work.mkdir(parents=True, exist_ok=True)

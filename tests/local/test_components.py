@@ -17,6 +17,8 @@ pytestmark = pytest.mark.local
 
 @pytest.fixture(scope="module")
 def chain(run_component, tmp_path_factory, mlflow_store):
+    from kfp.dsl import Artifact, Dataset, Model
+
     from kerasflow.components.augment.component import augment
     from kerasflow.components.deploy.component import deploy
     from kerasflow.components.evaluate.component import evaluate
@@ -24,7 +26,6 @@ def chain(run_component, tmp_path_factory, mlflow_store):
     from kerasflow.components.ingest_clean.component import ingest_clean
     from kerasflow.components.normalize_split.component import normalize_split
     from kerasflow.components.train.component import train
-    from kfp.dsl import Artifact, Dataset, Model
 
     serving = tmp_path_factory.mktemp("serving")
     t: dict = {"serving": serving}

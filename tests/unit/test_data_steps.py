@@ -1,12 +1,12 @@
 import numpy as np
 import pandas as pd
 import pytest
-from kerasflow.components.augment import core as augment
-from kerasflow.components.ingest_clean import core as ingest
-from kerasflow.components.normalize_split import core as split
 
 from kerasflow import bundle
 from kerasflow import constants as C
+from kerasflow.components.augment import core as augment
+from kerasflow.components.ingest_clean import core as ingest
+from kerasflow.components.normalize_split import core as split
 from kerasflow.errors import UserError
 from kerasflow.sources import RawData, check_source, read_source
 

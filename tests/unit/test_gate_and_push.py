@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
-from kerasflow.components.deploy import core as deploy
-from kerasflow.components.evaluate import core as evaluate
 
 from kerasflow import fileio
+from kerasflow.components.deploy import core as deploy
+from kerasflow.components.evaluate import core as evaluate
 from kerasflow.errors import UserError
 
 pytestmark = pytest.mark.unit
