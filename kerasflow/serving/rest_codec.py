@@ -178,7 +178,8 @@ def _numeric_array(value: Any, dtype: int) -> np.ndarray:
         for leaf in _leaves(value):
             if not _leaf_fits(leaf, dtype):
                 raise _type_error(leaf, dtype)
-        raise _type_error(value, dtype)
+        # Every leaf has the right JSON type, so NumPy gave up on their size.
+        raise invalid_argument(f"JSON number out of range for {dtypes.short_name(dtype)}")
     return array.astype(target, copy=False)
 
 
