@@ -15,11 +15,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from kerasflow.pipelines import cluster
-from kerasflow.pipelines.platform import ClusterSettings, load_cluster_settings
-
 from kerasflow import constants as C
 from kerasflow.errors import UserError
+from kerasflow.pipelines import cluster
+from kerasflow.pipelines.platform import ClusterSettings, load_cluster_settings
 
 DEFAULT_PIPELINE = "kerasflow.pipelines.dag:build_pipeline"
 DEFAULT_TIMEOUT_S = 6 * 3600

@@ -23,6 +23,7 @@ import kubernetes_validate
 import pytest
 import yaml
 from google.protobuf import text_format
+
 from kerasflow.pipelines.platform import POD_LABEL_KEY, ClusterSettings
 
 pytestmark = pytest.mark.compile

@@ -8,9 +8,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from kerasflow.pipelines.platform import STEPS
 
 from kerasflow.errors import UserError
+from kerasflow.pipelines.platform import STEPS
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from kfp_api_stub import KfpApiStub  # noqa: E402

@@ -5,11 +5,11 @@ import types
 import kfp_server_api
 import pytest
 import urllib3
+
+from kerasflow.errors import UserError
 from kerasflow.pipelines import cluster
 from kerasflow.pipelines.cluster_commands import load_pipeline
 from kerasflow.pipelines.platform import ClusterSettings
-
-from kerasflow.errors import UserError
 
 pytestmark = pytest.mark.unit
 

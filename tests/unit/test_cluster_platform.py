@@ -5,6 +5,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from kfp import compiler
+
+from kerasflow.errors import UserError
 from kerasflow.pipelines.platform import (
     MLFLOW_CREDENTIALS_SECRET,
     POD_LABEL_KEY,
@@ -13,9 +16,6 @@ from kerasflow.pipelines.platform import (
     apply_step_settings,
     load_cluster_settings,
 )
-from kfp import compiler
-
-from kerasflow.errors import UserError
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from kfp_api_stub import build_standin_pipeline  # noqa: E402
