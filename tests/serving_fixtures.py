@@ -1,7 +1,9 @@
 """Fixtures for the serving tests: tiny exported models, version publishing, running servers.
 
-Test modules load this with `pytest_plugins = ["tests.serving_fixtures"]`. Models are built and
-exported once per session; servers bind free ports on 127.0.0.1 and are always stopped.
+Test modules load this with `pytest_plugins = ["tests.serving_fixtures"]` and import its helpers,
+so pytest sees it imported before it registers it as a plugin; PYTEST_DONT_REWRITE keeps pytest
+from warning that it cannot rewrite asserts here (there are none). Models are built and exported
+once per session; servers bind free ports on 127.0.0.1 and are always stopped.
 """
 
 from __future__ import annotations
