@@ -18,6 +18,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 TIMINGS_ENV = "KERASFLOW_TIMINGS"
 _tracking_seconds = 0.0
+_tracking_depth = 0
 
 
 def add_tracking_time(seconds: float) -> None:
@@ -31,11 +32,15 @@ def timed_tracking(fn: F) -> F:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        global _tracking_depth
         started = time.perf_counter()
+        _tracking_depth += 1
         try:
             return fn(*args, **kwargs)
         finally:
-            add_tracking_time(time.perf_counter() - started)
+            _tracking_depth -= 1
+            if _tracking_depth == 0:  # nested tracking calls are counted once, by the outermost
+                add_tracking_time(time.perf_counter() - started)
 
     return wrapper  # type: ignore[return-value]
 
