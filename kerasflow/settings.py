@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from kerasflow import constants as C
+from kerasflow import dataoptions
 from kerasflow.errors import UserError
 
 DEFAULT_IMAGE = "ghcr.io/kerasflow/kerasflow:0.1.0"
@@ -43,9 +44,28 @@ class RunConfig:
     patience: int = 3
     augment_factor: int = 1
     augment_flip: bool = False
+    augment_methods: str = ""
+    synonyms: str = ""
     val_fraction: float = 0.15
     test_fraction: float = 0.15
+    image_size: str = ""
+    text_column: str = ""
+    time_column: str = ""
+    missing_values: str = "median"
+    outliers: str = "iqr"
+    outlier_action: str = "clip"
+    drop_duplicates: bool = True
+    drop_id_columns: bool = True
+    schema: str = ""
+    max_missing_share: float = 0.3
+    max_anomaly_share: float = 0.01
+    min_class_rows: int = 3
+    scaling: str = "zscore"
+    imbalance: str = "class_weights"
+    folds: int = 0
     thresholds: dict[str, float] = dataclasses.field(default_factory=dict)
+    champion_tolerance: float = 0.01
+    slice_by: str = ""
     model_name: str = "kerasflow-model"
     serving_dir: str = ""
     tracking_uri: str = ""
@@ -76,6 +96,11 @@ _CHOICES = {
     "tuner": C.TUNERS,
     "task": ("",) + C.TASKS,
     "modality": ("",) + C.MODALITIES,
+    "missing_values": dataoptions.MISSING_POLICIES,
+    "outliers": dataoptions.OUTLIER_METHODS,
+    "outlier_action": dataoptions.OUTLIER_ACTIONS,
+    "scaling": dataoptions.SCALINGS,
+    "imbalance": dataoptions.IMBALANCE_POLICIES,
 }
 _MINIMUMS = {
     "max_trials": 1,
@@ -85,6 +110,8 @@ _MINIMUMS = {
     "patience": 1,
     "augment_factor": 0,
     "seed": 0,
+    "min_class_rows": 1,
+    "folds": 0,
 }
 LOWER_IS_BETTER = frozenset({"loss", "mae", "rmse", "mse"})
 
@@ -119,9 +146,12 @@ def validate_config(cfg: RunConfig) -> None:
     for name, low in _MINIMUMS.items():
         if getattr(cfg, name) < low:
             raise UserError(f"config key '{name}' must be >= {low}, got {getattr(cfg, name)}")
+    if not 0.0 <= cfg.champion_tolerance <= 1.0:
+        raise UserError("config key 'champion_tolerance' must be between 0 and 1")
     for name in ("val_fraction", "test_fraction"):
         if not 0.0 < getattr(cfg, name) < 0.5:
             raise UserError(f"config key '{name}' must be between 0 and 0.5")
+    _validate_data_options(cfg)
     if not isinstance(cfg.thresholds, dict):
         raise UserError("config key 'thresholds' must be a mapping of metric name to value")
     for metric, value in cfg.thresholds.items():
@@ -133,6 +163,18 @@ def validate_config(cfg: RunConfig) -> None:
         raise UserError(
             f"model name '{cfg.model_name}' may hold only letters, digits, '-', '_' and '.'"
         )
+
+
+def _validate_data_options(cfg: RunConfig) -> None:
+    for name in ("max_missing_share", "max_anomaly_share"):
+        if not 0.0 <= getattr(cfg, name) <= 1.0:
+            raise UserError(f"config key '{name}' must be between 0 and 1")
+    if cfg.folds == 1:
+        raise UserError("config key 'folds' must be 0 (no k-fold) or at least 2")
+    if cfg.folds and cfg.time_column:
+        raise UserError("k-fold splits ('folds') cannot be combined with a time-ordered split")
+    dataoptions.parse_image_size(cfg.image_size)
+    dataoptions.check_methods(dataoptions.parse_methods(cfg.augment_methods))
 
 
 def parse_thresholds(items: list[str]) -> dict[str, float]:

@@ -38,8 +38,12 @@ def configure(tracking_uri: str, experiment: str = C.DEFAULT_EXPERIMENT) -> str:
     exp = client.get_experiment_by_name(experiment)
     if exp is not None:
         return exp.experiment_id
+    location = None
+    if tracking_uri.startswith("sqlite:///"):
+        # Keep artifacts beside the database, not in ./mlruns of whatever folder a step runs in.
+        location = Path(tracking_uri[len("sqlite:///") :]).parent.joinpath("mlartifacts").as_uri()
     try:
-        return client.create_experiment(experiment)
+        return client.create_experiment(experiment, artifact_location=location)
     except Exception:
         # Another step may have created it between the lookup and the create.
         exp = client.get_experiment_by_name(experiment)
@@ -193,6 +197,20 @@ def log_dir_artifacts(local_dir: str | Path, artifact_path: str) -> None:
 def temp_artifact_dir() -> tempfile.TemporaryDirectory:
     """A temporary folder for files that are logged and then dropped."""
     return tempfile.TemporaryDirectory(prefix="kerasflow-mlflow-")
+
+
+def find_step_run(parent_run_id: str, step: str) -> str:
+    """The id of the latest finished run of `step` under a pipeline run ("" when none)."""
+    client = _mlflow().MlflowClient()
+    parent = client.get_run(parent_run_id)
+    runs = client.search_runs(
+        [parent.info.experiment_id],
+        filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}' "
+        f"and tags.`{C.TAG_STEP}` = '{step}' and attributes.status = 'FINISHED'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    return runs[0].info.run_id if runs else ""
 
 
 def active_run_id() -> str:

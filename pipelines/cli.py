@@ -25,6 +25,9 @@ RUN_FLAGS = (
     ("--final-epochs", int, "most epochs of the final fit (early stopping ends it sooner)"),
     ("--batch-size", int, "batch size"),
     ("--augment-factor", int, "augmented copies of each training row (0 turns it off)"),
+    ("--slice-by", str, "also report test metrics per value of this column"),
+    ("--champion-tolerance", float, "how much worse than the champion a model may be and still "
+                                    "be blessed (default 0.01)"),
     ("--model-name", str, "name of the served model"),
     ("--serving-dir", str, "TF Serving model base directory (default WORK_DIR/models)"),
     (

@@ -1,28 +1,31 @@
-"""Deploy: validate the exported SavedModel, then publish it as a new TF Serving version.
+"""Deploy: validate the export in the serving runtime, then publish it as a new TF Serving version.
 
-Versions live in `<serving_dir>/<model_name>/<version>/` (integers that only grow). A version
-is published atomically (copied under a hidden temporary name, then renamed) and never
-overwritten. Before publishing, the export is loaded the way a server loads it and queried with
-test rows; its answers must match the evaluation's predictions.
+Versions live in `<serving_dir>/<model_name>/<version>/` (integers that only grow). Before
+publishing, the export gets TF Serving warmup requests built from test rows and is loaded and
+queried by the same code that serves it (kerasflow.serving); its answers must match the
+evaluation's predictions. Then the version is published atomically (copied under a hidden
+temporary name, then renamed; never overwritten), registered in the MLflow model registry,
+made the `champion`, and pinned in the serving config.
 """
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from kerasflow import bundle, fileio, stepio, tracking
+from kerasflow import bundle, fileio, registry, stepio, tracking
 from kerasflow import constants as C
-from kerasflow.errors import UserError
+from kerasflow.serving.errors import InfraValidationError
 
 STEP = "deploy"
 VALIDATION_ROWS = 32
+WARMUP_ROWS = 8
 TOLERANCE = 1e-4
 
-
-class InfraValidationError(UserError):
-    """The export failed to load or answered differently from evaluation."""
+__all__ = ["InfraValidationError", "existing_versions", "push", "run", "validate_export"]
 
 
 def existing_versions(model_base: str) -> list[int]:
@@ -30,29 +33,38 @@ def existing_versions(model_base: str) -> list[int]:
     return sorted(int(n) for n in fileio.list_dir_names(model_base) if n.isdigit())
 
 
-def validate_export(
-    saved_model_dir: Path, meta: dict, test: bundle.Part, expected: np.ndarray
-) -> None:
-    """Loads the SavedModel, calls its serving signature on test rows, compares the answers.
+def serving_inputs(meta: dict, part: bundle.Part, rows: int) -> dict[str, np.ndarray]:
+    """The first `rows` rows of a split, as the serving signature takes them."""
+    return bundle.model_inputs(meta, part.take(np.arange(min(rows, len(part)))))
+
+
+def validate_export(export_dir: Path, meta: dict, test: bundle.Part, expected: np.ndarray) -> None:
+    """Serves the export with kerasflow.serving and compares its answers with evaluation's.
 
     Raises:
-        InfraValidationError: when loading or calling fails or answers differ.
+        InfraValidationError: when it fails to load or answer, or answers differently.
     """
-    import tensorflow as tf
+    from kerasflow.serving.validation import validate_export as serve_and_predict
 
-    rows = np.arange(min(VALIDATION_ROWS, len(test)))
-    sample = test.take(rows)
-    try:
-        loaded = tf.saved_model.load(str(saved_model_dir))
-        fn = loaded.signatures[C.SERVING_SIGNATURE]
-        inputs = {k: tf.constant(v) for k, v in bundle.model_inputs(meta, sample).items()}
-        got = fn(**inputs)[C.SERVING_OUTPUT].numpy()
-    except Exception as exc:  # any failure to load or answer blocks the push
-        raise InfraValidationError(f"export does not load or answer: {exc}") from exc
-    want = expected[rows].reshape(got.shape)
+    sample = serving_inputs(meta, test, VALIDATION_ROWS)
+    got = serve_and_predict(export_dir, sample)
+    want = expected[: len(got)].reshape(got.shape)
     if not np.allclose(got, want, atol=TOLERANCE, rtol=TOLERANCE):
         diff = float(np.max(np.abs(got - want)))
-        raise InfraValidationError(f"served predictions differ from evaluation's by {diff:.2e}")
+        raise InfraValidationError(
+            f"infra validation of {export_dir} failed: served predictions differ from "
+            f"evaluation's by up to {diff:.2e}"
+        )
+
+
+def stage_export(export: Path, model_name: str, meta: dict, test: bundle.Part, into: Path) -> Path:
+    """A copy of the export with TF Serving warmup requests from test rows added."""
+    from kerasflow.serving.validation import write_warmup_requests
+
+    staged = into / "export"
+    shutil.copytree(export, staged)
+    write_warmup_requests(staged, model_name, serving_inputs(meta, test, WARMUP_ROWS))
+    return staged
 
 
 def push(saved_model_dir: Path, serving_dir: str, model_name: str) -> tuple[int, str]:
@@ -69,6 +81,32 @@ def push(saved_model_dir: Path, serving_dir: str, model_name: str) -> tuple[int,
     raise RuntimeError(f"could not allocate a new version under {base}")
 
 
+def register(
+    tracking_uri: str, parent_run_id: str, model_name: str, version: int, path: str, meta: dict
+) -> int:
+    """Registers the pushed version in MLflow and makes it the champion; returns its number."""
+    import mlflow
+
+    parent = mlflow.MlflowClient().get_run(parent_run_id)
+    train_run = tracking.find_step_run(parent_run_id, "train")
+    source = f"runs:/{train_run}/model" if train_run else path
+    registry_version = registry.register_version(
+        tracking_uri,
+        model_name,
+        source,
+        train_run or parent_run_id,
+        {
+            C.TAG_KFP_RUN_ID: parent.data.tags.get(C.TAG_KFP_RUN_ID, ""),
+            "kerasflow.mlflow_run_id": parent_run_id,
+            "kerasflow.data_hash": meta.get(C.META_DATA_HASH, ""),
+            registry.SERVING_VERSION_TAG: version,
+            registry.SERVING_PATH_TAG: path,
+        },
+    )
+    registry.promote(tracking_uri, model_name, registry_version)
+    return registry_version
+
+
 @stepio.step_entry(STEP, heavy_imports=("tensorflow",))
 def run(
     model_dir: str,
@@ -80,20 +118,38 @@ def run(
     parent_run_id: str,
 ) -> str:
     """Runs the step; returns the path of the published version."""
+    from kerasflow.errors import UserError
+
+    if not serving_dir:
+        raise UserError("serving_dir is empty: pass the TF Serving base directory (or gs://)")
+    tracking_uri = tracking.resolve_uri(tracking_uri)
     with tracking.step_run(tracking_uri, parent_run_id, STEP):
         meta = bundle.load_meta(splits_dir)
         test = bundle.load_part(splits_dir, "test")
         expected = np.load(Path(predictions_dir, C.PREDICTIONS_FILE))["outputs"]
-        export = Path(model_dir, C.SAVED_MODEL_DIR)
-        validate_export(export, meta, test, expected)
-        stepio.progress(STEP, "infra validation passed")
-        version, path = push(export, serving_dir, model_name)
+        with tempfile.TemporaryDirectory(prefix="kerasflow-deploy-") as tmp:
+            staged = stage_export(
+                Path(model_dir, C.SAVED_MODEL_DIR), model_name, meta, test, Path(tmp)
+            )
+            validate_export(staged, meta, test, expected)
+            stepio.progress(STEP, "infra validation passed (loaded, warmed up, answers match)")
+            version, path = push(staged, serving_dir, model_name)
+        registry_version = register(tracking_uri, parent_run_id, model_name, version, path, meta)
+        config_path = registry.pin_serving_version(serving_dir, model_name, version)
         tracking.log_params({"model_name": model_name, "serving_dir": serving_dir})
         import mlflow
 
-        mlflow.set_tags({C.TAG_MODEL_VERSION: version, C.TAG_MODEL_PATH: path})
-        tracking.set_pipeline_tags(
-            parent_run_id, {C.TAG_MODEL_VERSION: version, C.TAG_MODEL_PATH: path}
+        tags = {
+            C.TAG_MODEL_VERSION: version,
+            C.TAG_MODEL_PATH: path,
+            C.TAG_REGISTRY_VERSION: registry_version,
+        }
+        mlflow.set_tags(tags)
+        tracking.set_pipeline_tags(parent_run_id, tags)
+        stepio.progress(
+            STEP,
+            f"published {model_name} version {version} at {path}; registry "
+            f"version {registry_version} is now champion; pinned in "
+            f"{config_path}",
         )
-        stepio.progress(STEP, f"published {model_name} version {version} at {path}")
     return path

@@ -11,6 +11,9 @@ def evaluate(
     model: Input[Model],
     splits: Input[Dataset],
     thresholds: dict,
+    model_name: str,
+    champion_tolerance: float,
+    slice_by: str,
     tracking_uri: str,
     parent_run_id: str,
     metrics: Output[Metrics],
@@ -18,7 +21,7 @@ def evaluate(
     report: Output[Markdown],
     predictions: Output[Dataset],
 ) -> bool:
-    """Evaluates on the test split; returns the blessing."""
+    """Evaluates on the test split against thresholds and the champion; returns the blessing."""
     from kerasflow.components.evaluate import core
 
     result = core.run(
@@ -29,6 +32,9 @@ def evaluate(
         predictions.path,
         tracking_uri,
         parent_run_id,
+        model_name,
+        champion_tolerance,
+        slice_by,
     )
     for name, value in result.metrics.items():
         metrics.log_metric(name, value)

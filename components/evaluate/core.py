@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from kerasflow import bundle, modeling, stepio, tracking
+from kerasflow import bundle, modeling, registry, stepio, tracking
 from kerasflow import constants as C
 from kerasflow.errors import UserError
 from kerasflow.settings import LOWER_IS_BETTER, default_thresholds
@@ -34,6 +34,7 @@ class Evaluation:
     confusion: list[list[int]] = field(default_factory=list)
     roc: dict[str, list[float]] = field(default_factory=dict)
     per_class: str = ""
+    slices: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
 def classification_metrics(y: np.ndarray, proba: np.ndarray) -> tuple[dict, Any, dict]:
@@ -138,6 +139,51 @@ def evaluate(meta: dict, y: np.ndarray, outputs: np.ndarray, thresholds: dict) -
     return Evaluation(metrics, blessed, reasons)
 
 
+def task_metrics(meta: dict, y: np.ndarray, outputs: np.ndarray) -> dict[str, float]:
+    """The task's headline metrics for labels `y` and model outputs."""
+    if meta[C.META_TASK] == "classification":
+        return classification_metrics(y.astype(int), outputs)[0]
+    return regression_metrics(y, outputs)
+
+
+def compare_with_champion(
+    result: Evaluation,
+    champion: dict[str, float],
+    version: int,
+    thresholds: dict[str, float],
+    tolerance: float,
+) -> None:
+    """Blesses only when no gate metric is worse than the champion's beyond `tolerance`."""
+    for name in thresholds:
+        new, old = result.metrics.get(name), champion.get(name)
+        if new is None or old is None:
+            continue
+        lower = name in LOWER_IS_BETTER
+        ok = new <= old + tolerance if lower else new >= old - tolerance
+        result.blessed &= ok
+        verdict = "no regression against" if ok else "REGRESSES against"
+        result.reasons.append(
+            f"{name} = {new:.4f} {verdict} champion v{version} ({old:.4f}, tolerance {tolerance})"
+        )
+
+
+def slice_metrics(meta: dict, part: bundle.Part, outputs: np.ndarray, column: str) -> dict:
+    """Metrics per value of a categorical column of the test split."""
+    if part.frame is None or column not in part.frame.columns:
+        raise UserError(f"cannot slice by '{column}': no such column in the test split")
+    values = part.frame[column].astype(str).to_numpy()
+    y = bundle.targets(meta, part)
+    out = {}
+    for value in sorted(set(values)):
+        rows = values == value
+        if meta[C.META_TASK] == "classification" and len(np.unique(y[rows])) < 2:
+            acc = float((outputs[rows].argmax(axis=1) == y[rows]).mean())
+            out[value] = {"rows": int(rows.sum()), "accuracy": acc}
+            continue
+        out[value] = {"rows": int(rows.sum()), **task_metrics(meta, y[rows], outputs[rows])}
+    return out
+
+
 def render_report(result: Evaluation) -> str:
     """Markdown report: metrics, decision and reasons, per-class report, confusion matrix."""
     lines = ["# Evaluation on the test split", "", "| metric | value |", "| --- | --- |"]
@@ -146,6 +192,11 @@ def render_report(result: Evaluation) -> str:
     lines += [f"- {r}" for r in result.reasons]
     if result.per_class:
         lines += ["", "## Per-class report", "", "```", result.per_class, "```"]
+    for column_value, metrics in result.slices.items():
+        if column_value == next(iter(result.slices)):
+            lines += ["", "## Slices", "", "| slice | rows | metrics |", "| --- | --- | --- |"]
+        shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if k != "rows")
+        lines.append(f"| {column_value} | {metrics['rows']} | {shown} |")
     if result.confusion:
         names = result.class_names
         lines += [
@@ -162,6 +213,33 @@ def render_report(result: Evaluation) -> str:
     return "\n".join(lines) + "\n"
 
 
+def champion_evaluation(
+    tracking_uri: str, model_name: str, meta: dict, test: bundle.Part
+) -> tuple[int, dict[str, float]] | None:
+    """The current champion's metrics on this run's test split (None when there is none).
+
+    Raises:
+        RuntimeError: when the champion exists but cannot be scored on this split.
+    """
+    import keras
+    import mlflow
+
+    champion = registry.get_champion(tracking_uri, model_name)
+    if champion is None:
+        return None
+    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=champion.source))
+    if (local / C.KERAS_MODEL_FILE).is_file():
+        outputs = predict(keras.models.load_model(local / C.KERAS_MODEL_FILE), meta, test)
+    else:  # a registered SavedModel only (e.g. a serving version folder)
+        import tensorflow as tf
+
+        export = local / C.SAVED_MODEL_DIR if (local / C.SAVED_MODEL_DIR).is_dir() else local
+        fn = tf.saved_model.load(str(export)).signatures[C.SERVING_SIGNATURE]
+        inputs = {k: tf.constant(v) for k, v in bundle.model_inputs(meta, test).items()}
+        outputs = fn(**inputs)[C.SERVING_OUTPUT].numpy()
+    return champion.registry_version, task_metrics(meta, bundle.targets(meta, test), outputs)
+
+
 @stepio.step_entry(STEP, heavy_imports=("tensorflow", "keras"))
 def run(
     model_dir: str,
@@ -171,16 +249,37 @@ def run(
     predictions_dir: str,
     tracking_uri: str,
     parent_run_id: str,
+    model_name: str = "",
+    champion_tolerance: float = 0.01,
+    slice_by: str = "",
 ) -> Evaluation:
-    """Runs the step: evaluates on test, logs everything, writes test predictions."""
+    """Runs the step: evaluates on test, compares with the champion, logs, writes predictions."""
     import keras
 
+    tracking_uri = tracking.resolve_uri(tracking_uri)
     with tracking.step_run(tracking_uri, parent_run_id, STEP):
         meta = bundle.load_meta(splits_dir)
         test = bundle.load_part(splits_dir, "test")
         model = keras.models.load_model(Path(model_dir, C.KERAS_MODEL_FILE))
         outputs = predict(model, meta, test)
-        result = evaluate(meta, bundle.targets(meta, test), outputs, thresholds)
+        gate = thresholds or default_thresholds(meta[C.META_TASK])
+        result = evaluate(meta, bundle.targets(meta, test), outputs, gate)
+        if slice_by:
+            result.slices = slice_metrics(meta, test, outputs, slice_by)
+        if model_name:
+            try:
+                found = champion_evaluation(tracking_uri, model_name, meta, test)
+            except Exception as exc:  # a champion that cannot score this split: thresholds only
+                result.reasons.append(
+                    f"champion not comparable on this test split ({exc}); thresholds only"
+                )
+            else:
+                if found is None:
+                    result.reasons.append("no champion yet: thresholds only")
+                else:
+                    compare_with_champion(
+                        result, found[1], found[0], gate, float(champion_tolerance)
+                    )
         text = render_report(result)
         Path(report_path).parent.mkdir(parents=True, exist_ok=True)
         Path(report_path).write_text(text)
@@ -191,6 +290,8 @@ def run(
         mlflow.log_metrics({f"test_{k}": v for k, v in result.metrics.items()})
         mlflow.set_tag(C.TAG_BLESSED, str(result.blessed).lower())
         tracking.log_text_artifact(text, "evaluation.md")
+        if result.slices:
+            tracking.log_dict_artifact(result.slices, "slices.json")
         tracking.log_pipeline_metrics(
             parent_run_id, {f"test_{k}": v for k, v in result.metrics.items()}
         )
@@ -201,7 +302,6 @@ def run(
                 "kerasflow.blessing_reasons": result.reasons,
             },
         )
-        stepio.progress(
-            STEP, f"{result.metrics} -> {'blessed' if result.blessed else 'not blessed'}"
-        )
+        verdict = "blessed" if result.blessed else "not blessed"
+        stepio.progress(STEP, f"{result.metrics} -> {verdict}: {'; '.join(result.reasons)}")
     return result

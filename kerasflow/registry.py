@@ -1,0 +1,173 @@
+"""The MLflow model registry side of a deployment, and the serving config that pins a version.
+
+Every pushed version is registered under the served model's name with tags linking the KFP run,
+the MLflow run, the training data and the serving version. The `champion` alias marks the
+version that serves; its history is kept on the registered model so a rollback knows where to go
+back to. `<serving_dir>/models.config` (TF Serving's ModelServerConfig text format) pins the
+champion's serving version, for `kerasflow serve --model_config_file` and the official server.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from kerasflow import fileio
+from kerasflow.errors import UserError
+
+CHAMPION = "champion"
+HISTORY_TAG = "kerasflow.champion_history"
+SERVING_VERSION_TAG = "kerasflow.serving_version"
+SERVING_PATH_TAG = "kerasflow.serving_path"
+CONFIG_FILE = "models.config"
+
+
+@dataclass
+class Champion:
+    """The version the `champion` alias points at."""
+
+    registry_version: int
+    serving_version: int | None
+    source: str
+
+
+def _client(tracking_uri: str) -> Any:
+    import mlflow
+
+    return mlflow.MlflowClient(tracking_uri=tracking_uri)
+
+
+def get_champion(tracking_uri: str, model_name: str) -> Champion | None:
+    """The current champion of `model_name`, or None when there is none yet."""
+    from mlflow.exceptions import MlflowException
+
+    client = _client(tracking_uri)
+    try:
+        mv = client.get_model_version_by_alias(model_name, CHAMPION)
+    except MlflowException:
+        return None
+    serving = mv.tags.get(SERVING_VERSION_TAG)
+    return Champion(int(mv.version), int(serving) if serving else None, mv.source)
+
+
+def register_version(
+    tracking_uri: str, model_name: str, source: str, run_id: str, tags: dict[str, Any]
+) -> int:
+    """Registers `source` (a runs:/ or file URI of the model) and returns the registry version."""
+    from mlflow.exceptions import MlflowException
+
+    client = _client(tracking_uri)
+    try:
+        client.get_registered_model(model_name)
+    except MlflowException:
+        client.create_registered_model(model_name, description="Served by kerasflow.")
+    mv = client.create_model_version(
+        model_name, source, run_id=run_id, tags={k: str(v) for k, v in tags.items()}
+    )
+    return int(mv.version)
+
+
+def champion_history(tracking_uri: str, model_name: str) -> list[int]:
+    """Registry versions that were champion, oldest first."""
+    model = _client(tracking_uri).get_registered_model(model_name)
+    return json.loads(model.tags.get(HISTORY_TAG, "[]"))
+
+
+def promote(tracking_uri: str, model_name: str, registry_version: int) -> None:
+    """Points the `champion` alias at `registry_version` and appends it to the history."""
+    client = _client(tracking_uri)
+    history = champion_history(tracking_uri, model_name)
+    client.set_registered_model_alias(model_name, CHAMPION, str(registry_version))
+    client.set_registered_model_tag(
+        model_name, HISTORY_TAG, json.dumps([*history, registry_version])
+    )
+
+
+def rollback(tracking_uri: str, model_name: str, to_version: int | None = None) -> Champion:
+    """Moves the champion back: to the previous champion, or to registry version `to_version`.
+
+    Raises:
+        UserError: unknown model, nothing to roll back to, or an unknown version.
+    """
+    from mlflow.exceptions import MlflowException
+
+    client = _client(tracking_uri)
+    try:
+        history = champion_history(tracking_uri, model_name)
+    except MlflowException:
+        raise UserError(f"no registered model named '{model_name}'") from None
+    current = get_champion(tracking_uri, model_name)
+    if to_version is None:
+        earlier = [v for v in history if current is None or v != current.registry_version]
+        if not earlier:
+            raise UserError(f"model '{model_name}' has no earlier champion to roll back to")
+        to_version = earlier[-1]
+        history = history[: len(history) - 1 - history[::-1].index(to_version)]
+    else:
+        try:
+            client.get_model_version(model_name, str(to_version))
+        except MlflowException:
+            raise UserError(f"model '{model_name}' has no version {to_version}") from None
+    client.set_registered_model_alias(model_name, CHAMPION, str(to_version))
+    client.set_registered_model_tag(
+        model_name,
+        HISTORY_TAG,
+        json.dumps([*history, to_version] if not history or history[-1] != to_version else history),
+    )
+    champion = get_champion(tracking_uri, model_name)
+    assert champion is not None
+    return champion
+
+
+def registry_version_for(tracking_uri: str, model_name: str, serving_version: int) -> int:
+    """The registry version that was published as serving version `serving_version`.
+
+    Raises:
+        UserError: when no registered version of the model carries that serving version.
+    """
+    from mlflow.exceptions import MlflowException
+
+    client = _client(tracking_uri)
+    try:
+        versions = client.search_model_versions(f"name = '{model_name}'")
+    except MlflowException:
+        versions = []
+    for mv in versions:
+        if mv.tags.get(SERVING_VERSION_TAG) == str(serving_version):
+            return int(mv.version)
+    raise UserError(f"model '{model_name}' has no registered serving version {serving_version}")
+
+
+def pin_serving_version(serving_dir: str, model_name: str, version: int) -> str:
+    """Writes `<serving_dir>/models.config` so `model_name` serves exactly `version`.
+
+    Other models in the file are kept. The version also gets the `stable` label. Local files are
+    replaced atomically.
+    """
+    from google.protobuf import text_format
+    from tensorflow_serving.config import model_server_config_pb2
+
+    path = fileio.join(serving_dir, CONFIG_FILE)
+    config = model_server_config_pb2.ModelServerConfig()
+    if fileio.exists(path):
+        with fileio.local_copy(path) as local:
+            text_format.Parse(local.read_text(encoding="utf-8"), config)
+    entries = config.model_config_list.config
+    entry = next((c for c in entries if c.name == model_name), None)
+    if entry is None:
+        entry = entries.add()
+        entry.name = model_name
+    entry.base_path = fileio.join(serving_dir, model_name)
+    entry.model_platform = "tensorflow"
+    entry.model_version_policy.Clear()
+    entry.model_version_policy.specific.versions.append(version)
+    entry.version_labels.clear()
+    entry.version_labels["stable"] = version
+    text = text_format.MessageToString(config)
+    if fileio.is_gcs(path):
+        bucket, key = fileio.split_gcs(path)
+        fileio.gcs_client().bucket(bucket).blob(key).upload_from_string(text)
+    else:
+        fileio.write_bytes_atomic(path, text.encode())
+    return path

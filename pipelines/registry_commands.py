@@ -1,0 +1,69 @@
+"""`kerasflow rollback`: make an earlier champion serve again."""
+
+from __future__ import annotations
+
+import argparse
+
+from kerasflow.errors import UserError
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Adds the `rollback` subcommand."""
+    parser = subparsers.add_parser(
+        "rollback",
+        help="make the previous champion (or a given version) serve again",
+        description="Moves the MLflow `champion` alias back to the previous champion (or to "
+        "--to VERSION, a serving version number) and pins that version in "
+        "SERVING_DIR/models.config, which `kerasflow serve --model_config_file` and TF Serving "
+        "read.",
+    )
+    parser.add_argument("--model-name", required=True, help="the served model's name")
+    parser.add_argument(
+        "--to",
+        type=int,
+        default=None,
+        metavar="VERSION",
+        help="serving version to go back to (default: the previous champion)",
+    )
+    parser.add_argument(
+        "--serving-dir", default="", help="TF Serving base directory (default WORK_DIR/models)"
+    )
+    parser.add_argument(
+        "--tracking-uri",
+        default="",
+        help="MLflow URI (else MLFLOW_TRACKING_URI, else SQLite in WORK_DIR)",
+    )
+    parser.add_argument("--work-dir", default="kerasflow-work", help="as for `kerasflow run`")
+    parser.set_defaults(func=cmd_rollback)
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    """Moves the champion back and pins its serving version."""
+    from kerasflow import registry
+    from kerasflow.settings import RunConfig
+
+    cfg = RunConfig(
+        work_dir=args.work_dir,
+        serving_dir=args.serving_dir,
+        tracking_uri=args.tracking_uri,
+        model_name=args.model_name,
+    )
+    uri = cfg.resolved_tracking_uri()
+    target = None
+    if args.to is not None:
+        target = registry.registry_version_for(uri, args.model_name, args.to)
+    champion = registry.rollback(uri, args.model_name, target)
+    if champion.serving_version is None:
+        raise UserError(
+            f"registry version {champion.registry_version} of '{args.model_name}' "
+            "was never published for serving"
+        )
+    path = registry.pin_serving_version(
+        cfg.resolved_serving_dir(), args.model_name, champion.serving_version
+    )
+    print(
+        f"kerasflow: {args.model_name}: champion is now registry version "
+        f"{champion.registry_version} (serving version {champion.serving_version}); "
+        f"pinned in {path}"
+    )
+    return 0
