@@ -98,6 +98,26 @@ def load(path: str | Path, names: tuple[str, ...]) -> Bundle:
     return Bundle(meta=load_meta(path), parts={n: load_part(path, n) for n in names})
 
 
+def concat_parts(parts: list[Part]) -> Part:
+    """One part holding the rows of `parts` in order."""
+    if parts[0].frame is not None:
+        import pandas as pd
+
+        return Part(frame=pd.concat([p.frame for p in parts], ignore_index=True))
+    return Part(x=np.concatenate([p.x for p in parts]), y=np.concatenate([p.y for p in parts]))
+
+
+def fold_parts(meta: dict, train: Part, val: Part, fold: int) -> tuple[Part, Part]:
+    """The train and validation parts of fold `fold` of a split bundle made with k folds.
+
+    The split step keeps fold 0 as the `val` part and records a fold id for every row of
+    train followed by val; any other fold is cut from the same rows.
+    """
+    ids = np.asarray(meta["folds"]["ids"])
+    pool = concat_parts([train, val])
+    return pool.take(np.flatnonzero(ids != fold)), pool.take(np.flatnonzero(ids == fold))
+
+
 def feature_columns(meta: dict) -> list[str]:
     """The source column names of the features, in model-input order."""
     return [f["name"] for f in meta.get(C.META_FEATURES, [])]

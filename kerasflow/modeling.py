@@ -24,6 +24,16 @@ def build_inputs(meta: dict) -> tuple[dict[str, Any], Any]:
         s = stats[C.IMAGE_INPUT]
         x = layers.Normalization(axis=None, mean=s["mean"], variance=s["variance"])(inp)
         return {C.IMAGE_INPUT: inp}, x
+    if meta[C.META_MODALITY] == "text":
+        # One raw string per row; the vocabulary was fitted on the train split only.
+        inp = keras.Input(shape=(1,), name=C.TEXT_INPUT, dtype="string")
+        s = stats[C.TEXT_INPUT]
+        vectorize = layers.TextVectorization(
+            vocabulary=s["vocabulary"],
+            output_sequence_length=int(s["sequence_length"]),
+            name="vectorize",
+        )
+        return {C.TEXT_INPUT: inp}, vectorize(inp)
     inputs: dict[str, Any] = {}
     numeric, encoded = [], []
     for feat in meta[C.META_FEATURES]:
@@ -40,23 +50,53 @@ def build_inputs(meta: dict) -> tuple[dict[str, Any], Any]:
                 name=f"lookup_{name}",
             )
             encoded.append(lookup(inputs[name]))
+    plain = [f for f in numeric if "clip" not in stats[f["input"]]]
+    clipped = [f for f in numeric if "clip" in stats[f["input"]]]
     parts = []
-    if numeric:
-        stacked = (
-            layers.Concatenate(name="numeric")([inputs[f["input"]] for f in numeric])
-            if len(numeric) > 1
-            else inputs[numeric[0]["input"]]
-        )
+    if plain:
         parts.append(
             layers.Normalization(
-                mean=[stats[f["input"]]["mean"] for f in numeric],
-                variance=[stats[f["input"]]["variance"] for f in numeric],
+                mean=[stats[f["input"]]["mean"] for f in plain],
+                variance=[stats[f["input"]]["variance"] for f in plain],
                 name="normalize",
-            )(stacked)
+            )(_stack(inputs, plain, "numeric"))
         )
+    if clipped:
+        parts.append(_clip_and_normalize(inputs, clipped, stats))
     parts += encoded
     x = layers.Concatenate(name="features")(parts) if len(parts) > 1 else parts[0]
     return inputs, x
+
+
+def _stack(inputs: dict[str, Any], feats: list[dict], name: str) -> Any:
+    from keras import layers
+
+    if len(feats) == 1:
+        return inputs[feats[0]["input"]]
+    return layers.Concatenate(name=name)([inputs[f["input"]] for f in feats])
+
+
+def _clip_and_normalize(inputs: dict[str, Any], feats: list[dict], stats: dict) -> Any:
+    """Clips served values to the bounds cleaning clipped the training data to, then scales.
+
+    Keras has no clip layer: values are mapped onto 0..1 between the bounds, a ReLU capped at 1
+    clips them, and a second Normalization applies the train split's scaling in those units.
+    """
+    from keras import layers
+
+    bounds = [stats[f["input"]]["clip"] for f in feats]
+    lows = [float(low) for low, _ in bounds]
+    spans = [max(float(high) - float(low), 1e-12) for low, high in bounds]
+    scaled = [stats[f["input"]] for f in feats]
+    x = layers.Normalization(mean=lows, variance=[s * s for s in spans], name="clip_bounds")(
+        _stack(inputs, feats, "numeric_clipped")
+    )
+    x = layers.ReLU(max_value=1.0, name="clip")(x)
+    return layers.Normalization(
+        mean=[(t["mean"] - lo) / s for t, lo, s in zip(scaled, lows, spans, strict=True)],
+        variance=[t["variance"] / (s * s) for t, s in zip(scaled, spans, strict=True)],
+        name="normalize_clipped",
+    )(x)
 
 
 def build_head(meta: dict, x: Any) -> Any:

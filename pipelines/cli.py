@@ -25,6 +25,26 @@ RUN_FLAGS = (
     ("--final-epochs", int, "most epochs of the final fit (early stopping ends it sooner)"),
     ("--batch-size", int, "batch size"),
     ("--augment-factor", int, "augmented copies of each training row (0 turns it off)"),
+    (
+        "--augment-methods",
+        str,
+        "comma list: image flip,rotation,zoom,translation,contrast,noise; table noise,smote,"
+        "mixup; text deletion,swap,insertion,synonym (default: per modality)",
+    ),
+    ("--synonyms", str, "JSON/YAML word map (word: [synonyms]) for text synonym replacement"),
+    ("--image-size", str, "resize images to N or HxW (default: the most common size)"),
+    ("--text-column", str, "the free-text column of a table (inferred when absent)"),
+    ("--time-column", str, "split by time: oldest rows train, newest test"),
+    ("--missing-values", str, "drop, mean, median, most_frequent, constant or knn (median)"),
+    ("--outliers", str, "outlier rule: iqr, zscore or none (iqr)"),
+    ("--outlier-action", str, "what to do with outliers: clip, drop or keep (clip)"),
+    ("--schema", str, "saved schema to validate the data against (a schema.json or its folder)"),
+    ("--max-missing-share", float, "schema limit on a column's share of missing values (0.3)"),
+    ("--max-anomaly-share", float, "share of out-of-range or new-category values allowed (0.01)"),
+    ("--min-class-rows", int, "fewest rows a class may have (3)"),
+    ("--scaling", str, "numeric scaling inside the model: zscore or minmax (zscore)"),
+    ("--imbalance", str, "class_weights, smote (oversample the train split) or none"),
+    ("--folds", int, "also assign k cross-validation folds (0: off)"),
     ("--slice-by", str, "also report test metrics per value of this column"),
     ("--champion-tolerance", float, "how much worse than the champion a model may be and still "
                                     "be blessed (default 0.01)"),
@@ -109,7 +129,14 @@ def config_from_args(args: argparse.Namespace):
     if args.threshold:
         overrides["thresholds"] = settings.parse_thresholds(args.threshold)
     cfg = settings.build_config(file_values, overrides)
-    check_source(cfg.data, cfg.label)
+    check_source(
+        cfg.data,
+        cfg.label,
+        text_column=cfg.text_column,
+        time_column=cfg.time_column,
+        schema=cfg.schema,
+        synonyms=cfg.synonyms,
+    )
     if cfg.thresholds:
         from kerasflow.components.evaluate.core import (
             CLASSIFICATION_METRICS,

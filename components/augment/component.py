@@ -12,11 +12,23 @@ def augment(
     factor: int,
     seed: int,
     flip: bool,
+    methods: str,
+    synonyms: str,
     tracking_uri: str,
     parent_run_id: str,
     train_data: Output[Dataset],
 ):
-    """Writes the train split plus `factor` seeded augmented copies."""
+    """Writes the train split (balanced first when asked) plus `factor` seeded augmented copies."""
     from kerasflow.components.augment import core
 
-    core.run(splits.path, train_data.path, factor, seed, flip, tracking_uri, parent_run_id)
+    core.run(
+        splits.path,
+        train_data.path,
+        factor,
+        seed,
+        flip,
+        tracking_uri,
+        parent_run_id,
+        methods=methods,
+        synonyms=synonyms,
+    )

@@ -1,7 +1,7 @@
 """KFP component: ingest and clean."""
 
 from kfp import dsl
-from kfp.dsl import Dataset, Markdown, Output
+from kfp.dsl import HTML, Artifact, Dataset, Markdown, Output
 
 from kerasflow.settings import DEFAULT_IMAGE
 
@@ -12,15 +12,53 @@ def ingest_clean(
     label: str,
     task: str,
     modality: str,
+    text_column: str,
+    time_column: str,
+    image_size: str,
+    missing_values: str,
+    outliers: str,
+    outlier_action: str,
+    drop_duplicates: bool,
+    drop_id_columns: bool,
+    expected_schema: str,
+    max_missing_share: float,
+    max_anomaly_share: float,
+    min_class_rows: int,
     tracking_uri: str,
     experiment: str,
     kfp_run_id: str,
     dataset: Output[Dataset],
     report: Output[Markdown],
+    schema: Output[Artifact],
+    profile: Output[HTML],
 ) -> str:
-    """Reads `data`, cleans it and writes a bundle; returns the pipeline's MLflow run id."""
+    """Reads `data`, validates it against `expected_schema` (when given), cleans it and writes
+    a bundle, a report, the inferred schema and a profile; returns the pipeline's MLflow run id.
+    """
     from kerasflow.components.ingest_clean import core
 
     return core.run(
-        data, label, task, modality, tracking_uri, experiment, kfp_run_id, dataset.path, report.path
+        data,
+        label,
+        tracking_uri,
+        experiment,
+        kfp_run_id,
+        dataset.path,
+        report.path,
+        schema.path,
+        profile.path,
+        task=task,
+        modality=modality,
+        text_column=text_column,
+        time_column=time_column,
+        image_size=image_size,
+        missing_values=missing_values,
+        outliers=outliers,
+        outlier_action=outlier_action,
+        drop_duplicates=drop_duplicates,
+        drop_id_columns=drop_id_columns,
+        schema=expected_schema,
+        max_missing_share=max_missing_share,
+        max_anomaly_share=max_anomaly_share,
+        min_class_rows=min_class_rows,
     )

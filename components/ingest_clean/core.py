@@ -1,25 +1,96 @@
-"""Ingest and clean: read the source, fix what can be fixed, count every change.
+"""Ingest and clean: read the source, validate it, fix what can be fixed, count every change.
 
-Tables: rows without a label are dropped, duplicate rows dropped, junk strings in numeric
-columns turned into missing values, missing numeric values imputed with the median and missing
-categories with the most frequent value, constant columns removed. Images: duplicates dropped.
-The result is a bundle (see kerasflow.bundle) plus a Markdown report of what changed.
+Reading and modality inference live in kerasflow.sources, the cleaning policies in
+kerasflow.cleaning, schemas and anomaly checks in kerasflow.schema, profiles in
+kerasflow.profile. This step strings them together: read, coerce types, validate against a
+saved schema when one is given (anomalies stop the run before any training), clean, check the
+label, infer the schema of this data, write the bundle, the Markdown report, the schema and the
+profile, and log all of it to MLflow.
 """
 
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from kerasflow import bundle, stepio, tracking
+from kerasflow import bundle, cleaning, dataoptions, profile, stepio, tracking
 from kerasflow import constants as C
+from kerasflow import schema as schemas
 from kerasflow.errors import UserError
+from kerasflow.fileio import write_bytes_atomic
 from kerasflow.sources import RawData, read_source
 
 STEP = "ingest_clean"
-JUNK = {"", "?", "na", "n/a", "nan", "null", "none", "-", "--", "missing"}
 MAX_CLASSES_FOR_INFERENCE = 20
+MIN_ROWS = 10
+# Options the step resolves (inferred when empty): logged once, with the resolved value.
+_RESOLVED = (C.META_TASK, C.META_MODALITY)
+
+
+@dataclass
+class IngestOptions:
+    """The step's settings (see kerasflow.settings.RunConfig for their meaning)."""
+
+    task: str = ""
+    modality: str = ""
+    text_column: str = ""
+    time_column: str = ""
+    image_size: str = ""
+    missing_values: str = "median"
+    outliers: str = "iqr"
+    outlier_action: str = "clip"
+    drop_duplicates: bool = True
+    drop_id_columns: bool = True
+    schema: str = ""
+    max_missing_share: float = 0.3
+    max_anomaly_share: float = 0.01
+    min_class_rows: int = 3
+
+    def policy(self) -> cleaning.CleaningPolicy:
+        """The cleaning policy these options describe."""
+        return cleaning.CleaningPolicy(
+            missing=self.missing_values,
+            outliers=self.outliers,
+            outlier_action=self.outlier_action,
+            drop_duplicates=bool(self.drop_duplicates),
+            drop_id_columns=bool(self.drop_id_columns),
+            keep_columns=tuple(c for c in (self.time_column,) if c),
+        )
+
+
+@dataclass
+class IngestReport:
+    """What the step found and did: cleaning counts, warnings, schema and its validation."""
+
+    cleaning: cleaning.CleaningReport
+    schema: dict
+    validated_against: str = ""
+    class_counts: dict[str, int] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready form (the ingest_report.json artifact)."""
+        return {
+            **self.cleaning.as_dict(),
+            "validated_against": self.validated_against,
+            "class_counts": self.class_counts,
+            "warnings": self.warnings,
+        }
+
+
+class AnomalyError(UserError):
+    """New data do not match the saved schema."""
+
+    def __init__(self, anomalies: list[schemas.Anomaly], source: str) -> None:
+        self.anomalies = anomalies
+        try:
+            schemas.raise_anomalies(anomalies, f"{source} against the saved schema")
+        except UserError as exc:
+            super().__init__(str(exc))
 
 
 def infer_task(raw: RawData, values: np.ndarray) -> str:
@@ -30,7 +101,10 @@ def infer_task(raw: RawData, values: np.ndarray) -> str:
 
     series = pd.Series(values)
     if not pd.api.types.is_numeric_dtype(series):
-        return "classification"
+        numbers = pd.to_numeric(series.dropna(), errors="coerce")
+        if numbers.isna().any() or numbers.empty:
+            return "classification"
+        series = numbers
     distinct = series.nunique(dropna=True)
     is_integral = bool(np.all(np.mod(series.dropna().to_numpy(dtype=float), 1) == 0))
     if is_integral and distinct <= MAX_CLASSES_FOR_INFERENCE:
@@ -38,152 +112,152 @@ def infer_task(raw: RawData, values: np.ndarray) -> str:
     return "regression"
 
 
-def _coerce_numeric(frame, report: dict) -> None:
-    """Turns columns that are numbers apart from junk strings ('n/a', '?') into numbers."""
-    import pandas as pd
-
-    for col in frame.columns:
-        if pd.api.types.is_numeric_dtype(frame[col]):
-            continue
-        text = frame[col].astype("string").str.strip()
-        is_junk = text.isna() | text.str.lower().isin(JUNK)
-        numbers = pd.to_numeric(text.where(~is_junk), errors="coerce")
-        convertible = numbers.notna() | is_junk
-        if convertible.all() and numbers.notna().any():
-            junk_count = int((is_junk & frame[col].notna()).sum())
-            frame[col] = numbers.astype("float64")
-            if junk_count:
-                report["junk_values"][col] = junk_count
+def _check_rows(n: int, counts: dict[str, int] | None, min_class_rows: int) -> None:
+    if n < MIN_ROWS:
+        raise UserError(f"too few rows after cleaning ({n}); at least {MIN_ROWS} are needed")
+    if counts is not None:
+        schemas.raise_anomalies(schemas.check_labels(counts, min_class_rows))
 
 
-def clean_table(raw: RawData, task: str) -> tuple[object, dict]:
-    """Cleans a table; returns the clean frame and a report of every change."""
-    import pandas as pd
-
-    frame = raw.frame.copy()
-    label = raw.label
-    report: dict = {
-        "rows_in": len(frame),
-        "junk_values": {},
-        "imputed": {},
-        "columns_removed": {},
-    }
-    _coerce_numeric(frame, report)
-    features = [c for c in frame.columns if c != label]
-    missing_label = frame[label].isna()
-    if task == "classification":
-        missing_label |= frame[label].astype("string").str.strip().str.lower().isin(JUNK)
-    report["rows_without_label"] = int(missing_label.sum())
-    frame = frame[~missing_label]
-    before = len(frame)
-    frame = frame.drop_duplicates()
-    report["duplicate_rows"] = before - len(frame)
-    for col in features:
-        series = frame[col]
-        if series.isna().all():
-            report["columns_removed"][col] = "empty"
-        elif series.nunique(dropna=True) <= 1:
-            report["columns_removed"][col] = "constant"
-    frame = frame.drop(columns=list(report["columns_removed"]))
-    features = [c for c in frame.columns if c != label]
-    if not features:
-        raise UserError("no usable feature columns left after cleaning")
-    for col in features:
-        missing = int(frame[col].isna().sum())
-        if not missing:
-            continue
-        if pd.api.types.is_numeric_dtype(frame[col]):
-            frame[col] = frame[col].fillna(frame[col].median())
-            report["imputed"][col] = {"count": missing, "strategy": "median"}
-        else:
-            frame[col] = frame[col].fillna(frame[col].mode(dropna=True).iloc[0])
-            report["imputed"][col] = {"count": missing, "strategy": "most_frequent"}
-    report["rows_out"] = len(frame)
-    return frame.reset_index(drop=True), report
+def _class_counts(y: np.ndarray, names: list[str]) -> dict[str, int]:
+    counts = np.bincount(y.astype(int), minlength=len(names))
+    return {name: int(c) for name, c in zip(names, counts, strict=True) if c}
 
 
-def _check_rows(n: int, task: str, labels: np.ndarray) -> None:
-    if n < 10:
-        raise UserError(f"too few rows after cleaning ({n}); at least 10 are needed")
-    if task == "classification":
-        _, counts = np.unique(labels, return_counts=True)
-        if len(counts) < 2:
-            raise UserError("the label has only one class; classification needs at least two")
-        if counts.min() < 3:
-            raise UserError(f"a class has only {counts.min()} row(s); each needs at least 3")
+def build_bundle(
+    raw: RawData,
+    task: str = "",
+    modality: str = "",
+    options: IngestOptions | None = None,
+    saved_schema: dict | None = None,
+) -> tuple[bundle.Bundle, IngestReport]:
+    """Turns raw data into a clean bundle and a report.
 
-
-def build_bundle(raw: RawData, task: str = "", modality: str = "") -> tuple[bundle.Bundle, dict]:
-    """Turns raw data into a clean bundle and a change report."""
-    modality = modality or raw.modality
+    Raises:
+        AnomalyError: when `saved_schema` is given and the data do not conform.
+        UserError: unusable label, too few rows or classes, no feature left.
+    """
+    options = options or IngestOptions()
+    task = task or options.task
+    modality = modality or options.modality or raw.modality
     if raw.x is not None:
-        task = task or raw.task_hint or "classification"
-        flat = raw.x.reshape(len(raw.x), -1)
-        _, first = np.unique(
-            np.concatenate([flat, raw.y[:, None]], axis=1), axis=0, return_index=True
-        )
-        keep = np.sort(first)
-        report = {
-            "rows_in": len(raw.x),
-            "duplicate_rows": len(raw.x) - len(keep),
-            "rows_out": len(keep),
-            "imputed": {},
-            "columns_removed": {},
-            "junk_values": {},
-        }
-        x, y = raw.x[keep], raw.y[keep]
-        _check_rows(len(y), task, y)
-        meta = {
-            C.META_MODALITY: modality,
-            C.META_TASK: task,
-            C.META_LABEL: raw.label,
-            C.META_FEATURES: [{"name": C.IMAGE_INPUT, "input": C.IMAGE_INPUT, "kind": "image"}],
-            C.META_CLASS_NAMES: raw.class_names or [str(i) for i in np.unique(y)],
-            C.META_IMAGE_SHAPE: list(x.shape[1:]),
-            C.META_ROWS: len(y),
-        }
-        part = bundle.Part(x=x.astype("float32"), y=y)
-        meta[C.META_DATA_HASH] = bundle.hash_part(part)
-        return bundle.Bundle(meta=meta, parts={"data": part}), report
+        return _image_bundle(raw, task, options, saved_schema)
+    return _table_bundle(raw, task, modality, options, saved_schema)
+
+
+def _image_bundle(raw, task, options, saved_schema):
+    if task == "regression" and raw.task_hint == "classification":
+        raise UserError("image class folders hold classes; task 'regression' does not fit them")
+    task = task or raw.task_hint or infer_task(raw, raw.y)
+    report = cleaning.CleaningReport(rows_in=len(raw.x))
+    x, y = raw.x, raw.y
+    if task == "classification" and not raw.class_names:
+        values = np.unique(y)
+        raw.class_names = [str(int(v)) if float(v).is_integer() else str(v) for v in values]
+        y = np.searchsorted(values, y)
+    if saved_schema is not None:
+        anomalies = schemas.validate_images(saved_schema, x, raw.class_names)
+        if anomalies:
+            raise AnomalyError(anomalies, "the images")
+    if options.drop_duplicates:
+        keep, report.duplicate_rows = cleaning.dedupe_arrays(x, y)
+        x, y = x[keep], y[keep]
+    report.rows_out = len(x)
+    counts = _class_counts(y, raw.class_names) if task == "classification" else None
+    _check_rows(len(x), counts, options.min_class_rows)
+    meta = {
+        C.META_MODALITY: "image",
+        C.META_TASK: task,
+        C.META_LABEL: raw.label,
+        C.META_FEATURES: [{"name": C.IMAGE_INPUT, "input": C.IMAGE_INPUT, "kind": "image"}],
+        C.META_CLASS_NAMES: raw.class_names if task == "classification" else [],
+        C.META_IMAGE_SHAPE: list(x.shape[1:]),
+        C.META_ROWS: len(x),
+    }
+    part = bundle.Part(x=x.astype("float32"), y=y if task == "classification" else y.astype(float))
+    meta[C.META_DATA_HASH] = bundle.hash_part(part)
+    schema = schemas.infer_array_schema(
+        x, meta[C.META_CLASS_NAMES], raw.label, options.min_class_rows
+    )
+    result = IngestReport(report, schema, class_counts=counts or {}, warnings=list(raw.warnings))
+    return bundle.Bundle(meta=meta, parts={"data": part}), result
+
+
+def _table_bundle(raw, task, modality, options, saved_schema):
     import pandas as pd
 
-    task = task or infer_task(raw, raw.frame[raw.label].to_numpy())
-    frame, report = clean_table(raw, task)
     label = raw.label
+    report = cleaning.CleaningReport(rows_in=len(raw.frame))
+    coerced = cleaning.coerce_types(raw.frame, report)
+    task = task or infer_task(raw, coerced[label].to_numpy())
+    if saved_schema is not None:
+        anomalies = schemas.validate_table(saved_schema, coerced)
+        if anomalies:
+            raise AnomalyError(anomalies, "the data")
+    text_column = raw.text_column if modality == "text" else ""
+    policy = options.policy()
+    if text_column:
+        frame, report = cleaning.clean_text(raw.frame, label, text_column, policy, report)
+    else:
+        frame, report = cleaning.clean_table(coerced, label, task, policy, report)
     class_names: list[str] = []
+    counts = None
     if task == "classification":
         values = frame[label]
-        if pd.api.types.is_numeric_dtype(values) and values.dropna().mod(1).eq(0).all():
+        if pd.api.types.is_numeric_dtype(values) and values.mod(1).eq(0).all():
             values = values.astype("int64")
-        class_names = raw.class_names or sorted({str(v) for v in values}, key=_natural_key)
+        names = [str(v) for v in values]
+        class_names = list(raw.class_names) or sorted(set(names), key=_natural_key)
+        unknown = sorted(set(names) - set(class_names))
+        if unknown:
+            raise UserError(f"labels {unknown[:3]} are not among the classes {class_names[:5]}")
         index = {name: i for i, name in enumerate(class_names)}
-        frame[label] = [index[str(v)] for v in values]
+        frame[label] = np.asarray([index[n] for n in names], dtype="int64")
+        counts = _class_counts(frame[label].to_numpy(), class_names)
     else:
-        numeric = pd.to_numeric(frame[label], errors="coerce")
-        if numeric.isna().any():
-            raise UserError(f"regression label '{label}' holds values that are not numbers")
-        frame[label] = numeric.astype("float64")
-    _check_rows(len(frame), task, frame[label].to_numpy())
+        frame[label] = frame[label].astype("float64")
+    _check_rows(len(frame), counts, options.min_class_rows)
     features = []
     for col in frame.columns:
-        if col == label:
+        if col == label or col == options.time_column:
+            continue
+        if col == text_column:
+            features.append({"name": col, "input": C.TEXT_INPUT, "kind": "text"})
             continue
         kind = "numeric" if pd.api.types.is_numeric_dtype(frame[col]) else "categorical"
-        if kind == "categorical":
-            frame[col] = frame[col].astype(str)
         features.append({"name": col, "input": bundle.input_name(col), "kind": kind})
     _check_unique_inputs(features)
     meta = {
-        C.META_MODALITY: modality or "tabular",
+        C.META_MODALITY: "text" if text_column else "tabular",
         C.META_TASK: task,
         C.META_LABEL: label,
         C.META_FEATURES: features,
         C.META_CLASS_NAMES: class_names,
         C.META_ROWS: len(frame),
     }
+    if options.time_column:
+        meta["time_column"] = options.time_column
+    names = {f["name"] for f in features}
+    bounds = {c: b for c, b in report.clip_bounds.items() if c in names}
+    if bounds:
+        meta["clip_bounds"] = bounds
     part = bundle.Part(frame=frame)
     meta[C.META_DATA_HASH] = bundle.hash_part(part)
-    return bundle.Bundle(meta=meta, parts={"data": part}), report
+    schema = schemas.infer_table_schema(
+        coerced,
+        label,
+        task,
+        ignored=report.columns_removed,
+        class_names=class_names,
+        text_column=text_column,
+        max_missing_share=options.max_missing_share,
+        max_anomaly_share=options.max_anomaly_share,
+        min_class_rows=options.min_class_rows,
+    )
+    result = IngestReport(
+        report, schema, class_counts=counts or {}, warnings=list(raw.warnings + report.warnings)
+    )
+    return bundle.Bundle(meta=meta, parts={"data": part}), result
 
 
 def _natural_key(text: str):
@@ -201,73 +275,160 @@ def _check_unique_inputs(features: list[dict]) -> None:
         seen[feat["input"]] = feat["name"]
 
 
-def render_report(source: str, meta: dict, report: dict) -> str:
-    """The Markdown report of what cleaning changed."""
+def _table(header: tuple[str, ...], rows: list[tuple]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    return lines + ["| " + " | ".join(str(v) for v in row) + " |" for row in rows]
+
+
+def render_report(source: str, meta: dict, report: IngestReport) -> str:
+    """The Markdown report of what the step found and changed."""
+    c = report.cleaning
     lines = [
         f"# Ingest and clean: `{source}`",
         "",
-        f"- modality: **{meta[C.META_MODALITY]}**, task: **{meta[C.META_TASK]}**",
-        f"- rows in: {report['rows_in']}, rows out: {report['rows_out']}",
-        f"- rows dropped without a label: {report.get('rows_without_label', 0)}",
-        f"- duplicate rows dropped: {report['duplicate_rows']}",
+        f"modality **{meta[C.META_MODALITY]}**, task **{meta[C.META_TASK]}**, "
+        f"label `{meta[C.META_LABEL]}`",
+        "",
     ]
-    if meta.get(C.META_CLASS_NAMES):
-        lines.append(f"- classes: {', '.join(meta[C.META_CLASS_NAMES])}")
-    for title, key in (
-        ("Junk strings made missing", "junk_values"),
-        ("Values imputed", "imputed"),
-        ("Columns removed", "columns_removed"),
-    ):
-        if report[key]:
-            lines += ["", f"## {title}", "", "| column | detail |", "| --- | --- |"]
-            lines += [f"| {col} | {detail} |" for col, detail in report[key].items()]
+    lines += _table(("change", "count"), list(c.metrics().items()))
+    if report.warnings:
+        lines += ["", "## Warnings", ""] + [f"- {w}" for w in report.warnings]
+    if report.class_counts:
+        lines += ["", "## Rows per class", ""]
+        lines += _table(("class", "rows"), list(report.class_counts.items()))
+    sections = (
+        ("Junk strings made missing", ("column", "values"), list(c.junk_values.items())),
+        (
+            "Values imputed",
+            ("column", "values", "strategy"),
+            [(k, v["count"], v["strategy"]) for k, v in c.imputed.items()],
+        ),
+        (
+            "Outliers",
+            ("column", "values", "rule", "bounds", "action"),
+            [
+                (k, v["count"], v["rule"], f"[{v['low']:g}, {v['high']:g}]", v["action"])
+                for k, v in c.outliers.items()
+            ],
+        ),
+        ("Columns removed", ("column", "reason"), list(c.columns_removed.items())),
+    )
+    for title, header, rows in sections:
+        if rows:
+            lines += ["", f"## {title}", ""] + _table(header, rows)
+    lines += ["", "## Schema", ""]
+    if report.validated_against:
+        lines.append(f"The data conform to the saved schema `{report.validated_against}`.")
+    else:
+        lines.append("No saved schema was given: the schema of this data was inferred.")
     return "\n".join(lines) + "\n"
+
+
+def _options(values: dict[str, Any]) -> IngestOptions:
+    fields = {f.name: f for f in dataclasses.fields(IngestOptions)}
+    out = {}
+    for name, value in values.items():
+        if name not in fields:
+            raise TypeError(f"unknown ingest option {name}")
+        kind = fields[name].type
+        out[name] = int(value) if kind == "int" else float(value) if kind == "float" else value
+    return IngestOptions(**out)
+
+
+def _write_text(path: str, text: str) -> None:
+    if path:
+        write_bytes_atomic(path, text.encode())
+
+
+def _log_failure(exc: AnomalyError) -> None:
+    tracking.log_text_artifact(schemas.render_anomalies(exc.anomalies), "anomalies.md")
+    tracking.log_dict_artifact([dataclasses.asdict(a) for a in exc.anomalies], "anomalies.json")
+
+
+def _profile(result: bundle.Bundle) -> tuple[list[dict], Any]:
+    meta, part = result.meta, result.parts["data"]
+    if part.frame is None:
+        names = meta[C.META_CLASS_NAMES] or ["all"]
+        y = part.y if meta[C.META_CLASS_NAMES] else np.zeros(len(part.y), int)
+        stats = [{"image_shape": "x".join(map(str, meta[C.META_IMAGE_SHAPE])), "rows": len(part)}]
+        return stats, profile.image_figure(part.x, y, names)
+    frame = part.frame.copy()
+    if meta[C.META_CLASS_NAMES]:
+        names = meta[C.META_CLASS_NAMES]
+        frame[meta[C.META_LABEL]] = [names[i] for i in frame[meta[C.META_LABEL]]]
+    text = [f["name"] for f in meta[C.META_FEATURES] if f["kind"] == "text"]
+    stats = profile.column_stats(frame)
+    if text:
+        lengths = frame[text[0]].str.split().str.len()
+        for row in stats:
+            if row["column"] == text[0]:
+                row.update(profile.text_stats(frame[text[0]]))
+        frame = frame.drop(columns=text).assign(**{f"{text[0]} (words)": lengths})
+    return stats, profile.table_figure(frame, meta[C.META_LABEL])
 
 
 @stepio.step_entry(STEP)
 def run(
     source: str,
     label: str,
-    task: str,
-    modality: str,
     tracking_uri: str,
     experiment: str,
     kfp_run_id: str,
     dataset_dir: str,
     report_path: str,
+    schema_dir: str = "",
+    profile_path: str = "",
+    **options: Any,
 ) -> str:
     """Runs the step; returns the MLflow run id of the pipeline run (found or created)."""
+    opts = _options(options)
     tracking_uri = tracking.resolve_uri(tracking_uri)
     parent = tracking.find_or_create_pipeline_run(tracking_uri, experiment, kfp_run_id)
     with tracking.step_run(tracking_uri, parent, STEP):
+        settings = {k: v for k, v in dataclasses.asdict(opts).items() if k not in _RESOLVED}
+        tracking.log_params({"data": source, "label": label, **settings}, parent_run_id=parent)
+        saved = schemas.load_schema(opts.schema) if opts.schema else None
+        size = dataoptions.parse_image_size(opts.image_size)
+        if size is None and saved and saved.get("modality") == "image":
+            size = tuple(saved["image_shape"][:2])
         stepio.progress(STEP, f"reading {source}")
-        raw = read_source(source, label)
-        result, report = build_bundle(raw, task, modality)
+        raw = read_source(
+            source,
+            label,
+            modality=opts.modality,
+            text_column=opts.text_column,
+            time_column=opts.time_column,
+            image_size=size,
+        )
+        for warning in raw.warnings:
+            stepio.progress(STEP, f"warning: {warning}")
+        try:
+            result, report = build_bundle(raw, options=opts, saved_schema=saved)
+        except AnomalyError as exc:
+            _log_failure(exc)
+            raise
+        report.validated_against = opts.schema
         bundle.save(dataset_dir, result)
         text = render_report(source, result.meta, report)
-        Path(report_path).parent.mkdir(parents=True, exist_ok=True)
-        Path(report_path).write_text(text)
-        tracking.log_params(
-            {
-                "data": source,
-                "label": label,
-                "task": result.meta[C.META_TASK],
-                "modality": result.meta[C.META_MODALITY],
-            },
-            parent_run_id=parent,
-        )
+        _write_text(report_path, text)
+        if schema_dir:
+            schemas.save_schema(report.schema, str(Path(schema_dir, C.SCHEMA_FILE)))
+        stats, fig = _profile(result)
+        png = profile.figure_png(fig)
+        page = profile.render_html(f"Profile of {source}", stats, png)
+        _write_text(profile_path, page)
         import mlflow
 
-        mlflow.log_metrics(
-            {
-                "rows_in": report["rows_in"],
-                "rows_out": report["rows_out"],
-                "duplicate_rows": report["duplicate_rows"],
-                "values_imputed": sum(v["count"] for v in report["imputed"].values()),
-                "columns_removed": len(report["columns_removed"]),
-            }
-        )
+        tracking.log_params({k: result.meta[k] for k in _RESOLVED}, parent_run_id=parent)
+        mlflow.log_metrics(report.cleaning.metrics())
         tracking.log_text_artifact(text, "ingest_report.md")
-        tracking.log_dict_artifact(report, "ingest_report.json")
-        stepio.progress(STEP, f"{report['rows_out']} rows, task {result.meta[C.META_TASK]}")
+        tracking.log_dict_artifact(report.as_dict(), "ingest_report.json")
+        tracking.log_dict_artifact(report.schema, C.SCHEMA_FILE)
+        tracking.log_text_artifact(page, "profile.html")
+        tracking.log_figure(fig, "profile.png")
+        stepio.progress(
+            STEP,
+            f"{report.cleaning.rows_out} rows, {result.meta[C.META_MODALITY]} "
+            f"{result.meta[C.META_TASK]}",
+        )
     return parent

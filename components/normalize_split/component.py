@@ -12,13 +12,28 @@ def normalize_split(
     val_fraction: float,
     test_fraction: float,
     seed: int,
+    scaling: str,
+    imbalance: str,
+    time_column: str,
+    folds: int,
     tracking_uri: str,
     parent_run_id: str,
     splits: Output[Dataset],
 ):
-    """Splits the clean data into train/val/test and fits preprocessing on train."""
+    """Splits the clean data (stratified, plain, time-ordered or with k folds) and fits the
+    preprocessing statistics and class weights on train only."""
     from kerasflow.components.normalize_split import core
 
     core.run(
-        dataset.path, splits.path, val_fraction, test_fraction, seed, tracking_uri, parent_run_id
+        dataset.path,
+        splits.path,
+        val_fraction,
+        test_fraction,
+        seed,
+        tracking_uri,
+        parent_run_id,
+        scaling=scaling,
+        imbalance=imbalance,
+        time_column=time_column,
+        folds=folds,
     )

@@ -1,92 +1,258 @@
 """Normalize and split: train/val/test split and preprocessing statistics fitted on train only.
 
-The statistics (means and variances of numeric inputs, vocabularies of categorical ones) go into
-the bundle metadata; the model builder turns them into Keras preprocessing layers, so the
-exported model takes raw features and training and serving share one transformation.
+Splits are seeded: stratified by class for classification, plain for regression, or ordered
+by a time column (oldest rows train, newest test) on request; with `folds` the rows outside the
+test split are also assigned to k folds (stratified when possible) for cross-validation. The
+statistics (z-score or min-max parameters of numeric inputs, vocabularies of categorical and
+text inputs) go into the bundle metadata; the model builder turns them into Keras
+preprocessing layers, so the exported model takes raw rows and training and serving share one
+transformation. Class imbalance is handled with balanced class weights, or left to the augment
+step's oversampling when `imbalance` is 'smote'.
 """
 
 from __future__ import annotations
 
+from collections import Counter
+from dataclasses import dataclass
+
 import numpy as np
 
-from kerasflow import bundle, stepio, tracking
+from kerasflow import bundle, stepio, textprep, tracking
 from kerasflow import constants as C
 from kerasflow.errors import UserError
 
 STEP = "normalize_split"
+MAX_VOCABULARY = 1000
+
+
+@dataclass
+class SplitOptions:
+    """The step's settings (see kerasflow.settings.RunConfig for their meaning)."""
+
+    scaling: str = "zscore"
+    imbalance: str = "class_weights"
+    time_column: str = ""
+    folds: int = 0
 
 
 def split_indices(
-    labels: np.ndarray, task: str, val_fraction: float, test_fraction: float, seed: int
+    labels: np.ndarray,
+    task: str,
+    val_fraction: float,
+    test_fraction: float,
+    seed: int,
+    warnings: list[str] | None = None,
 ) -> dict[str, np.ndarray]:
-    """Seeded train/val/test row positions, stratified by label for classification."""
+    """Seeded train/val/test row positions, stratified by label for classification.
+
+    When a class is too small to appear in every split, the split falls back to a plain one
+    and says so in `warnings`.
+    """
     from sklearn.model_selection import train_test_split
 
     idx = np.arange(len(labels))
-    strat = labels if task == "classification" else None
-    try:
+
+    def attempt(stratified: bool) -> dict[str, np.ndarray]:
+        strat = labels if stratified else None
         rest, test = train_test_split(
             idx, test_size=test_fraction, random_state=seed, stratify=strat
         )
-        strat_rest = labels[rest] if strat is not None else None
         train, val = train_test_split(
             rest,
             test_size=val_fraction / (1.0 - test_fraction),
             random_state=seed,
-            stratify=strat_rest,
+            stratify=labels[rest] if stratified else None,
         )
+        return {"train": np.sort(train), "val": np.sort(val), "test": np.sort(test)}
+
+    stratified = task == "classification"
+    try:
+        return attempt(stratified)
+    except ValueError as exc:
+        if not stratified:
+            raise UserError(f"cannot split the data: {exc}") from None
+    try:
+        out = attempt(False)
     except ValueError as exc:
         raise UserError(f"cannot split the data: {exc}") from None
-    return {"train": np.sort(train), "val": np.sort(val), "test": np.sort(test)}
+    if warnings is not None:
+        warnings.append("classes too small to stratify: the split is not stratified")
+    return out
 
 
-def fit_normalization(meta: dict, train: bundle.Part) -> dict:
-    """Statistics of the train split that the model's preprocessing layers are built from."""
+def time_order(frame, column: str) -> tuple[np.ndarray, int]:
+    """Row positions sorted by `column` (dates or numbers) and the count of rows without a time.
+
+    Raises:
+        UserError: when the column holds neither dates nor numbers.
+    """
+    import pandas as pd
+
+    values = frame[column]
+    if pd.api.types.is_numeric_dtype(values):
+        keys = values.astype("float64")
+    else:
+        keys = pd.to_datetime(values, errors="coerce", format="mixed")
+        if keys.notna().sum() < 0.9 * values.notna().sum() or keys.isna().all():
+            raise UserError(f"time column '{column}' holds values that are not dates or numbers")
+    keys = pd.Series(keys).reset_index(drop=True)
+    valid = np.flatnonzero(keys.notna().to_numpy())
+    order = valid[np.argsort(keys.iloc[valid].to_numpy(), kind="stable")]
+    return order, len(keys) - len(valid)
+
+
+def time_split(order: np.ndarray, val_fraction: float, test_fraction: float) -> dict:
+    """Oldest rows train, then validation, newest rows test."""
+    n = len(order)
+    n_test = max(1, int(round(n * test_fraction)))
+    n_val = max(1, int(round(n * val_fraction)))
+    return {
+        "train": order[: n - n_test - n_val],
+        "val": order[n - n_test - n_val : n - n_test],
+        "test": order[n - n_test :],
+    }
+
+
+def assign_folds(labels: np.ndarray, task: str, k: int, seed: int) -> np.ndarray:
+    """A fold id (0..k-1) per row, stratified by class for classification when possible.
+
+    Raises:
+        UserError: when there are fewer rows than folds.
+    """
+    from sklearn.model_selection import KFold, StratifiedKFold
+
+    if len(labels) < k:
+        raise UserError(f"cannot make {k} folds of {len(labels)} rows")
+    ids = np.zeros(len(labels), dtype="int64")
+    splitter = KFold(k, shuffle=True, random_state=seed)
+    if task == "classification" and np.bincount(labels.astype(int)).max() >= k:
+        counts = np.bincount(labels.astype(int))
+        if counts[counts > 0].min() >= k:
+            splitter = StratifiedKFold(k, shuffle=True, random_state=seed)
+    for fold, (_, held) in enumerate(splitter.split(np.zeros(len(labels)), labels)):
+        ids[held] = fold
+    return ids
+
+
+def fit_normalization(meta: dict, train: bundle.Part, scaling: str = "zscore") -> dict:
+    """Statistics of the train split that the model's preprocessing layers are built from.
+
+    Numeric inputs get `mean` and `variance` for a Keras Normalization layer: the column's
+    mean and variance (z-score) or its minimum and squared range (min-max, which the same layer
+    then maps onto 0..1). Categorical inputs get a vocabulary (most frequent first), text a
+    vocabulary and a sequence length.
+    """
     if train.frame is None:
         x = train.x.astype("float64")
-        return {C.IMAGE_INPUT: {"mean": float(x.mean()), "variance": float(max(x.var(), 1e-12))}}
+        return {C.IMAGE_INPUT: _scale_stats(x.reshape(-1), scaling)}
     stats: dict = {}
     for feat in meta[C.META_FEATURES]:
         col = train.frame[feat["name"]]
         if feat["kind"] == "numeric":
-            values = col.to_numpy(dtype="float64")
-            stats[feat["input"]] = {
-                "mean": float(values.mean()),
-                "variance": float(max(values.var(), 1e-12)),
-            }
+            stats[feat["input"]] = _scale_stats(col.to_numpy(dtype="float64"), scaling)
+            if feat["name"] in meta.get("clip_bounds", {}):
+                # Cleaning clipped this column; the model clips served values the same way.
+                stats[feat["input"]]["clip"] = meta["clip_bounds"][feat["name"]]
+        elif feat["kind"] == "text":
+            vocabulary, length = textprep.fit_vocabulary(col.astype(str))
+            if not vocabulary:
+                raise UserError(f"text column '{feat['name']}' holds no words")
+            stats[feat["input"]] = {"vocabulary": vocabulary, "sequence_length": length}
         else:
-            stats[feat["input"]] = {"vocabulary": sorted(col.astype(str).unique().tolist())}
+            counts = Counter(col.astype(str))
+            ranked = sorted(counts, key=lambda v: (-counts[v], v))[:MAX_VOCABULARY]
+            stats[feat["input"]] = {"vocabulary": ranked}
     if meta[C.META_TASK] == "regression":
         y = train.labels(meta).astype("float64")
         stats["__target__"] = {"mean": float(y.mean()), "std": float(max(y.std(), 1e-6))}
     return stats
 
 
+def _scale_stats(values: np.ndarray, scaling: str) -> dict:
+    if scaling == "minmax":
+        low, high = float(values.min()), float(values.max())
+        return {
+            "scaling": "minmax",
+            "min": low,
+            "max": high,
+            "mean": low,
+            "variance": float(max((high - low) ** 2, 1e-12)),
+        }
+    return {
+        "scaling": "zscore",
+        "mean": float(values.mean()),
+        "variance": float(max(values.var(), 1e-12)),
+    }
+
+
 def class_weights(meta: dict, train: bundle.Part) -> dict[str, float]:
     """Balanced class weights (n / (k * count)) from the train split."""
+    from sklearn.utils.class_weight import compute_class_weight
+
     y = train.labels(meta).astype("int64")
-    classes, counts = np.unique(y, return_counts=True)
-    n, k = len(y), len(classes)
-    return {str(int(c)): float(n / (k * cnt)) for c, cnt in zip(classes, counts, strict=True)}
+    classes = np.unique(y)
+    weights = compute_class_weight("balanced", classes=classes, y=y)
+    return {str(int(c)): float(w) for c, w in zip(classes, weights, strict=True)}
 
 
 def split_bundle(
-    data: bundle.Bundle, val_fraction: float, test_fraction: float, seed: int
+    data: bundle.Bundle,
+    val_fraction: float,
+    test_fraction: float,
+    seed: int,
+    options: SplitOptions | None = None,
 ) -> bundle.Bundle:
     """Splits the one part of a clean bundle and fits the preprocessing statistics on train."""
+    options = options or SplitOptions()
     meta = dict(data.meta)
     part = data.parts["data"]
-    parts = {
-        name: part.take(rows)
-        for name, rows in split_indices(
-            part.labels(meta), meta[C.META_TASK], val_fraction, test_fraction, seed
-        ).items()
-    }
-    meta[C.META_NORMALIZATION] = fit_normalization(meta, parts["train"])
-    if meta[C.META_TASK] == "classification":
+    task = meta[C.META_TASK]
+    warnings: list[str] = []
+    time_column = options.time_column or meta.get("time_column", "")
+    if time_column:
+        if part.frame is None or time_column not in part.frame.columns:
+            raise UserError(f"time column '{time_column}' not found in the clean data")
+        order, untimed = time_order(part.frame, time_column)
+        if untimed:
+            warnings.append(f"dropped {untimed} row(s) without a time in '{time_column}'")
+        rows = time_split(order, val_fraction, test_fraction)
+        meta["split"] = {"strategy": "time", "column": time_column}
+    else:
+        rows = split_indices(part.labels(meta), task, val_fraction, test_fraction, seed, warnings)
+        strategy = "stratified" if task == "classification" and not warnings else "random"
+        meta["split"] = {"strategy": strategy}
+    if options.folds:
+        rows, meta["folds"] = _folds(part, meta, rows, int(options.folds), seed)
+    parts = {name: part.take(r) for name, r in rows.items()}
+    if time_column:
+        parts = {
+            n: bundle.Part(frame=p.frame.drop(columns=[time_column])) for n, p in parts.items()
+        }
+    meta[C.META_NORMALIZATION] = fit_normalization(meta, parts["train"], options.scaling)
+    meta["scaling"] = options.scaling
+    meta["imbalance"] = options.imbalance if task == "classification" else "none"
+    if task == "classification" and options.imbalance == "class_weights":
         meta["class_weights"] = class_weights(meta, parts["train"])
+    else:
+        meta.pop("class_weights", None)
     meta["split_sizes"] = {name: len(p) for name, p in parts.items()}
+    meta["split_warnings"] = warnings
     return bundle.Bundle(meta=meta, parts=parts)
+
+
+def _folds(part: bundle.Part, meta: dict, rows: dict, k: int, seed: int) -> tuple[dict, dict]:
+    """Fold 0 becomes the validation split; the ids of train+val rows go into the metadata."""
+    pool = np.concatenate([rows["train"], rows["val"]])
+    ids = assign_folds(part.labels(meta)[pool], meta[C.META_TASK], k, seed)
+    train, val = pool[ids != 0], pool[ids == 0]
+    fold_ids = np.concatenate([ids[ids != 0], ids[ids == 0]])
+    return {"train": train, "val": val, "test": rows["test"]}, {"k": k, "ids": fold_ids.tolist()}
+
+
+def _options(values: dict) -> SplitOptions:
+    opts = SplitOptions(**values)
+    opts.folds = int(opts.folds)
+    return opts
 
 
 @stepio.step_entry(STEP)
@@ -98,17 +264,35 @@ def run(
     seed: int,
     tracking_uri: str,
     parent_run_id: str,
+    **options,
 ) -> None:
     """Runs the step: reads the clean bundle, writes the split bundle."""
+    opts = _options(options)
     with tracking.step_run(tracking_uri, parent_run_id, STEP):
-        data = bundle.load(dataset_dir, ("data",))
-        result = split_bundle(data, val_fraction, test_fraction, int(seed))
-        bundle.save(splits_dir, result)
         tracking.log_params(
-            {"val_fraction": val_fraction, "test_fraction": test_fraction, "seed": int(seed)}
+            {
+                "val_fraction": val_fraction,
+                "test_fraction": test_fraction,
+                "seed": int(seed),
+                "scaling": opts.scaling,
+                "imbalance": opts.imbalance,
+                "time_column": opts.time_column,
+                "folds": opts.folds,
+            }
         )
+        data = bundle.load(dataset_dir, ("data",))
+        result = split_bundle(data, val_fraction, test_fraction, int(seed), opts)
+        bundle.save(splits_dir, result)
+        for warning in result.meta["split_warnings"]:
+            stepio.progress(STEP, f"warning: {warning}")
         import mlflow
 
+        mlflow.log_param("split_strategy", result.meta["split"]["strategy"])
         mlflow.log_metrics({f"{k}_rows": v for k, v in result.meta["split_sizes"].items()})
         tracking.log_dict_artifact(result.meta[C.META_NORMALIZATION], "normalization.json")
-        stepio.progress(STEP, f"split sizes {result.meta['split_sizes']}")
+        if "class_weights" in result.meta:
+            tracking.log_dict_artifact(result.meta["class_weights"], "class_weights.json")
+        stepio.progress(
+            STEP,
+            f"{result.meta['split']['strategy']} split, sizes {result.meta['split_sizes']}",
+        )

@@ -1,0 +1,204 @@
+"""Reading a folder with one subfolder per class: images (PNG, JPEG...) or text files.
+
+The layout is Keras' `image_dataset_from_directory` / `text_dataset_from_directory` convention:
+class names are the subfolder names, sorted. Images of mixed sizes are resized to one size (the
+configured one, else the most common one) and mixed modes are converted to one channel count.
+A few unreadable files among many are skipped with a warning; many end in an error.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from kerasflow.errors import UserError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
+TEXT_SUFFIXES = (".txt",)
+# Above this share of unreadable files the folder is refused rather than partly read.
+MAX_UNREADABLE_SHARE = 0.1
+GRAY_MODES = frozenset({"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"})
+
+
+@dataclass
+class FolderData:
+    """What a class folder held."""
+
+    x: np.ndarray | None = None  # images (N, H, W, C) float32 raw pixel values
+    texts: list[str] = field(default_factory=list)
+    y: np.ndarray | None = None
+    class_names: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    files: int = 0
+
+
+def list_classes(root: Path) -> dict[str, list[Path]]:
+    """Files of a supported kind in each class subfolder, by class name (sorted).
+
+    Raises:
+        UserError: when the folder has no class subfolders with supported files.
+    """
+    classes: dict[str, list[Path]] = {}
+    for sub in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        files = sorted(
+            f
+            for f in sub.rglob("*")
+            if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES + TEXT_SUFFIXES
+        )
+        if files:
+            classes[sub.name] = files
+    if not classes:
+        loose = [f.name for f in root.iterdir() if f.is_file()][:3]
+        hint = f" (found loose files such as {loose})" if loose else ""
+        raise UserError(
+            f"{root.name}/ must hold one subfolder per class with images or .txt files{hint}"
+        )
+    return classes
+
+
+def folder_modality(classes: dict[str, list[Path]]) -> str:
+    """'image' or 'text', by the majority of the files' suffixes.
+
+    Raises:
+        UserError: when images and text files are mixed half and half.
+    """
+    kinds = Counter(
+        "image" if f.suffix.lower() in IMAGE_SUFFIXES else "text"
+        for files in classes.values()
+        for f in files
+    )
+    if kinds["image"] and kinds["text"] and min(kinds.values()) / sum(kinds.values()) > 0.1:
+        raise UserError("the class folders mix images and .txt files; keep one kind of data")
+    return kinds.most_common(1)[0][0]
+
+
+def read_class_folder(root: Path, image_size: tuple[int, int] | None = None) -> FolderData:
+    """Reads an image or text class folder.
+
+    Raises:
+        UserError: no class subfolders, too many unreadable files, nothing readable.
+    """
+    classes = list_classes(root)
+    if folder_modality(classes) == "image":
+        return _read_images(classes, image_size)
+    return _read_texts(classes)
+
+
+def _open_image(path: Path):
+    from PIL import Image
+
+    try:
+        img = Image.open(path)
+        img.load()
+        return img
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+        return None
+
+
+def _check_unreadable(bad: list[Path], total: int, kind: str) -> list[str]:
+    if not bad:
+        return []
+    if len(bad) == total:
+        raise UserError(f"none of the {total} {kind} files can be read (e.g. {bad[0].name})")
+    if len(bad) > MAX_UNREADABLE_SHARE * total:
+        raise UserError(
+            f"{len(bad)} of {total} {kind} files cannot be read (e.g. {bad[0].parent.name}/"
+            f"{bad[0].name}); more than {MAX_UNREADABLE_SHARE:.0%} is refused"
+        )
+    return [f"skipped {len(bad)} unreadable {kind} file(s) of {total} (e.g. {bad[0].name})"]
+
+
+def _read_images(classes: dict[str, list[Path]], size: tuple[int, int] | None) -> FolderData:
+    from PIL import Image
+
+    names = list(classes)
+    images, labels, bad = [], [], []
+    for index, name in enumerate(names):
+        for path in classes[name]:
+            if path.suffix.lower() not in IMAGE_SUFFIXES:
+                continue
+            img = _open_image(path)
+            if img is None:
+                bad.append(path)
+                continue
+            images.append(img)
+            labels.append(index)
+    total = len(images) + len(bad)
+    warnings = _check_unreadable(bad, total, "image")
+    modes = Counter("L" if img.mode in GRAY_MODES else "RGB" for img in images)
+    mode = "RGB" if modes["RGB"] else "L"
+    if len(modes) > 1:
+        warnings.append(
+            f"converted {modes['L']} grayscale image(s) to RGB to match {modes['RGB']} colour ones"
+        )
+    sizes = Counter((img.height, img.width) for img in images)
+    target = size or sizes.most_common(1)[0][0]
+    resized = sum(n for s, n in sizes.items() if s != target)
+    if resized:
+        warnings.append(
+            f"resized {resized} image(s) to {target[0]}x{target[1]} ({len(sizes)} sizes found)"
+        )
+    channels = 3 if mode == "RGB" else 1
+    x = np.empty((len(images), target[0], target[1], channels), dtype="float32")
+    for i, img in enumerate(images):
+        img = _to_mode(img, mode)
+        if (img.height, img.width) != target:
+            img = img.resize((target[1], target[0]), Image.Resampling.BILINEAR)
+        x[i] = np.asarray(img, dtype="float32").reshape(target[0], target[1], channels)
+    return FolderData(
+        x=x,
+        y=np.asarray(labels, dtype="int64"),
+        class_names=names,
+        warnings=warnings,
+        files=total,
+    )
+
+
+def _to_mode(img, mode: str):
+    if img.mode == mode:
+        return img
+    if img.mode.startswith("I;16") or img.mode in ("I", "F"):
+        # 16-bit and float images: scale into 0..255 before the 8-bit conversion clips them.
+        arr = np.asarray(img, dtype="float64")
+        top = arr.max() or 1.0
+        from PIL import Image
+
+        img = Image.fromarray((arr * (255.0 / top)).astype("uint8"), mode="L")
+    if img.mode in ("RGBA", "LA", "P", "PA") and mode == "RGB":
+        return img.convert("RGBA").convert("RGB")
+    return img.convert(mode)
+
+
+def _read_texts(classes: dict[str, list[Path]]) -> FolderData:
+    names = list(classes)
+    texts, labels, bad = [], [], []
+    for index, name in enumerate(names):
+        for path in classes[name]:
+            if path.suffix.lower() not in TEXT_SUFFIXES:
+                continue
+            try:
+                data = path.read_bytes()
+            except OSError:
+                bad.append(path)
+                continue
+            if b"\x00" in data:
+                bad.append(path)
+                continue
+            try:
+                text = data.decode("utf-8-sig")
+            except UnicodeDecodeError:
+                text = data.decode("cp1252", errors="replace")
+            texts.append(text.strip())
+            labels.append(index)
+    total = len(texts) + len(bad)
+    warnings = _check_unreadable(bad, total, "text")
+    return FolderData(
+        texts=texts,
+        y=np.asarray(labels, dtype="int64"),
+        class_names=names,
+        warnings=warnings,
+        files=total,
+    )

@@ -1,0 +1,401 @@
+"""Cleaning a table: configurable policies, every change counted.
+
+Order matters and is fixed: types are coerced first (junk strings such as 'n/a' or '?' become
+missing values, number-like text becomes numbers), rows without a label go, then useless
+columns (empty, constant, identifier-like), duplicate rows, outliers (measured on the values
+that are present) and last missing values, so that imputed values are never taken for outliers
+and means are not pulled by them. The result is the clean frame plus a report of what changed.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from kerasflow.errors import UserError
+
+JUNK = frozenset(
+    {
+        "",
+        "?",
+        "??",
+        "na",
+        "n/a",
+        "n.a.",
+        "nan",
+        "null",
+        "none",
+        "nil",
+        "-",
+        "--",
+        "missing",
+        "#n/a",
+        "#na",
+        "#value!",
+        "#ref!",
+        "#div/0!",
+        "undefined",
+        "unknown",
+        "inf",
+        "-inf",
+    }
+)
+# A column is numeric when at least this share of its present values are numbers; the rest
+# are counted as junk.
+MIN_NUMERIC_SHARE = 0.9
+# Columns with at most this many distinct values are discrete: no outlier rule applies to them.
+MAX_DISCRETE_VALUES = 10
+MIN_ROWS_FOR_ID = 20
+MIN_UNIQUE_SHARE_FOR_TEXT_ID = 0.95
+ID_NAME = re.compile(r"(^|_)(id|uuid|guid|key|index|row)($|_)|^id[A-Z0-9]", re.IGNORECASE)
+CONSTANT_FILL_NUMBER = 0.0
+CONSTANT_FILL_CATEGORY = "missing"
+
+
+@dataclass
+class CleaningPolicy:
+    """What cleaning does; each field has a sensible default.
+
+    Attributes:
+        missing: drop, mean, median, most_frequent, constant or knn (categories use the most
+            frequent value for mean, median and knn).
+        outliers: iqr (beyond `iqr_factor` interquartile ranges), zscore (beyond `zscore_limit`
+            standard deviations) or none.
+        outlier_action: clip to the bounds, drop the row, or keep (count only).
+        drop_duplicates: drop repeated rows.
+        drop_id_columns: remove columns that identify rows (unique per row) and carry no signal.
+        keep_columns: columns never removed, imputed or clipped (a time column, the text).
+    """
+
+    missing: str = "median"
+    outliers: str = "iqr"
+    outlier_action: str = "clip"
+    drop_duplicates: bool = True
+    drop_id_columns: bool = True
+    keep_columns: tuple[str, ...] = ()
+    iqr_factor: float = 3.0
+    zscore_limit: float = 4.0
+    knn_neighbors: int = 5
+
+
+@dataclass
+class CleaningReport:
+    """Every change cleaning made, by kind."""
+
+    rows_in: int = 0
+    rows_out: int = 0
+    junk_values: dict[str, int] = field(default_factory=dict)
+    rows_without_label: int = 0
+    duplicate_rows: int = 0
+    rows_dropped_missing: int = 0
+    rows_dropped_outliers: int = 0
+    imputed: dict[str, dict] = field(default_factory=dict)
+    outliers: dict[str, dict] = field(default_factory=dict)
+    clip_bounds: dict[str, list[float]] = field(default_factory=dict)
+    columns_removed: dict[str, str] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The report as plain JSON-ready data."""
+        import dataclasses
+
+        return dataclasses.asdict(self)
+
+    def metrics(self) -> dict[str, float]:
+        """The counts worth comparing across runs (logged as MLflow metrics)."""
+        return {
+            "rows_in": self.rows_in,
+            "rows_out": self.rows_out,
+            "rows_without_label": self.rows_without_label,
+            "duplicate_rows": self.duplicate_rows,
+            "rows_dropped_missing": self.rows_dropped_missing,
+            "rows_dropped_outliers": self.rows_dropped_outliers,
+            "junk_values": sum(self.junk_values.values()),
+            "values_imputed": sum(v["count"] for v in self.imputed.values()),
+            "outlier_values": sum(v["count"] for v in self.outliers.values()),
+            "columns_removed": len(self.columns_removed),
+        }
+
+
+def coerce_types(frame: Any, report: CleaningReport) -> Any:
+    """Strips text, turns junk strings into missing values and number-like columns into numbers.
+
+    Junk tokens ('n/a', '?', 'NULL'...) are counted per column; so are the odd non-numbers of a
+    column that is numeric otherwise (at least MIN_NUMERIC_SHARE of its values).
+    """
+    import pandas as pd
+
+    frame = frame.copy()
+    for col in frame.columns:
+        series = frame[col]
+        if pd.api.types.is_bool_dtype(series):
+            frame[col] = series.astype("string")
+            continue
+        if pd.api.types.is_numeric_dtype(series):
+            frame[col] = series.astype("float64").replace([np.inf, -np.inf], np.nan)
+            continue
+        text = series.astype("string").str.strip()
+        is_junk = text.str.lower().isin(JUNK).fillna(False)
+        junk = int((is_junk & (text != "")).sum())
+        text = text.mask(is_junk)
+        present = text.notna()
+        numbers = pd.to_numeric(text, errors="coerce")
+        numbers = numbers.where(np.isfinite(numbers.astype("float64")))
+        numeric = numbers.notna()
+        if present.any() and numeric.sum() >= MIN_NUMERIC_SHARE * present.sum():
+            junk += int((present & ~numeric).sum())
+            frame[col] = numbers.astype("float64")
+        else:
+            frame[col] = text.astype(object).where(text.notna(), None)
+        if junk:
+            report.junk_values[str(col)] = junk
+    return frame
+
+
+def is_identifier(series: Any, name: str) -> bool:
+    """True for a column that names rows rather than describes them (unique per row).
+
+    Text (nearly) unique per row, or integers unique per row that fill a dense range (0..n,
+    1001..2000) or sit under an id-like name. Unique floats are measurements, not ids.
+    """
+    import pandas as pd
+
+    values = series.dropna()
+    if len(values) < MIN_ROWS_FOR_ID:
+        return False
+    if not pd.api.types.is_numeric_dtype(values):
+        # Text that is (nearly) unique per row names rows; one-hot codes of it would be noise.
+        return values.nunique() >= MIN_UNIQUE_SHARE_FOR_TEXT_ID * len(series)
+    if values.nunique() != len(series):
+        return False
+    numbers = values.to_numpy(dtype="float64")
+    if not np.all(np.mod(numbers, 1) == 0):
+        return False
+    dense = numbers.max() - numbers.min() + 1 <= 1.5 * len(numbers)
+    return bool(dense or ID_NAME.search(str(name)))
+
+
+def _remove_columns(frame: Any, label: str, policy: CleaningPolicy, report: CleaningReport):
+    for col in frame.columns:
+        if col == label or col in policy.keep_columns:
+            continue
+        series = frame[col]
+        if series.isna().all():
+            report.columns_removed[str(col)] = "empty (no values)"
+        elif series.nunique(dropna=True) <= 1:
+            report.columns_removed[str(col)] = f"constant ({series.dropna().iloc[0]})"
+        elif policy.drop_id_columns and is_identifier(series, str(col)):
+            report.columns_removed[str(col)] = "identifier (unique per row)"
+    return frame.drop(columns=list(report.columns_removed))
+
+
+def _drop_duplicates(frame: Any, policy: CleaningPolicy, report: CleaningReport) -> Any:
+    if not policy.drop_duplicates:
+        return frame
+    before = len(frame)
+    frame = frame.drop_duplicates()
+    report.duplicate_rows += before - len(frame)
+    return frame
+
+
+def outlier_bounds(values: np.ndarray, policy: CleaningPolicy) -> tuple[float, float] | None:
+    """The (low, high) bounds of normal values, or None when the rule does not apply."""
+    values = values[~np.isnan(values)]
+    if len(np.unique(values)) <= MAX_DISCRETE_VALUES:
+        return None
+    if policy.outliers == "iqr":
+        q1, q3 = np.percentile(values, [25, 75])
+        iqr = q3 - q1
+        if iqr <= 0:
+            return None
+        return float(q1 - policy.iqr_factor * iqr), float(q3 + policy.iqr_factor * iqr)
+    if policy.outliers == "zscore":
+        mean, std = values.mean(), values.std()
+        if std <= 0:
+            return None
+        return float(mean - policy.zscore_limit * std), float(mean + policy.zscore_limit * std)
+    return None
+
+
+def _handle_outliers(frame: Any, numeric: list[str], policy: CleaningPolicy, report):
+    if policy.outliers == "none":
+        return frame
+    drop = np.zeros(len(frame), dtype=bool)
+    for col in numeric:
+        values = frame[col].to_numpy(dtype="float64")
+        bounds = outlier_bounds(values, policy)
+        if bounds is None:
+            continue
+        low, high = bounds
+        if policy.outlier_action == "clip":
+            # The model clips served values to the same bounds (see modeling.build_inputs).
+            report.clip_bounds[col] = [low, high]
+        outside = (values < low) | (values > high)
+        count = int(outside.sum())
+        if not count:
+            continue
+        report.outliers[col] = {
+            "count": count,
+            "rule": policy.outliers,
+            "action": policy.outlier_action,
+            "low": round(low, 6),
+            "high": round(high, 6),
+        }
+        if policy.outlier_action == "clip":
+            frame[col] = np.where(np.isnan(values), np.nan, np.clip(values, low, high))
+        elif policy.outlier_action == "drop":
+            drop |= outside
+    if drop.any():
+        report.rows_dropped_outliers = int(drop.sum())
+        frame = frame[~drop]
+    return frame
+
+
+def _impute(frame: Any, numeric: list[str], categorical: list[str], policy, report):
+    from sklearn.impute import KNNImputer, SimpleImputer
+
+    if policy.missing == "drop":
+        before = len(frame)
+        frame = frame.dropna(subset=numeric + categorical)
+        report.rows_dropped_missing = before - len(frame)
+        return frame
+    counts = {c: int(frame[c].isna().sum()) for c in numeric + categorical}
+    num_missing = [c for c in numeric if counts[c]]
+    cat_missing = [c for c in categorical if counts[c]]
+    if num_missing:
+        if policy.missing == "knn":
+            # Distances need comparable scales: impute on standardized values, then undo.
+            values = frame[numeric].to_numpy(dtype="float64")
+            mean, std = np.nanmean(values, axis=0), np.nanstd(values, axis=0)
+            std[std == 0] = 1.0
+            imputer = KNNImputer(n_neighbors=min(policy.knn_neighbors, max(1, len(frame) - 1)))
+            filled = imputer.fit_transform((values - mean) / std) * std + mean
+            frame[numeric] = filled
+        else:
+            strategy = policy.missing
+            imputer = SimpleImputer(
+                strategy=strategy,
+                fill_value=CONSTANT_FILL_NUMBER if strategy == "constant" else None,
+                keep_empty_features=True,
+            )
+            frame[num_missing] = imputer.fit_transform(frame[num_missing].to_numpy("float64"))
+        for col in num_missing:
+            report.imputed[col] = {"count": counts[col], "strategy": policy.missing}
+    if cat_missing:
+        strategy = "constant" if policy.missing == "constant" else "most_frequent"
+        imputer = SimpleImputer(
+            strategy=strategy,
+            fill_value=CONSTANT_FILL_CATEGORY,
+            missing_values=None,
+        )
+        values = frame[cat_missing].astype(object).where(frame[cat_missing].notna(), None)
+        frame[cat_missing] = imputer.fit_transform(values.to_numpy(dtype=object))
+        for col in cat_missing:
+            report.imputed[col] = {"count": counts[col], "strategy": strategy}
+    return frame
+
+
+def clean_table(
+    frame: Any,
+    label: str,
+    task: str,
+    policy: CleaningPolicy | None = None,
+    report: CleaningReport | None = None,
+):
+    """Cleans a table with `policy`; returns the clean frame and a CleaningReport.
+
+    The label column is only coerced and checked: rows without a label are dropped, a
+    regression label must be numeric. A `report` passed in (from an earlier `coerce_types`
+    of the same frame) is continued.
+
+    Raises:
+        UserError: when the label has no values, a regression label is not numeric, or no
+            feature column is left.
+    """
+    import pandas as pd
+
+    policy = policy or CleaningPolicy()
+    report = report or CleaningReport(rows_in=len(frame))
+    frame = coerce_types(frame, report)
+    missing_label = frame[label].isna()
+    if missing_label.all():
+        raise UserError(f"label column '{label}' has no values")
+    report.rows_without_label = int(missing_label.sum())
+    frame = frame[~missing_label]
+    if task == "regression" and not pd.api.types.is_numeric_dtype(frame[label]):
+        example = frame[label][pd.to_numeric(frame[label], errors="coerce").isna()].iloc[0]
+        raise UserError(
+            f"regression label '{label}' holds values that are not numbers: {example!r}"
+        )
+    # Duplicates go before and after the column checks: repeated records would hide an id
+    # column, and rows that differ only in a removed column are duplicates too.
+    frame = _drop_duplicates(frame, policy, report)
+    frame = _remove_columns(frame, label, policy, report)
+    frame = _drop_duplicates(frame, policy, report)
+    features = [c for c in frame.columns if c != label and c not in policy.keep_columns]
+    if not features:
+        raise UserError(
+            "no usable feature columns left after cleaning (removed: "
+            + ", ".join(f"{c}: {r}" for c, r in report.columns_removed.items())
+            + ")"
+        )
+    numeric = [c for c in features if pd.api.types.is_numeric_dtype(frame[c])]
+    categorical = [c for c in features if c not in numeric]
+    frame = _handle_outliers(frame.copy(), numeric, policy, report)
+    frame = _impute(frame, numeric, categorical, policy, report)
+    for col in categorical:
+        frame[col] = frame[col].astype(str)
+    report.rows_out = len(frame)
+    return frame.reset_index(drop=True), report
+
+
+def clean_text(
+    frame: Any,
+    label: str,
+    text_column: str,
+    policy: CleaningPolicy | None = None,
+    report: CleaningReport | None = None,
+):
+    """Cleans a text table: keeps the text and label columns, drops rows without text or label
+    and (by policy) duplicate rows.
+
+    Raises:
+        UserError: when the text column is missing or holds no text.
+    """
+    policy = policy or CleaningPolicy()
+    report = report or CleaningReport(rows_in=len(frame))
+    if text_column not in frame.columns:
+        raise UserError(f"text column '{text_column}' not found")
+    for col in frame.columns:
+        if col not in (label, text_column):
+            report.columns_removed[str(col)] = "not used by a text model"
+    frame = frame[[text_column, label]].copy()
+    text = frame[text_column].astype("string").str.strip()
+    frame[text_column] = text
+    labels = frame[label].astype("string").str.strip()
+    missing_label = labels.isna() | labels.str.lower().isin(JUNK)
+    report.rows_without_label = int(missing_label.sum())
+    no_text = (text.isna() | (text == "")) & ~missing_label
+    if bool((text.isna() | (text == "")).all()):
+        raise UserError(f"text column '{text_column}' holds no text")
+    report.rows_dropped_missing = int(no_text.sum())
+    frame = frame[~missing_label & ~no_text]
+    frame[text_column] = frame[text_column].astype(str)
+    if policy.drop_duplicates:
+        before = len(frame)
+        frame = frame.drop_duplicates()
+        report.duplicate_rows = before - len(frame)
+    report.rows_out = len(frame)
+    return frame.reset_index(drop=True), report
+
+
+def dedupe_arrays(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, int]:
+    """Positions of the first occurrence of each distinct (x, y) row, in order, and the count
+    of duplicates."""
+    flat = x.reshape(len(x), -1)
+    _, first = np.unique(np.concatenate([flat, y[:, None]], axis=1), axis=0, return_index=True)
+    keep = np.sort(first)
+    return keep, len(x) - len(keep)
