@@ -1,4 +1,4 @@
-"""Keras model builders and their default search spaces, one per modality.
+"""Keras model builders: preprocessing inputs, one body per model family, the task's head.
 
 Every model starts with preprocessing layers built from the train-split statistics in the
 bundle metadata (Normalization, StringLookup), so the exported model takes raw features.
@@ -9,8 +9,6 @@ from __future__ import annotations
 from typing import Any
 
 from kerasflow import constants as C
-
-LEARNING_RATES = (3e-4, 1e-3, 3e-3)
 
 
 def build_inputs(meta: dict) -> tuple[dict[str, Any], Any]:
@@ -110,16 +108,26 @@ def build_head(meta: dict, x: Any) -> Any:
     return layers.Rescaling(scale=target["std"], offset=target["mean"], name="output")(x)
 
 
-def compile_model(model: Any, meta: dict, optimizer: str, learning_rate: float) -> Any:
-    """Compiles with the task's loss and metrics."""
+def make_optimizer(name: str, learning_rate: Any) -> Any:
+    """A Keras optimizer by name; `learning_rate` is a float or a schedule."""
     import keras
 
-    opt = {
+    classes = {
         "adam": keras.optimizers.Adam,
         "rmsprop": keras.optimizers.RMSprop,
         "sgd": keras.optimizers.SGD,
         "adamw": keras.optimizers.AdamW,
-    }[optimizer](learning_rate=learning_rate)
+    }
+    kwargs: dict[str, Any] = {"learning_rate": learning_rate}
+    if name == "sgd":
+        # Plain SGD crawls at the learning rates the other optimizers share.
+        kwargs["momentum"] = 0.9
+    return classes[name](**kwargs)
+
+
+def compile_model(model: Any, meta: dict, optimizer: str, learning_rate: Any) -> Any:
+    """Compiles with the task's loss and metrics."""
+    opt = make_optimizer(optimizer, learning_rate)
     if meta[C.META_TASK] == "classification":
         model.compile(opt, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     else:
@@ -127,45 +135,107 @@ def compile_model(model: Any, meta: dict, optimizer: str, learning_rate: float) 
     return model
 
 
-def build_cnn(hp: Any, meta: dict) -> Any:
-    """A small CNN for images: conv blocks, global pooling, a dense layer."""
+def _regularizer(values: dict) -> Any:
     import keras
+
+    l1, l2 = float(values.get("l1", 0.0)), float(values.get("l2", 0.0))
+    return keras.regularizers.L1L2(l1=l1, l2=l2) if (l1 or l2) else None
+
+
+def _hidden(x: Any, layer: Any, values: dict) -> Any:
+    """A hidden layer, then batch normalization (when asked), then the activation."""
     from keras import layers
 
-    inputs, x = build_inputs(meta)
-    blocks = hp.Int("conv_blocks", 1, 2)
-    filters = hp.Choice("filters", [32, 64])
-    for i in range(blocks):
-        x = layers.Conv2D(filters * (2**i), 3, padding="same", activation="relu")(x)
-        x = layers.Conv2D(filters * (2**i), 3, padding="same", activation="relu")(x)
+    x = layer(x)
+    if values.get("batch_norm"):
+        x = layers.BatchNormalization()(x)
+    return layers.Activation(values["activation"])(x)
+
+
+def _weights(values: dict) -> dict[str, Any]:
+    return {
+        "kernel_initializer": values.get("initializer", "glorot_uniform"),
+        "kernel_regularizer": _regularizer(values),
+    }
+
+
+def build_cnn(x: Any, values: dict, meta: dict) -> Any:
+    """A small CNN body for images: conv blocks (filters doubling), flatten, a dense layer."""
+    from keras import layers
+
+    for i in range(int(values["num_layers"])):
+        for _ in range(2):
+            conv = layers.Conv2D(
+                int(values["filters"]) * 2**i, 3, padding="same", **_weights(values)
+            )
+            x = _hidden(x, conv, values)
         if min(x.shape[1:3]) >= 4:
             x = layers.MaxPooling2D()(x)
     x = layers.Flatten()(x)
-    x = layers.Dropout(hp.Choice("dropout", [0.0, 0.25, 0.5]))(x)
-    x = layers.Dense(hp.Choice("dense_units", [64, 128]), activation="relu")(x)
-    model = keras.Model(inputs, build_head(meta, x))
-    return compile_model(model, meta, "adam", hp.Choice("learning_rate", list(LEARNING_RATES)))
+    x = layers.Dropout(float(values["dropout"]))(x)
+    return _hidden(x, layers.Dense(int(values["units"]), **_weights(values)), values)
 
 
-def build_mlp(hp: Any, meta: dict) -> Any:
-    """A multi-layer perceptron for tables."""
-    import keras
+def build_mlp(x: Any, values: dict, meta: dict) -> Any:
+    """A multi-layer perceptron body (images are flattened first)."""
     from keras import layers
 
+    if len(x.shape) > 2:
+        x = layers.Flatten()(x)
+    for _ in range(int(values["num_layers"])):
+        x = _hidden(x, layers.Dense(int(values["units"]), **_weights(values)), values)
+        x = layers.Dropout(float(values["dropout"]))(x)
+    return x
+
+
+def build_text(x: Any, values: dict, meta: dict) -> Any:
+    """Embedding, then Conv1D blocks and global max pooling, or stacked LSTMs, for token ids."""
+    from keras import layers
+
+    vocabulary = meta[C.META_NORMALIZATION][C.TEXT_INPUT]["vocabulary"]
+    lstm = values["family"] == "lstm"
+    # Ids 0 and 1 are padding and out-of-vocabulary; LSTMs skip the padding via the mask.
+    x = layers.Embedding(len(vocabulary) + 2, int(values["embedding_dim"]), mask_zero=lstm)(x)
+    layers_n = int(values["num_layers"])
+    for i in range(layers_n):
+        if lstm:
+            x = layers.LSTM(
+                int(values["units"]), return_sequences=i < layers_n - 1, **_weights(values)
+            )(x)
+        else:
+            conv = layers.Conv1D(int(values["units"]), 5, padding="same", **_weights(values))
+            x = _hidden(x, conv, values)
+    if not lstm:
+        x = layers.GlobalMaxPooling1D()(x)
+    return layers.Dropout(float(values["dropout"]))(x)
+
+
+BODIES = {"mlp": build_mlp, "cnn": build_cnn, "conv1d": build_text, "lstm": build_text}
+
+
+def build_from_values(values: dict, meta: dict) -> Any:
+    """Builds and compiles the model that hyperparameter `values` describe."""
+    import keras
+
     inputs, x = build_inputs(meta)
-    activation = hp.Choice("activation", ["relu", "gelu"])
-    for i in range(hp.Int("num_layers", 1, 3)):
-        x = layers.Dense(hp.Choice(f"units_{i}", [32, 64, 128]), activation=activation)(x)
-        x = layers.Dropout(hp.Choice(f"dropout_{i}", [0.0, 0.2, 0.4]))(x)
+    x = BODIES[values["family"]](x, values, meta)
     model = keras.Model(inputs, build_head(meta, x))
-    return compile_model(model, meta, "adam", hp.Choice("learning_rate", list(LEARNING_RATES)))
+    return compile_model(model, meta, values["optimizer"], float(values["learning_rate"]))
 
 
-def build_model(hp: Any, meta: dict) -> Any:
-    """Builds the default model for the bundle's modality from hyperparameters `hp`."""
-    if meta[C.META_MODALITY] == "image":
-        return build_cnn(hp, meta)
-    return build_mlp(hp, meta)
+def build_model(hp: Any, meta: dict, space: dict | None = None) -> Any:
+    """Builds a model for the bundle's modality from KerasTuner hyperparameters `hp`.
+
+    Args:
+        hp: KerasTuner HyperParameters; their values win over the space's defaults.
+        meta: the bundle metadata.
+        space: a parsed search space (kerasflow.search_space); the modality's default when None.
+    """
+    from kerasflow import search_space
+
+    if space is None:
+        space = search_space.resolve_space(meta[C.META_MODALITY])
+    return build_from_values(search_space.declare(hp, space), meta)
 
 
 def fixed_hyperparameters(values: dict[str, Any]) -> Any:

@@ -72,6 +72,17 @@ class RunConfig:
     experiment: str = C.DEFAULT_EXPERIMENT
     work_dir: str = DEFAULT_WORK_DIR
     seed: int = 42
+    search_space: dict = dataclasses.field(default_factory=dict)
+    build_model: str = ""
+    objective: str = ""
+    direction: str = ""
+    time_budget: str = ""
+    max_consecutive_failures: int = 3
+    kfold: int = 0
+    tuner_workers: int = 1
+    refit: bool = False
+    lr_schedule: str = ""
+    warm_start: bool = False
 
     def __post_init__(self) -> None:
         validate_config(self)
@@ -96,6 +107,8 @@ _CHOICES = {
     "tuner": C.TUNERS,
     "task": ("",) + C.TASKS,
     "modality": ("",) + C.MODALITIES,
+    "direction": ("", "max", "min"),
+    "lr_schedule": ("", "cosine", "exponential"),
     "missing_values": dataoptions.MISSING_POLICIES,
     "outliers": dataoptions.OUTLIER_METHODS,
     "outlier_action": dataoptions.OUTLIER_ACTIONS,
@@ -110,6 +123,9 @@ _MINIMUMS = {
     "patience": 1,
     "augment_factor": 0,
     "seed": 0,
+    "max_consecutive_failures": 1,
+    "kfold": 0,
+    "tuner_workers": 1,
     "min_class_rows": 1,
     "folds": 0,
 }
@@ -122,6 +138,8 @@ def validate_config(cfg: RunConfig) -> None:
     Raises:
         UserError: naming the first field that is wrong.
     """
+    if isinstance(cfg.time_budget, (int, float)) and not isinstance(cfg.time_budget, bool):
+        cfg.time_budget = f"{cfg.time_budget}s"  # a bare YAML number means seconds
     for name, field in FIELDS.items():
         value = getattr(cfg, name)
         kind = field.type if isinstance(field.type, str) else field.type.__name__
@@ -152,6 +170,7 @@ def validate_config(cfg: RunConfig) -> None:
         if not 0.0 < getattr(cfg, name) < 0.5:
             raise UserError(f"config key '{name}' must be between 0 and 0.5")
     _validate_data_options(cfg)
+    _validate_tuning(cfg)
     if not isinstance(cfg.thresholds, dict):
         raise UserError("config key 'thresholds' must be a mapping of metric name to value")
     for metric, value in cfg.thresholds.items():
@@ -163,6 +182,19 @@ def validate_config(cfg: RunConfig) -> None:
         raise UserError(
             f"model name '{cfg.model_name}' may hold only letters, digits, '-', '_' and '.'"
         )
+
+
+def _validate_tuning(cfg: RunConfig) -> None:
+    from kerasflow import budget, search_space
+
+    if cfg.kfold == 1:
+        raise UserError("config key 'kfold' must be 0 (no cross-validation) or at least 2")
+    budget.parse_time_budget(cfg.time_budget)
+    search_space.validate_overrides(cfg.search_space)
+    if cfg.build_model and ":" not in cfg.build_model:
+        raise UserError(f"build_model '{cfg.build_model}' is not of the form module:function")
+    if cfg.objective and not cfg.objective.replace("_", "").isalnum():
+        raise UserError(f"objective '{cfg.objective}' is not a metric name")
 
 
 def _validate_data_options(cfg: RunConfig) -> None:

@@ -1,18 +1,172 @@
-"""KerasTuner search with every trial tracked as a nested MLflow run.
+"""KerasTuner search: the four tuners, every trial tracked, resumable and stoppable.
 
-`make_tuner` returns one of KerasTuner's four tuners, subclassed on the fly with a mixin that
-records each trial as an MLflow run nested under the search step's run: hyperparameters,
-per-epoch metrics, status and duration. A trial's records are written in one batch when it
-ends, so tracking costs a few database writes per trial, not one per epoch.
+`make_tuner` returns one of KerasTuner's tuners (random, grid, bayesian, hyperband), subclassed
+with a mixin that records each trial as an MLflow run nested under the search step's run:
+hyperparameters, per-epoch metrics, status, duration and the process's memory. A trial's
+records are written in one batch when it ends, so tracking costs a few writes per trial.
+
+The oracle (the part that proposes trials and keeps their results in the tuner directory) is
+extended to stop cleanly when the wall-clock budget is spent or after too many consecutive
+failed trials; the best trial so far is kept. The same code runs in one process or, with
+`kerasflow.tuning_parallel`, as a chief oracle with worker processes.
+
+A search resumes by itself: the tuner directory holds every finished trial, and a new search
+over the same directory reloads them and runs only what is left (the interrupted trial again).
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import json
+import math
+import os
+import resource
 import time
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from kerasflow import constants as C
 from kerasflow import stepio
+from kerasflow.errors import UserError
+
+CHIEF_ID = "chief"
+"""Tuner id of the process that owns the oracle (in one process, or the chief of workers)."""
+
+LOWER_IS_BETTER = ("loss", "mae", "mse", "rmse", "error", "crossentropy")
+
+
+@dataclasses.dataclass
+class SearchSpec:
+    """Everything a search process needs; JSON-serializable so workers can receive it."""
+
+    algorithm: str = "hyperband"
+    objective: str = "val_accuracy"
+    direction: str = "max"
+    max_trials: int = 10
+    max_epochs: int = 9
+    batch_size: int = 32
+    patience: int = 3
+    seed: int = 42
+    tuner_dir: str = ""
+    project_name: str = "search"
+    search_space: dict = dataclasses.field(default_factory=dict)
+    build_model: str = ""
+    kfold: int = 0
+    deadline: float = 0.0
+    max_consecutive_failures: int = 3
+    splits_dir: str = ""
+    train_dir: str = ""
+    tracking_uri: str = ""
+    parent_run_id: str = ""
+    track: bool = True
+    step_name: str = "hyperparameter_search"
+
+    def to_json(self) -> str:
+        """The spec as a JSON document."""
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> SearchSpec:
+        """A spec read back from `to_json`'s document."""
+        return cls(**json.loads(text))
+
+
+@dataclasses.dataclass
+class SearchOutcome:
+    """What a finished search leaves: the best values, every trial, why it stopped."""
+
+    best: dict[str, Any]
+    rows: list[dict[str, Any]]
+    stop_reason: str
+    kept: int
+
+
+# --- objective ---------------------------------------------------------------------------
+
+
+def infer_direction(objective: str) -> str:
+    """`min` for losses and errors, `max` for everything else (accuracy, AUC, R2...)."""
+    base = objective.removeprefix("val_")
+    return "min" if any(word in base for word in LOWER_IS_BETTER) else "max"
+
+
+def resolve_objective(meta: dict, objective: str = "", direction: str = "") -> tuple[str, str]:
+    """The objective and its direction: the user's, else the task's default."""
+    if not objective:
+        objective = "val_accuracy" if meta[C.META_TASK] == "classification" else "val_loss"
+    return objective, direction or infer_direction(objective)
+
+
+def model_metrics(meta: dict) -> tuple[str, ...]:
+    """The metric names kerasflow's own models report (train and validation)."""
+    names = ("loss", "accuracy") if meta[C.META_TASK] == "classification" else ("loss", "mae")
+    return names + tuple(f"val_{n}" for n in names)
+
+
+def check_objective(meta: dict, objective: str) -> None:
+    """Checks that kerasflow's models report `objective`.
+
+    Raises:
+        UserError: naming the metrics that exist.
+    """
+    known = model_metrics(meta)
+    if objective not in known:
+        raise UserError(
+            f"objective '{objective}' is not a metric here (choose from {', '.join(known)})"
+        )
+
+
+# --- the oracle: budget and failure limit ---------------------------------------------------
+
+
+class StoppableOracleMixin:
+    """Stops handing out trials when the deadline passed or too many trials failed in a row."""
+
+    deadline: float = 0.0
+    stop_reason: str = ""
+    last_failure: str = ""
+
+    def create_trial(self, tuner_id: str) -> Any:
+        from keras_tuner.src.engine import trial as trial_module
+
+        if not self.stop_reason and self.deadline and time.time() >= self.deadline:
+            self.stop_reason = "time budget spent"
+        if self.stop_reason and tuner_id not in self.ongoing_trials:
+            self.tuner_ids.discard(tuner_id)
+            hps = self.hyperparameters.copy()
+            hps.values = {}
+            return trial_module.Trial(hps, trial_id="stopped", status="STOPPED")
+        return super().create_trial(tuner_id)
+
+    def _check_consecutive_failures(self) -> None:
+        try:
+            super()._check_consecutive_failures()
+        except RuntimeError:
+            limit = self.max_consecutive_failed_trials
+            self.stop_reason = f"{limit} consecutive trials failed"
+            failed = [self.trials[t] for t in self.end_order if self.trials[t].message]
+            self.last_failure = failure_line(failed[-1].message) if failed else ""
+
+
+def failure_line(message: str | None) -> str:
+    """The last non-empty line of a failed trial's traceback (the error itself)."""
+    lines = [line.strip() for line in (message or "").splitlines() if line.strip()]
+    return lines[-1][:300] if lines else ""
+
+
+def make_stoppable(oracle: Any, deadline: float, max_failures: int) -> Any:
+    """Gives an oracle instance the budget and failure-limit behaviour, in place."""
+    base = type(oracle)
+    if not issubclass(base, StoppableOracleMixin):
+        oracle.__class__ = type(f"Stoppable{base.__name__}", (StoppableOracleMixin, base), {})
+    oracle.deadline = deadline
+    oracle.max_consecutive_failed_trials = max(1, int(max_failures))
+    return oracle
+
+
+# --- tracked trials ---------------------------------------------------------------------
 
 
 class EpochLogger:
@@ -46,22 +200,46 @@ def _epoch_collector() -> Any:
     return _Collector()
 
 
+def rss_mb() -> tuple[float, float]:
+    """This process's resident memory now and at its peak, in MiB."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    try:
+        with open("/proc/self/statm") as fh:
+            now = int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError, IndexError):
+        now = peak
+    return now, peak
+
+
+def display_values(values: dict[str, Any]) -> dict[str, Any]:
+    """Hyperparameter values without Hyperband's bookkeeping (its epoch budget kept)."""
+    out = {k: v for k, v in values.items() if not k.startswith("tuner/")}
+    if "tuner/epochs" in values:
+        out["epochs"] = values["tuner/epochs"]
+    return out
+
+
 class TrackedTrialsMixin:
     """Tracks each trial of a KerasTuner tuner as a nested MLflow run."""
 
     step_name = "hyperparameter_search"
     total_trials: int | None = None
     track_trials = True
+    parent_run_id = ""
+    _experiment_id = ""
 
     def run_trial(self, trial: Any, *args: Any, **kwargs: Any) -> Any:
-        number = len(self.oracle.trials)
         total = f"/{self.total_trials}" if self.total_trials else ""
-        values = trial.hyperparameters.values
-        stepio.progress(self.step_name, f"trial {number}{total} ({trial.trial_id}): {values}")
+        number = int(trial.trial_id) + 1 if str(trial.trial_id).isdigit() else trial.trial_id
+        stepio.progress(
+            self.step_name,
+            f"trial {number}{total} ({trial.trial_id}, {self.tuner_id}): "
+            f"{display_values(trial.hyperparameters.values)}",
+        )
         if not self.track_trials:
             return super().run_trial(trial, *args, **kwargs)
         started = time.perf_counter()
-        run_id, client = _start_trial_run(trial)
+        run_id, client = self._start_trial_run(trial)
         collector = _epoch_collector()
         kwargs["callbacks"] = [*(kwargs.get("callbacks") or []), collector]
         stepio.add_tracking_time(time.perf_counter() - started)
@@ -70,39 +248,67 @@ class TrackedTrialsMixin:
         try:
             result = super().run_trial(trial, *args, **kwargs)
         except Exception as exc:
-            status, error = "FAILED", str(exc)[:500]
+            status, error = "FAILED", f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
+            stepio.progress(self.step_name, f"trial {number} failed: {error}")
             raise
         finally:
             duration = time.perf_counter() - fit_started
             started = time.perf_counter()
-            best = _best_of(result, self.oracle.objective) if result is not None else None
-            _finish_trial_run(client, run_id, trial, collector.rows, status, error, duration,
-                              best, self.oracle.objective.name)
+            objective = self.oracle.objective
+            best = _best_of(result, objective) if result is not None else None
+            _finish_trial_run(
+                client, run_id, trial, collector.rows, status, error, duration, best, objective.name
+            )
             stepio.add_tracking_time(time.perf_counter() - started)
         return result
 
+    def _start_trial_run(self, trial: Any) -> tuple[str, Any]:
+        import mlflow
 
-def _start_trial_run(trial: Any) -> tuple[str, Any]:
-    import mlflow
+        client = mlflow.MlflowClient()
+        parent = self.parent_run_id or mlflow.active_run().info.run_id
+        if not self._experiment_id:
+            self._experiment_id = client.get_run(parent).info.experiment_id
+        run = client.create_run(
+            self._experiment_id,
+            run_name=f"trial-{trial.trial_id}",
+            tags={
+                "mlflow.parentRunId": parent,
+                C.TAG_KIND: C.KIND_TRIAL,
+                "trial_id": trial.trial_id,
+                "tuner_id": str(self.tuner_id),
+            },
+        )
+        return run.info.run_id, client
 
-    parent = mlflow.active_run()
-    client = mlflow.MlflowClient()
-    run = client.create_run(
-        parent.info.experiment_id, run_name=f"trial-{trial.trial_id}",
-        tags={"mlflow.parentRunId": parent.info.run_id, C.TAG_KIND: C.KIND_TRIAL,
-              "trial_id": trial.trial_id},
-    )
-    return run.info.run_id, client
 
-
-def _finish_trial_run(client: Any, run_id: str, trial: Any, rows: list, status: str,
-                      error: str, duration: float, best: float | None, objective: str) -> None:
+def _finish_trial_run(
+    client: Any,
+    run_id: str,
+    trial: Any,
+    rows: list,
+    status: str,
+    error: str,
+    duration: float,
+    best: float | None,
+    objective: str,
+) -> None:
     from mlflow.entities import Metric, Param, RunTag
 
     now = int(time.time() * 1000)
-    metrics = [Metric(k, v, now, epoch) for epoch, logs in rows for k, v in logs.items()]
-    metrics.append(Metric("duration_s", duration, now, 0))
-    if best is not None:
+    metrics = [
+        Metric(k, v, now, epoch)
+        for epoch, logs in rows
+        for k, v in logs.items()
+        if math.isfinite(v)
+    ]
+    memory, peak = rss_mb()
+    metrics += [
+        Metric("duration_s", duration, now, 0),
+        Metric("rss_mb", memory, now, 0),
+        Metric("peak_rss_mb", peak, now, 0),
+    ]
+    if best is not None and math.isfinite(best):
         metrics.append(Metric(f"best_{objective}", best, now, 0))
     params = [Param(k, str(v)) for k, v in trial.hyperparameters.values.items()]
     tags = [RunTag("status", "COMPLETED" if status == "FINISHED" else "FAILED")]
@@ -125,31 +331,192 @@ def _best_of(result: Any, objective: Any) -> float | None:
             values.append(float(item[name]))
         elif isinstance(item, (int, float)):
             values.append(float(item))
+    values = [v for v in values if math.isfinite(v)]
     if not values:
         return None
     return max(values) if objective.direction == "max" else min(values)
 
 
+# --- building a search ---------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def tuner_identity(tuner_id: str, oracle_address: str = "") -> Iterator[None]:
+    """Sets the KERASTUNER_* variables KerasTuner reads when a tuner is built, then restores."""
+    names = ("KERASTUNER_TUNER_ID", "KERASTUNER_ORACLE_IP", "KERASTUNER_ORACLE_PORT")
+    saved = {n: os.environ.get(n) for n in names}
+    os.environ["KERASTUNER_TUNER_ID"] = tuner_id
+    if oracle_address:
+        host, _, port = oracle_address.rpartition(":")
+        os.environ["KERASTUNER_ORACLE_IP"], os.environ["KERASTUNER_ORACLE_PORT"] = host, port
+    else:
+        os.environ.pop("KERASTUNER_ORACLE_IP", None)
+        os.environ.pop("KERASTUNER_ORACLE_PORT", None)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def make_hypermodel(spec: SearchSpec, feed: Any) -> Any:
+    """The HyperModel of a spec over a data feed (kerasflow.trainingdata)."""
+    from kerasflow import search_space
+    from kerasflow.hypermodel import TrialModel
+
+    build_fn = search_space.load_build_function(spec.build_model) if spec.build_model else None
+    space = None
+    if build_fn is None:
+        space = search_space.resolve_space(feed.meta[C.META_MODALITY], spec.search_space)
+    return TrialModel(
+        feed,
+        space,
+        spec.objective,
+        spec.direction,
+        spec.batch_size,
+        build_fn,
+        spec.kfold,
+        spec.deadline,
+    )
+
+
 def make_tuner(
-    algorithm: str, hypermodel: Any, objective: str, direction: str, max_trials: int,
-    max_epochs: int, directory: str, project_name: str, seed: int, track: bool = True,
+    spec: SearchSpec, hypermodel: Any, tuner_id: str = CHIEF_ID, oracle_address: str = ""
 ) -> Any:
-    """Builds a tracked KerasTuner tuner for `algorithm` (random, grid, bayesian, hyperband)."""
+    """A tracked KerasTuner tuner for the spec's algorithm over `spec.tuner_dir`.
+
+    With `oracle_address` the tuner is a worker of the chief oracle there (tuner_id other than
+    "chief") or the chief itself (tuner_id "chief").
+    """
     import keras_tuner as kt
 
     base = {
-        "random": kt.RandomSearch, "grid": kt.GridSearch, "bayesian": kt.BayesianOptimization,
+        "random": kt.RandomSearch,
+        "grid": kt.GridSearch,
+        "bayesian": kt.BayesianOptimization,
         "hyperband": kt.Hyperband,
-    }[algorithm]
+    }[spec.algorithm]
     cls = type(f"Tracked{base.__name__}", (TrackedTrialsMixin, base), {})
     common = dict(
-        hypermodel=hypermodel, objective=kt.Objective(objective, direction), seed=seed,
-        directory=directory, project_name=project_name, overwrite=False,
+        hypermodel=hypermodel,
+        objective=kt.Objective(spec.objective, spec.direction),
+        seed=spec.seed,
+        directory=spec.tuner_dir,
+        project_name=spec.project_name,
+        overwrite=False,
+        max_consecutive_failed_trials=max(1, spec.max_consecutive_failures),
     )
-    if algorithm == "hyperband":
-        tuner = cls(max_epochs=max_epochs, factor=3, **common)
-    else:
-        tuner = cls(max_trials=max_trials, **common)
-        tuner.total_trials = max_trials
-    tuner.track_trials = track
+    with tuner_identity(tuner_id, oracle_address), _quiet_reload():
+        if spec.algorithm == "hyperband":
+            tuner = cls(max_epochs=spec.max_epochs, factor=3, **common)
+        else:
+            tuner = cls(max_trials=spec.max_trials, **common)
+            tuner.total_trials = spec.max_trials
+    tuner.track_trials = spec.track
+    tuner.step_name = spec.step_name
+    tuner.parent_run_id = spec.parent_run_id
+    if hasattr(tuner.oracle, "trials"):
+        make_stoppable(tuner.oracle, spec.deadline, spec.max_consecutive_failures)
+        tuner.oracle.verbose = 0
     return tuner
+
+
+@contextlib.contextmanager
+def _quiet_reload() -> Iterator[None]:
+    # KerasTuner prints "Reloading Tuner from ..." itself; the step reports resumes its way.
+    import io
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        yield
+
+
+def fit_kwargs(spec: SearchSpec, meta: dict) -> dict[str, Any]:
+    """What `tuner.search` passes to every trial's fit: epochs, early stopping, class weights."""
+    import keras
+
+    from kerasflow.trainingdata import class_weight_arg
+
+    stop = keras.callbacks.EarlyStopping(
+        monitor=spec.objective,
+        mode=spec.direction,
+        patience=spec.patience,
+        restore_best_weights=True,
+    )
+    return {
+        "epochs": spec.max_epochs,
+        "callbacks": [stop],
+        "verbose": 0,
+        "class_weight": class_weight_arg(meta),
+    }
+
+
+def finished_trials(oracle: Any) -> int:
+    """Trials of the oracle that completed (kept when a search resumes)."""
+    return sum(1 for t in oracle.trials.values() if str(t.status) == "COMPLETED")
+
+
+def run_search(spec: SearchSpec, feed: Any) -> SearchOutcome:
+    """Runs the search in this process; resumes from `spec.tuner_dir` when it holds trials.
+
+    Raises:
+        UserError: when no trial finished, or the model function is unusable.
+    """
+    import keras
+    import keras_tuner as kt
+
+    keras.utils.set_random_seed(spec.seed)
+    tuner = make_tuner(spec, make_hypermodel(spec, feed))
+    tuner.save()
+    kept = finished_trials(tuner.oracle)
+    if kept:
+        stepio.progress(spec.step_name, f"resuming: {kept} finished trials kept")
+    try:
+        tuner.search(**fit_kwargs(spec, feed.meta))
+    except kt.errors.FatalError as exc:
+        raise UserError(f"search stopped: {failure_line(str(exc))}") from None
+    return outcome(tuner.oracle, kept)
+
+
+def outcome(oracle: Any, kept: int) -> SearchOutcome:
+    """The best values and the trials table of a finished search.
+
+    Raises:
+        UserError: when no trial finished.
+    """
+    rows = trials_table(oracle)
+    reason = getattr(oracle, "stop_reason", "")
+    best_trials = oracle.get_best_trials(1)
+    if not best_trials:
+        failed = [r for r in rows if r["status"] != "COMPLETED"]
+        detail = f"; last error: {failed[-1]['error']}" if failed and failed[-1]["error"] else ""
+        raise UserError(f"no trial finished ({reason or 'every trial failed'}){detail}")
+    values = best_trials[0].hyperparameters.values
+    # Hyperband's bookkeeping values (tuner/epochs, tuner/bracket...) are not model settings.
+    best = {k: v for k, v in values.items() if not k.startswith("tuner/")}
+    return SearchOutcome(best=best, rows=rows, stop_reason=reason, kept=kept)
+
+
+def trials_table(oracle: Any) -> list[dict[str, Any]]:
+    """One row per trial: id, status, score, best step, error and hyperparameters."""
+    rows = []
+    for trial in oracle.trials.values():
+        score = trial.score
+        rows.append(
+            {
+                "trial_id": trial.trial_id,
+                "status": str(trial.status),
+                "score": float(score) if score is not None and math.isfinite(score) else None,
+                "best_step": trial.best_step,
+                "error": failure_line(trial.message) if str(trial.status) != "COMPLETED" else "",
+                **display_values(trial.hyperparameters.values),
+            }
+        )
+    return sorted(rows, key=lambda r: r["trial_id"])
+
+
+def tuner_project_dir(tuner_dir: str, project_name: str = "search") -> Path:
+    """Where KerasTuner keeps a search's trials."""
+    return Path(tuner_dir, project_name)

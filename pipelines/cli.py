@@ -58,6 +58,16 @@ RUN_FLAGS = (
     ("--experiment", str, "MLflow experiment name"),
     ("--work-dir", str, "where runs keep their files (default ./kerasflow-work)"),
     ("--seed", int, "random seed"),
+    ("--objective", str, "metric the search optimizes (val_accuracy; regression val_loss)"),
+    ("--direction", str, "max or min (inferred from the objective)"),
+    ("--time-budget", str, "wall-clock budget of the search, e.g. 90s, 10m, 1h30m (none)"),
+    ("--tuner-workers", int, "trial processes in parallel inside the search step (1)"),
+    ("--kfold", int, "score each trial by k-fold cross-validation (0: off)"),
+    ("--max-consecutive-failures", int, "failed trials in a row that stop the search (3)"),
+    ("--build-model", str, "your own model: module:function or file.py:function taking hp"),
+    ("--lr-schedule", str, "learning-rate schedule of the final fit: cosine or exponential"),
+    ("--refit", bool, "refit the final model on train+val for the best epoch count"),
+    ("--warm-start", bool, "fine-tune the serving champion instead of training from scratch"),
 )
 
 
@@ -73,7 +83,10 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run the whole pipeline on this machine (kfp.local)")
     run.add_argument("--config", help="YAML file with the same keys as the flags")
     for flag, kind, text in RUN_FLAGS:
-        run.add_argument(flag, type=kind, default=None, help=text)
+        if kind is bool:
+            run.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=text)
+        else:
+            run.add_argument(flag, type=kind, default=None, help=text)
     run.add_argument(
         "--threshold",
         action="append",
@@ -129,6 +142,11 @@ def config_from_args(args: argparse.Namespace):
     if args.threshold:
         overrides["thresholds"] = settings.parse_thresholds(args.threshold)
     cfg = settings.build_config(file_values, overrides)
+    if cfg.build_model:
+        from kerasflow.search_space import absolute_build_ref, load_build_function
+
+        cfg.build_model = absolute_build_ref(cfg.build_model)
+        load_build_function(cfg.build_model)
     check_source(
         cfg.data,
         cfg.label,

@@ -14,7 +14,11 @@ from kerasflow import constants as C
 from kerasflow.components.augment.component import augment
 from kerasflow.components.deploy.component import deploy
 from kerasflow.components.evaluate.component import evaluate
-from kerasflow.components.hyperparameter_search.component import hyperparameter_search
+from kerasflow.components.hyperparameter_search.component import (
+    hyperparameter_search,
+    hyperparameter_search_worker,
+    search_worker_slots,
+)
 from kerasflow.components.ingest_clean.component import ingest_clean
 from kerasflow.components.normalize_split.component import normalize_split
 from kerasflow.components.train.component import train
@@ -83,6 +87,18 @@ def build_pipeline(step_settings: Any = None):
         experiment: str = _D.experiment,
         tuner_dir: str = "",
         seed: int = _D.seed,
+        search_space: dict = {},  # noqa: B006  (KFP reads the default; it is never mutated)
+        build_model: str = _D.build_model,
+        objective: str = _D.objective,
+        direction: str = _D.direction,
+        time_budget: str = _D.time_budget,
+        max_consecutive_failures: int = _D.max_consecutive_failures,
+        kfold: int = _D.kfold,
+        tuner_workers: int = _D.tuner_workers,
+        worker_pods: int = 0,
+        refit: bool = _D.refit,
+        lr_schedule: str = _D.lr_schedule,
+        warm_start: bool = _D.warm_start,
     ) -> str:
         ingest = configure(
             ingest_clean(
@@ -150,9 +166,37 @@ def build_pipeline(step_settings: Any = None):
                 tuner_dir=tuner_dir,
                 tracking_uri=tracking_uri,
                 parent_run_id=run_id,
+                search_space=search_space,
+                build_model=build_model,
+                objective=objective,
+                direction=direction,
+                time_budget=time_budget,
+                max_consecutive_failures=max_consecutive_failures,
+                kfold=kfold,
+                tuner_workers=tuner_workers,
+                worker_pods=worker_pods,
+                pipeline_root=dsl.PIPELINE_ROOT_PLACEHOLDER,
+                run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
             ),
             "hyperparameter_search",
         )
+        # On a cluster, trials can also run in worker pods beside the search step: they find its
+        # chief oracle through a rendezvous file under the pipeline root.
+        with dsl.If(worker_pods > 0, name="search-worker-pods"):
+            slots = configure(search_worker_slots(count=worker_pods), "hyperparameter_search")
+            slots.set_display_name("search_worker_slots")
+            with dsl.ParallelFor(slots.output, name="search-workers") as slot:
+                worker = configure(
+                    hyperparameter_search_worker(
+                        splits=split.outputs["splits"],
+                        train_data=aug.outputs["train_data"],
+                        pipeline_root=dsl.PIPELINE_ROOT_PLACEHOLDER,
+                        run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+                        worker_index=slot,
+                    ),
+                    "hyperparameter_search",
+                )
+                worker.set_display_name("hyperparameter_search_worker")
         fit = configure(
             train(
                 splits=split.outputs["splits"],
@@ -164,6 +208,14 @@ def build_pipeline(step_settings: Any = None):
                 seed=seed,
                 tracking_uri=tracking_uri,
                 parent_run_id=run_id,
+                objective=objective,
+                direction=direction,
+                refit=refit,
+                lr_schedule=lr_schedule,
+                warm_start=warm_start,
+                serving_dir=serving_dir,
+                model_name=model_name,
+                build_model=build_model,
             ),
             "train",
         )

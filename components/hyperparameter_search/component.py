@@ -1,4 +1,4 @@
-"""KFP component: hyperparameter search with KerasTuner."""
+"""KFP components: hyperparameter search with KerasTuner, and its worker pods on a cluster."""
 
 from kfp import dsl
 from kfp.dsl import Artifact, Dataset, Input, Markdown, Output
@@ -21,10 +21,19 @@ def hyperparameter_search(
     parent_run_id: str,
     best_hyperparameters: Output[Artifact],
     summary: Output[Markdown],
+    search_space: dict = {},  # noqa: B006  (KFP reads the default; it is never mutated)
+    build_model: str = "",
+    objective: str = "",
+    direction: str = "",
+    time_budget: str = "",
+    max_consecutive_failures: int = 3,
+    kfold: int = 0,
+    tuner_workers: int = 1,
+    worker_pods: int = 0,
+    pipeline_root: str = "",
+    run_id: str = "",
 ):
-    """Searches the model space; writes the best hyperparameters as JSON."""
-    import os
-
+    """Searches the model space (resuming a killed search); writes the best hyperparameters."""
     from kerasflow.components.hyperparameter_search import core
 
     core.run(
@@ -36,9 +45,40 @@ def hyperparameter_search(
         batch_size,
         patience,
         seed,
-        tuner_dir or os.path.join(os.path.dirname(summary.path), "tuner"),
+        tuner_dir,
         best_hyperparameters.path,
         summary.path,
         tracking_uri,
         parent_run_id,
+        search_space=search_space,
+        build_model=build_model,
+        objective=objective,
+        direction=direction,
+        time_budget=time_budget,
+        max_consecutive_failures=max_consecutive_failures,
+        kfold=kfold,
+        tuner_workers=tuner_workers,
+        worker_pods=worker_pods,
+        pipeline_root=pipeline_root,
+        run_id=run_id,
     )
+
+
+@dsl.component(base_image=DEFAULT_IMAGE, install_kfp_package=False)
+def search_worker_slots(count: int) -> list:
+    """The indices of the worker pods to start (one ParallelFor item each)."""
+    return list(range(int(count)))
+
+
+@dsl.component(base_image=DEFAULT_IMAGE, install_kfp_package=False)
+def hyperparameter_search_worker(
+    splits: Input[Dataset],
+    train_data: Input[Dataset],
+    pipeline_root: str,
+    run_id: str,
+    worker_index: int,
+):
+    """One worker pod: joins the search step's chief oracle and runs trials until it is done."""
+    from kerasflow.components.hyperparameter_search import core
+
+    core.run_pod_worker(splits.path, train_data.path, pipeline_root, run_id, worker_index)

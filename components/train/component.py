@@ -19,6 +19,14 @@ def train(
     parent_run_id: str,
     model: Output[Model],
     history: Output[HTML],
+    objective: str = "",
+    direction: str = "",
+    refit: bool = False,
+    lr_schedule: str = "",
+    warm_start: bool = False,
+    serving_dir: str = "",
+    model_name: str = "",
+    build_model: str = "",
 ):
     """Fits the model on the best hyperparameters and exports it for serving."""
     from kerasflow.components.train import core
@@ -35,4 +43,12 @@ def train(
         history.path,
         tracking_uri,
         parent_run_id,
+        objective=objective,
+        direction=direction,
+        refit=refit,
+        lr_schedule=lr_schedule,
+        warm_start=warm_start,
+        serving_dir=serving_dir,
+        model_name=model_name,
+        build_model=build_model,
     )

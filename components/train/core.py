@@ -1,22 +1,71 @@
 """Final training on the best hyperparameters, then export for serving.
 
-EarlyStopping (best weights restored) and ReduceLROnPlateau guard the fit. The model is saved
-as a `.keras` file and exported as a SavedModel whose `serving_default` signature takes raw
+EarlyStopping, ReduceLROnPlateau (or a learning-rate schedule) and a ModelCheckpoint of the
+best epoch guard the fit; the best epoch's weights are restored at the end. On request the
+model is refit on train+val for the best epoch count, and a retraining can start from the
+current champion (the model serving now) instead of from scratch. The model is saved as a
+`.keras` file and exported as a SavedModel whose `serving_default` signature takes raw
 features (the preprocessing layers are inside the model).
 """
 
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 from typing import Any
 
 from kerasflow import constants as C
-from kerasflow import modeling, stepio, tracking, tuning
+from kerasflow import fileio, modeling, stepio, tracking, tuning
+from kerasflow.errors import UserError
 from kerasflow.fileio import write_json_atomic
-from kerasflow.trainingdata import class_weight_arg, load_training_data
+from kerasflow.trainingdata import class_weight_arg
 
 STEP = "train"
+LR_SCHEDULES = ("", "cosine", "exponential")
+WARM_START_LR_FACTOR = 0.1
+"""Fine-tuning a champion starts at this fraction of the tuned learning rate."""
+
+
+def build_final_model(meta: dict, hparams: dict, build_fn: Any = None) -> Any:
+    """The model the best hyperparameters describe, compiled."""
+    hp = modeling.fixed_hyperparameters(hparams)
+    if build_fn is not None:
+        from kerasflow.hypermodel import call_user_build
+
+        return call_user_build(build_fn, hp, meta)
+    return modeling.build_model(hp, meta)
+
+
+def schedule_for(name: str, learning_rate: float, epochs: int, steps_per_epoch: int) -> Any:
+    """A Keras learning-rate schedule: cosine decay over the fit, or x0.9 per epoch."""
+    import keras
+
+    steps = max(1, int(steps_per_epoch))
+    if name == "cosine":
+        return keras.optimizers.schedules.CosineDecay(
+            learning_rate, decay_steps=max(1, epochs) * steps, alpha=0.01
+        )
+    if name == "exponential":
+        return keras.optimizers.schedules.ExponentialDecay(
+            learning_rate, decay_steps=steps, decay_rate=0.9
+        )
+    raise UserError(f"unknown lr_schedule '{name}' (choose from cosine, exponential)")
+
+
+def set_learning_rate(model: Any, learning_rate: Any) -> None:
+    """Gives a compiled model a fresh optimizer of the same kind at `learning_rate`."""
+    opt = model.optimizer
+    config = {k: v for k, v in opt.get_config().items() if k != "learning_rate"}
+    model.optimizer = type(opt)(learning_rate=learning_rate, **config)
+
+
+def initial_learning_rate(model: Any) -> float:
+    """The learning rate a compiled model's optimizer starts at."""
+    import keras
+
+    lr = model.optimizer.learning_rate
+    return float(keras.ops.convert_to_numpy(lr))
 
 
 def fit_final(
@@ -29,31 +78,167 @@ def fit_final(
     seed: int,
     class_weight: dict | None = None,
     extra_callbacks: list | None = None,
+    *,
+    objective: str = "",
+    direction: str = "",
+    lr_schedule: str = "",
+    build_fn: Any = None,
+    initial_model: Any = None,
 ) -> tuple[Any, dict]:
-    """Builds the model from `hparams` and fits it; returns the model and its history."""
+    """Builds the model from `hparams` (or fine-tunes `initial_model`) and fits it.
+
+    Returns:
+        The model with its best epoch's weights, and the history (`best_epoch` added).
+    """
     import keras
 
     keras.utils.set_random_seed(seed)
-    model = modeling.build_model(modeling.fixed_hyperparameters(hparams), meta)
-    monitor, mode = modeling.objective(meta)
-    callbacks = [
-        keras.callbacks.EarlyStopping(
-            monitor=monitor, mode=mode, patience=patience + 2, restore_best_weights=True
-        ),
-        keras.callbacks.ReduceLROnPlateau(
-            monitor="val_loss", factor=0.5, patience=max(1, patience // 2 + 1), min_lr=1e-6
-        ),
-        *(extra_callbacks or []),
-    ]
+    model = (
+        initial_model if initial_model is not None else build_final_model(meta, hparams, build_fn)
+    )
+    monitor, mode = tuning.resolve_objective(meta, objective, direction)
+    if not monitor.startswith("val_"):
+        monitor = f"val_{monitor}"
+    if lr_schedule:
+        steps = int(train_ds.cardinality())
+        set_learning_rate(
+            model, schedule_for(lr_schedule, initial_learning_rate(model), epochs, steps)
+        )
+    with tempfile.TemporaryDirectory(prefix="kerasflow-ckpt-") as tmp:
+        best_path = str(Path(tmp, "best.weights.h5"))
+        callbacks = [
+            keras.callbacks.EarlyStopping(
+                monitor=monitor, mode=mode, patience=patience + 2, restore_best_weights=True
+            ),
+            keras.callbacks.ModelCheckpoint(
+                best_path, monitor=monitor, mode=mode, save_best_only=True, save_weights_only=True
+            ),
+            *(extra_callbacks or []),
+        ]
+        if not lr_schedule:
+            callbacks.insert(
+                1,
+                keras.callbacks.ReduceLROnPlateau(
+                    monitor="val_loss", factor=0.5, patience=max(1, patience // 2 + 1), min_lr=1e-6
+                ),
+            )
+        history = model.fit(
+            train_ds,
+            validation_data=val_ds,
+            epochs=epochs,
+            callbacks=callbacks,
+            verbose=0,
+            class_weight=class_weight,
+        )
+        if Path(best_path).exists():
+            model.load_weights(best_path)
+    out = {k: [float(v) for v in vals] for k, vals in history.history.items()}
+    out["best_epoch"] = [float(best_epoch(out.get(monitor, []), mode))]
+    return model, out
+
+
+def best_epoch(values: list[float], mode: str) -> int:
+    """The 1-based epoch of the best monitored value (1 when there is none)."""
+    if not values:
+        return 1
+    pick = max if mode == "max" else min
+    return values.index(pick(values)) + 1
+
+
+def refit_on_all(
+    meta: dict,
+    merged_ds: Any,
+    hparams: dict,
+    epochs: int,
+    seed: int,
+    class_weight: dict | None = None,
+    *,
+    lr_schedule: str = "",
+    build_fn: Any = None,
+    extra_callbacks: list | None = None,
+) -> tuple[Any, dict]:
+    """A fresh model fit on train+val for `epochs` (the best epoch count found with val)."""
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    model = build_final_model(meta, hparams, build_fn)
+    if lr_schedule:
+        steps = int(merged_ds.cardinality())
+        set_learning_rate(
+            model, schedule_for(lr_schedule, initial_learning_rate(model), epochs, steps)
+        )
     history = model.fit(
-        train_ds,
-        validation_data=val_ds,
+        merged_ds,
         epochs=epochs,
-        callbacks=callbacks,
         verbose=0,
         class_weight=class_weight,
+        callbacks=list(extra_callbacks or []),
     )
-    return model, {k: [float(v) for v in vals] for k, vals in history.history.items()}
+    return model, {f"refit_{k}": [float(v) for v in vals] for k, vals in history.history.items()}
+
+
+def find_champion(serving_dir: str, model_name: str, parent_run_id: str) -> str:
+    """Downloads the `.keras` file of the model serving now; "" when there is none.
+
+    The champion is the highest version under `<serving_dir>/<model_name>/`; its pipeline run
+    carries that version's path as a tag, and its train step logged `model/model.keras`.
+    """
+    import mlflow
+
+    base = fileio.join(serving_dir, model_name)
+    versions = sorted(int(n) for n in fileio.list_dir_names(base) if n.isdigit())
+    if not versions:
+        return ""
+    path = fileio.join(base, str(versions[-1]))
+    client = mlflow.MlflowClient()
+    experiment = client.get_run(parent_run_id).info.experiment_id
+    owners = client.search_runs(
+        [experiment],
+        filter_string=f"tags.`{C.TAG_MODEL_PATH}` = '{path}' "
+        f"and tags.`{C.TAG_KIND}` = '{C.KIND_PIPELINE}'",
+        max_results=1,
+    )
+    if not owners:
+        return ""
+    trains = client.search_runs(
+        [experiment],
+        filter_string=f"tags.mlflow.parentRunId = '{owners[0].info.run_id}' "
+        f"and tags.`{C.TAG_STEP}` = '{STEP}' and attributes.status = 'FINISHED'",
+        max_results=1,
+    )
+    if not trains:
+        return ""
+    try:
+        return mlflow.artifacts.download_artifacts(
+            run_id=trains[0].info.run_id, artifact_path=f"model/{C.KERAS_MODEL_FILE}"
+        )
+    except Exception:
+        return ""
+
+
+def load_champion(path: str, meta: dict, hparams: dict, build_fn: Any = None) -> tuple[Any, str]:
+    """The champion ready to fine-tune, or (None, why not) when it does not fit this data."""
+    import keras
+
+    try:
+        champion = keras.models.load_model(path, compile=False)
+    except Exception as exc:
+        return None, f"the champion does not load ({type(exc).__name__})"
+    fresh = build_final_model(meta, hparams, build_fn)
+
+    def signature(model: Any) -> tuple:
+        inputs = sorted((t.name, tuple(t.shape[1:])) for t in model.inputs)
+        return inputs, tuple(model.outputs[0].shape[1:])
+
+    if signature(champion) != signature(fresh):
+        return None, "the champion's inputs or outputs differ from this data's"
+    lr = initial_learning_rate(fresh) * WARM_START_LR_FACTOR
+    champion.compile(
+        optimizer=type(fresh.optimizer)(learning_rate=lr),
+        loss=fresh.loss,
+        metrics=["accuracy"] if meta[C.META_TASK] == "classification" else ["mae"],
+    )
+    return champion, ""
 
 
 def export_model(model: Any, model_dir: Path) -> None:
@@ -70,12 +255,23 @@ def plot_history(history: dict):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    metrics = [k for k in history if not k.startswith("val_") and k != "learning_rate"]
+    metrics = [
+        k
+        for k in history
+        if not k.startswith(("val_", "refit_")) and k not in ("learning_rate", "best_epoch")
+    ]
     fig, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 3.5), squeeze=False)
+    best = int(history.get("best_epoch", [0])[0])
     for ax, name in zip(axes[0], metrics, strict=True):
-        ax.plot(history[name], label="train")
+        ax.plot(range(1, len(history[name]) + 1), history[name], label="train")
         if f"val_{name}" in history:
-            ax.plot(history[f"val_{name}"], label="validation")
+            ax.plot(
+                range(1, len(history[f"val_{name}"]) + 1),
+                history[f"val_{name}"],
+                label="validation",
+            )
+        if best:
+            ax.axvline(best, color="grey", linestyle=":", label="best epoch")
         ax.set_xlabel("epoch")
         ax.set_title(name)
         ax.legend()
@@ -110,23 +306,56 @@ def run(
     history_path: str,
     tracking_uri: str,
     parent_run_id: str,
+    *,
+    objective: str = "",
+    direction: str = "",
+    refit: bool = False,
+    lr_schedule: str = "",
+    warm_start: bool = False,
+    serving_dir: str = "",
+    model_name: str = "",
+    build_model: str = "",
 ) -> None:
     """Runs the step: fit on the best hyperparameters, export, log curves and the model."""
+    if lr_schedule not in LR_SCHEDULES:
+        raise UserError(f"unknown lr_schedule '{lr_schedule}' (choose from cosine, exponential)")
     with tracking.step_run(tracking_uri, parent_run_id, STEP):
-        meta, train_ds, val_ds = load_training_data(
-            splits_dir, train_dir, int(batch_size), int(seed)
-        )
+        import mlflow
+
+        from kerasflow import search_space
+        from kerasflow.trainingdata import DataFeed, load_training_arrays, merged_arrays
+
+        arrays = load_training_arrays(splits_dir, train_dir)
+        meta = arrays.meta
         hparams = json.loads(Path(hparams_path).read_text())
+        batch = int(hparams.get("batch_size", batch_size))
+        train_ds, val_ds = DataFeed(arrays, int(seed)).datasets(batch)
+        build_fn = search_space.load_build_function(build_model) if build_model else None
+        champion, why_not = None, ""
+        if warm_start:
+            path = find_champion(serving_dir, model_name, parent_run_id) if serving_dir else ""
+            if path:
+                champion, why_not = load_champion(path, meta, hparams, build_fn)
+            else:
+                why_not = "no champion is serving yet"
+            stepio.progress(
+                STEP,
+                "fine-tuning the champion"
+                if champion is not None
+                else f"training from scratch: {why_not}",
+            )
         tracking.log_params(
             {
                 **{f"hp_{k}": v for k, v in hparams.items()},
                 "epochs": int(epochs),
-                "batch_size": int(batch_size),
+                "batch_size": batch,
+                "refit": bool(refit),
+                "lr_schedule": lr_schedule or "none",
+                "warm_start": bool(warm_start),
+                "warm_started": champion is not None,
             }
         )
         stepio.progress(STEP, f"fitting up to {int(epochs)} epochs on {hparams}")
-        import mlflow
-
         model, history = fit_final(
             meta,
             train_ds,
@@ -137,7 +366,29 @@ def run(
             int(seed),
             class_weight_arg(meta),
             extra_callbacks=[tuning.EpochLogger.make()],
+            objective=objective,
+            direction=direction,
+            lr_schedule=lr_schedule,
+            build_fn=build_fn,
+            initial_model=champion,
         )
+        best = int(history["best_epoch"][0])
+        mlflow.log_metric("best_epoch", best)
+        if refit and champion is None:
+            stepio.progress(STEP, f"refitting on train+val for {best} epochs")
+            x, y = merged_arrays(arrays)
+            merged = modeling.make_dataset(x, y, batch, True, int(seed))
+            model, extra = refit_on_all(
+                meta,
+                merged,
+                hparams,
+                best,
+                int(seed),
+                class_weight_arg(meta),
+                lr_schedule=lr_schedule,
+                build_fn=build_fn,
+            )
+            history.update(extra)
         out = Path(model_dir)
         export_model(model, out)
         write_json_atomic(out / C.HISTORY_FILE, history)
@@ -153,5 +404,6 @@ def run(
         tracking.log_dir_artifacts(out / C.SAVED_MODEL_DIR, "model/saved_model")
         stepio.progress(
             STEP,
-            f"trained {len(history['loss'])} epochs; last val_loss {history['val_loss'][-1]:.4f}",
+            f"trained {len(history['loss'])} epochs (best {best}); "
+            f"last val_loss {history['val_loss'][-1]:.4f}",
         )
