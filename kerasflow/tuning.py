@@ -81,6 +81,7 @@ class SearchOutcome:
     rows: list[dict[str, Any]]
     stop_reason: str
     kept: int
+    tuners: list[str] = dataclasses.field(default_factory=list)
 
 
 # --- objective ---------------------------------------------------------------------------
@@ -127,10 +128,14 @@ class StoppableOracleMixin:
     deadline: float = 0.0
     stop_reason: str = ""
     last_failure: str = ""
+    seen_tuners: set | None = None
 
     def create_trial(self, tuner_id: str) -> Any:
         from keras_tuner.src.engine import trial as trial_module
 
+        if self.seen_tuners is None:
+            self.seen_tuners = set()
+        self.seen_tuners.add(tuner_id)
         if not self.stop_reason and self.deadline and time.time() >= self.deadline:
             self.stop_reason = "time budget spent"
         if self.stop_reason and tuner_id not in self.ongoing_trials:
@@ -196,6 +201,10 @@ def _epoch_collector() -> Any:
 
         def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
             self.rows.append((epoch, {k: float(v) for k, v in (logs or {}).items()}))
+
+        def __deepcopy__(self, memo: dict) -> _Collector:
+            # KerasTuner deep-copies a trial's callbacks; the rows must reach this instance.
+            return self
 
     return _Collector()
 
@@ -488,7 +497,8 @@ def outcome(oracle: Any, kept: int) -> SearchOutcome:
     """
     rows = trials_table(oracle)
     reason = getattr(oracle, "stop_reason", "")
-    best_trials = oracle.get_best_trials(1)
+    # KerasTuner falls back to unfinished trials when none completed.
+    best_trials = [t for t in oracle.get_best_trials(1) if str(t.status) == "COMPLETED"]
     if not best_trials:
         failed = [r for r in rows if r["status"] != "COMPLETED"]
         detail = f"; last error: {failed[-1]['error']}" if failed and failed[-1]["error"] else ""
@@ -496,7 +506,8 @@ def outcome(oracle: Any, kept: int) -> SearchOutcome:
     values = best_trials[0].hyperparameters.values
     # Hyperband's bookkeeping values (tuner/epochs, tuner/bracket...) are not model settings.
     best = {k: v for k, v in values.items() if not k.startswith("tuner/")}
-    return SearchOutcome(best=best, rows=rows, stop_reason=reason, kept=kept)
+    tuners = sorted(getattr(oracle, "seen_tuners", None) or [])
+    return SearchOutcome(best=best, rows=rows, stop_reason=reason, kept=kept, tuners=tuners)
 
 
 def trials_table(oracle: Any) -> list[dict[str, Any]]:

@@ -336,6 +336,8 @@ def log_results(
     )
     if result.stop_reason:
         mlflow.set_tag("stop_reason", result.stop_reason)
+    if result.tuners:
+        mlflow.set_tag("tuners", ",".join(result.tuners))
     stepio.progress(STEP, f"best {objective} {best:.4f} with {result.best}")
 
 

@@ -1,0 +1,102 @@
+"""Resume: the search step killed with SIGKILL mid-search, run again, keeps what it finished."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import mlflow
+import pytest
+
+from kerasflow import tracking
+from tests.unit.test_tuning import make_tabular_bundle
+
+pytestmark = pytest.mark.local
+
+MAX_TRIALS = 6
+STEP = (
+    "import json, sys\n"
+    "from kerasflow.components.hyperparameter_search import core\n"
+    "core.run(**json.loads(sys.argv[1]))\n"
+)
+
+
+def finished(root: Path) -> dict[str, float]:
+    """Trial id -> score of every completed trial under a pipeline root's tuning folder."""
+    out = {}
+    for path in root.glob("tuning/*/search/trial_*/trial.json"):
+        with open(path) as fh:
+            try:
+                trial = json.load(fh)
+            except json.JSONDecodeError:
+                continue  # being written
+        if trial["status"] == "COMPLETED":
+            out[trial["trial_id"]] = trial["score"]
+    return out
+
+
+def test_killed_search_resumes_without_rerunning_finished_trials(tmp_path, mlflow_store):
+    data = make_tabular_bundle(tmp_path / "data", rows=240, seed=2)
+    root = tmp_path / "pipeline_root"
+    parent = tracking.find_or_create_pipeline_run(mlflow_store, "search-resume", "resume-1")
+    args = dict(
+        splits_dir=str(data),
+        train_dir=str(data),
+        algorithm="random",
+        max_trials=MAX_TRIALS,
+        max_epochs=4,
+        batch_size=16,
+        patience=4,
+        seed=5,
+        tuner_dir="",
+        hparams_path=str(tmp_path / "out" / "best.json"),
+        summary_path=str(tmp_path / "out" / "summary.md"),
+        tracking_uri=mlflow_store,
+        parent_run_id=parent,
+        pipeline_root=str(root),
+    )
+    cmd = [sys.executable, "-c", STEP, json.dumps(args)]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    with open(tmp_path / "first.log", "w") as log:
+        first = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+        deadline = time.monotonic() + 300
+        while len(finished(root)) < 2 and first.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        os.kill(first.pid, signal.SIGKILL)
+        first.wait()
+    before = finished(root)
+    assert first.returncode == -signal.SIGKILL
+    assert 2 <= len(before) < MAX_TRIALS, (tmp_path / "first.log").read_text()[-2000:]
+
+    second = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert second.returncode == 0, second.stdout[-2000:] + second.stderr[-2000:]
+    after = finished(root)
+    assert len(after) == MAX_TRIALS
+    assert {k: after[k] for k in before} == before  # finished trials kept as they were
+    assert f"resuming: {len(before)} finished trials kept" in second.stdout
+    rerun = {
+        line.split("(")[1].split(",")[0]
+        for line in second.stdout.splitlines()
+        if "hyperparameter_search: trial " in line
+    }
+    assert rerun and not rerun & set(before)
+    assert json.loads((tmp_path / "out" / "best.json").read_text())["learning_rate"] > 0
+
+    client = mlflow.MlflowClient(mlflow_store)
+    exp = client.get_run(parent).info.experiment_id
+    steps = client.search_runs([exp], f"tags.mlflow.parentRunId = '{parent}'")
+    assert sorted(r.info.status for r in steps) == ["FINISHED", "RUNNING"]  # killed, then done
+    done_step = next(r for r in steps if r.info.status == "FINISHED")
+    assert done_step.data.metrics["kept_trials"] == len(before)
+    trials = [
+        t
+        for s in steps
+        for t in client.search_runs([exp], f"tags.mlflow.parentRunId = '{s.info.run_id}'")
+    ]
+    finished_runs = sorted(t.data.tags["trial_id"] for t in trials if t.info.status == "FINISHED")
+    assert finished_runs == sorted(after)  # each trial finished exactly once
