@@ -106,6 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
     comp = sub.add_parser("compile", help="write the pipeline as KFP IR YAML")
     comp.add_argument("--output", "-o", default="pipeline.yaml", help="output YAML path")
     comp.add_argument("--image", default="", help="component image, e.g. REGISTRY/kerasflow:TAG")
+    comp.add_argument("--cluster-config", default="", metavar="FILE",
+                      help="cluster settings YAML (resources, retries, caching, secrets, GPU "
+                           "nodes, pipeline root), as for `kerasflow submit`")
     comp.set_defaults(func=cmd_compile)
 
     _register_optional(sub)
@@ -194,7 +197,14 @@ def cmd_compile(args: argparse.Namespace) -> int:
     """`kerasflow compile`: the KFP IR YAML of the pipeline."""
     from kerasflow.pipelines.compiling import compile_pipeline
 
-    path = compile_pipeline(args.output, image=args.image)
+    settings = None
+    if args.cluster_config:
+        from kerasflow.pipelines.platform import load_cluster_settings
+
+        settings = load_cluster_settings(args.cluster_config)
+        if args.image:
+            settings = settings.with_image(args.image)
+    path = compile_pipeline(args.output, image=args.image, step_settings=settings)
     print(f"kerasflow: wrote {path}")
     return 0
 

@@ -30,6 +30,9 @@ def compile_pipeline(output: str | Path, image: str = "", step_settings: Any = N
     tmp.unlink()
     if image:
         set_image(docs[0], image)
+    root = getattr(step_settings, "pipeline_root", "")
+    if root:
+        docs[0]["defaultPipelineRoot"] = root
     text = yaml.safe_dump_all(docs, sort_keys=True, default_flow_style=False)
     write_bytes_atomic(output, text.encode())
     return output

@@ -19,6 +19,8 @@ from kerasflow.settings import DEFAULT_IMAGE
 pytestmark = pytest.mark.compile
 
 GOLDEN = Path(__file__).parent / "golden" / "training_pipeline.yaml"
+CLUSTER_GOLDEN = Path(__file__).parent / "golden" / "training_pipeline_gcp.yaml"
+GCP_SETTINGS = Path(__file__).parents[2] / "k8s" / "overlays" / "gcp" / "cluster-settings.yaml"
 STEPS = ["ingest-clean", "normalize-split", "augment", "hyperparameter-search", "train",
          "evaluate", "deploy"]
 
@@ -75,3 +77,33 @@ def test_compile_command_swaps_the_image(tmp_path, capsys):
     images = {e["container"]["image"] for e in spec["deploymentSpec"]["executors"].values()}
     assert images == {"reg.example/kf:1.2"}
     assert "wrote" in capsys.readouterr().out
+
+
+@pytest.fixture(scope="module")
+def compiled_for_gcp(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("gcp") / "pipeline.yaml"
+    assert main(["compile", "--output", str(out), "--cluster-config", str(GCP_SETTINGS)]) == 0
+    return out
+
+
+def test_cluster_configuration_matches_golden(compiled_for_gcp):
+    text = compiled_for_gcp.read_text()
+    if os.environ.get("KERASFLOW_UPDATE_GOLDEN") == "1":
+        CLUSTER_GOLDEN.write_text(text)
+    assert text == CLUSTER_GOLDEN.read_text(), "compiled pipeline changed; see the docstring"
+
+
+def test_cluster_configuration_sets_resources_gpu_retries_and_root(compiled_for_gcp):
+    docs = list(yaml.safe_load_all(compiled_for_gcp.read_text()))
+    spec = docs[0]
+    assert spec["defaultPipelineRoot"] == "gs://BUCKET/kfp-root"
+    executors = spec["deploymentSpec"]["executors"]
+    search = next(e for n, e in executors.items() if "hyperparameter-search" in n)
+    resources = search["container"]["resources"]
+    assert resources["accelerator"]["resourceCount"] == "1"
+    assert search["container"]["image"].endswith("kerasflow:0.1.0-gpu")
+    ingest = next(e for n, e in executors.items() if "ingest-clean" in n)
+    assert ingest["container"]["image"].endswith("kerasflow:0.1.0")
+    assert any("retryPolicy" in t for t in spec["root"]["dag"]["tasks"].values())
+    platform = docs[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    assert all("secretAsEnv" in e for e in platform.values())
