@@ -56,8 +56,11 @@ def test_seven_tasks_all_on_one_image(compiled):
 def test_deploy_runs_only_when_blessed(compiled):
     spec = yaml.safe_load(compiled.read_text())
     root = spec["root"]["dag"]["tasks"]
-    condition = next(t for t in root.values() if "triggerPolicy" in t)
-    assert "evaluate" in condition["triggerPolicy"]["condition"]
+    gates = [t for t in root.values()
+             if "evaluate" in t.get("triggerPolicy", {}).get("condition", "")]
+    assert len(gates) == 1
+    branch = spec["components"][gates[0]["componentRef"]["name"]]
+    assert "deploy" in branch["dag"]["tasks"]
     assert "deploy" not in root and "deploy" in _all_tasks(spec)
 
 
