@@ -1,16 +1,19 @@
 """Server-side batching: concurrent requests to one signature become one model call.
 
-One worker thread per signature takes every queued request that fits into `max_batch_size` rows,
-concatenates them along the 0th dimension, calls the model once and splits the outputs back. With
-`batch_timeout_micros` = 0 the worker never waits for more requests: a lone request runs at once,
-and requests that arrive while the model is busy form the next batch. A positive timeout lets a
-batch wait (from its first request) for more rows, as in TF Serving's batching parameters.
+Requests arrive on their own threads (one per REST connection, one per gRPC call) and queue up.
+The first thread to find no batch running becomes the leader: it takes every queued request that
+fits into `max_batch_size` rows, concatenates them along the 0th dimension, calls the model once,
+hands each request its slice of the outputs and passes the lead to the oldest request still
+queued. A lone request therefore runs at once on its own thread, with no hop to another thread,
+and requests that arrive while the model is busy form the next batch.
+
+With `batch_timeout_micros` > 0 a leader waits (from the oldest request's arrival) for the batch
+to fill before calling the model, as in TF Serving's batching parameters.
 """
 
 from __future__ import annotations
 
 import collections
-import concurrent.futures
 import dataclasses
 import logging
 import threading
@@ -49,87 +52,103 @@ class BatchStats:
 
 
 class _Task:
-    __slots__ = ("inputs", "rows", "key", "future", "enqueued")
+    __slots__ = ("inputs", "rows", "key", "enqueued", "result", "error", "lead", "_signal")
 
     def __init__(self, inputs: Arrays, rows: int):
         self.inputs = inputs
         self.rows = rows
         # Only tensors that agree beyond the 0th dimension can be concatenated.
         self.key = tuple((k, v.dtype.str, v.shape[1:]) for k, v in sorted(inputs.items()))
-        self.future: concurrent.futures.Future = concurrent.futures.Future()
         self.enqueued = time.monotonic()
+        self.result: dict[str, np.ndarray] | None = None
+        self.error: BaseException | None = None
+        self.lead = False
+        # A held lock is the cheapest one-shot signal: release() wakes the one waiter.
+        self._signal = threading.Lock()
+        self._signal.acquire()
 
+    def wake(self) -> None:
+        self._signal.release()
 
-def _settle(future: concurrent.futures.Future, result=None, error: BaseException | None = None):
-    # The waiting side may have been cancelled (a client went away); nothing to deliver then.
-    try:
-        if error is not None:
-            future.set_exception(error)
-        else:
-            future.set_result(result)
-    except concurrent.futures.InvalidStateError:
-        pass
+    def wait(self) -> None:
+        self._signal.acquire()
+
+    def outcome(self) -> dict[str, np.ndarray]:
+        if self.error is not None:
+            raise self.error
+        assert self.result is not None
+        return self.result
 
 
 class Batcher:
-    """Merges concurrent calls of one model function.
+    """Merges concurrent calls of one model function (see the module docstring).
 
     Args:
         fn: runs the model on a dict of batched arrays and returns a dict of arrays whose
             0th dimension equals the input rows.
         options: size and timeout of batches.
-        name: used for the worker thread's name.
     """
 
-    def __init__(self, fn: ModelFn, options: BatchingOptions, name: str = "model"):
+    def __init__(self, fn: ModelFn, options: BatchingOptions):
         self._fn = fn
         self._max_rows = max(1, options.max_batch_size)
         self._timeout = max(0, options.batch_timeout_micros) / 1e6
         self._cond = threading.Condition()
         self._queue: collections.deque[_Task] = collections.deque()
         self._queued_rows = 0
-        self._closed = False
+        self._leading = False
         self.stats = BatchStats()
-        self._thread = threading.Thread(target=self._work, name=f"batcher-{name}", daemon=True)
-        self._thread.start()
 
-    def submit(self, inputs: Arrays, rows: int) -> concurrent.futures.Future:
-        """Queues one request of `rows` rows; the future resolves to its own outputs."""
+    @property
+    def queued_requests(self) -> int:
+        """Requests waiting for a batch (not counting one being run)."""
+        return len(self._queue)
+
+    def run(self, inputs: Arrays, rows: int) -> dict[str, np.ndarray]:
+        """Runs one request of `rows` rows, batched with concurrent ones; returns its outputs.
+
+        Raises:
+            Exception: whatever the model function raised for this request.
+        """
         task = _Task(inputs, rows)
         with self._cond:
-            if not self._closed:
-                self._queue.append(task)
-                self._queued_rows += rows
+            self._queue.append(task)
+            self._queued_rows += rows
+            lead = not self._leading
+            self._leading = True
+            if not lead and self._timeout > 0:
+                # A leader may be waiting for its batch to fill.
                 self._cond.notify()
-                return task.future
-        # A request that picked this version just before it was unloaded still gets an answer.
-        self._run([task])
-        return task.future
+        if not lead:
+            task.wait()
+            if not task.lead:
+                return task.outcome()
+        self._lead()
+        return task.outcome()
 
-    def close(self, wait: bool = True) -> None:
-        """Runs what is queued, then stops the worker."""
+    def _lead(self) -> None:
         with self._cond:
-            self._closed = True
-            self._cond.notify_all()
-        if wait and threading.current_thread() is not self._thread:
-            self._thread.join()
-
-    def _work(self) -> None:
-        while True:
-            with self._cond:
-                while not self._queue and not self._closed:
-                    self._cond.wait()
-                if not self._queue:
-                    return
-                if self._timeout > 0:
-                    deadline = self._queue[0].enqueued + self._timeout
-                    while not self._closed and self._queued_rows < self._max_rows:
-                        remaining = deadline - time.monotonic()
-                        if remaining <= 0:
-                            break
-                        self._cond.wait(remaining)
-                batch = self._take()
+            if self._timeout > 0:
+                deadline = self._queue[0].enqueued + self._timeout
+                while self._queued_rows < self._max_rows:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    self._cond.wait(remaining)
+            batch = self._take()
+        try:
             self._run(batch)
+        finally:
+            with self._cond:
+                if self._queue:
+                    successor = self._queue[0]
+                    successor.lead = True
+                    successor.wake()
+                else:
+                    self._leading = False
+            # The leader's own task is first in the batch and is answered by returning.
+            for task in batch[1:]:
+                task.wake()
 
     def _take(self) -> list[_Task]:
         head = self._queue.popleft()
@@ -144,14 +163,14 @@ class Batcher:
                     kept.append(task)
             self._queue = kept
         self._queued_rows -= rows
-        return batch
-
-    def _run(self, batch: list[_Task]) -> None:
         stats = self.stats
         stats.batches += 1
         stats.requests += len(batch)
         stats.max_requests_in_batch = max(stats.max_requests_in_batch, len(batch))
-        stats.max_rows_in_batch = max(stats.max_rows_in_batch, sum(t.rows for t in batch))
+        stats.max_rows_in_batch = max(stats.max_rows_in_batch, rows)
+        return batch
+
+    def _run(self, batch: list[_Task]) -> None:
         if len(batch) == 1:
             self._run_one(batch[0])
             return
@@ -173,16 +192,14 @@ class Batcher:
         start = 0
         for task in batch:
             end = start + task.rows
-            _settle(task.future, {k: v[start:end] for k, v in outputs.items()})
+            task.result = {k: v[start:end] for k, v in outputs.items()}
             start = end
 
     def _run_one(self, task: _Task) -> None:
         try:
-            result = self._fn(task.inputs)
+            task.result = self._fn(task.inputs)
         except Exception as exc:
-            _settle(task.future, error=exc)
-        else:
-            _settle(task.future, result)
+            task.error = exc
 
 
 class _NotSplittable(Exception):
@@ -190,26 +207,13 @@ class _NotSplittable(Exception):
 
 
 class DirectRunner:
-    """The no-batching counterpart of Batcher: each request runs on its own in a thread pool."""
+    """The no-batching counterpart of Batcher: each request runs alone on its caller's thread."""
 
-    def __init__(self, fn: ModelFn, executor: concurrent.futures.Executor):
+    def __init__(self, fn: ModelFn):
         self._fn = fn
-        self._executor = executor
         self.stats = BatchStats()
 
-    def submit(self, inputs: Arrays, rows: int) -> concurrent.futures.Future:
-        """Runs one request in the pool; the future resolves to its outputs."""
+    def run(self, inputs: Arrays, rows: int) -> dict[str, np.ndarray]:
+        """Runs one request and returns its outputs."""
         self.stats.requests += 1
-        try:
-            return self._executor.submit(self._fn, inputs)
-        except RuntimeError:
-            # The pool is shut down during exit; finish the straggler in the caller's thread.
-            future: concurrent.futures.Future = concurrent.futures.Future()
-            try:
-                future.set_result(self._fn(inputs))
-            except Exception as exc:
-                future.set_exception(exc)
-            return future
-
-    def close(self, wait: bool = True) -> None:
-        """Nothing to stop: the pool belongs to the server."""
+        return self._fn(inputs)

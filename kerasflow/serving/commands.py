@@ -111,6 +111,12 @@ def register(subparsers) -> None:
         default=DEFAULT_MAX_REQUEST_BYTES,
         help=f"largest request body or message (default {DEFAULT_MAX_REQUEST_BYTES})",
     )
+    serve.add_argument(
+        "--grpc_max_threads",
+        type=_non_negative(int),
+        default=64,
+        help="gRPC calls served at once (default 64)",
+    )
     serve.set_defaults(func=run_serve)
 
     predict = subparsers.add_parser(
@@ -160,6 +166,8 @@ def server_options_from_args(args: argparse.Namespace):
         raise UserError(f"--port and --rest_api_port are both {args.port}; give two ports")
     if args.max_request_bytes < 1:
         raise UserError("--max_request_bytes must be at least 1")
+    if args.grpc_max_threads < 1:
+        raise UserError("--grpc_max_threads must be at least 1")
     batch = args.max_batch_size if args.enable_batching else 1
     return ServerOptions(
         models=models,
@@ -171,6 +179,7 @@ def server_options_from_args(args: argparse.Namespace):
         max_request_bytes=args.max_request_bytes,
         config_file=args.model_config_file,
         config_poll_seconds=args.model_config_file_poll_wait_seconds,
+        grpc_max_threads=args.grpc_max_threads,
     )
 
 

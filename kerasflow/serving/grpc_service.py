@@ -1,14 +1,14 @@
-"""TF Serving's gRPC API: PredictionService and ModelService on a grpc.aio server.
+"""TF Serving's gRPC API: PredictionService and ModelService on a threaded grpc server.
 
-The asyncio server handles many concurrent calls in one thread at a low cost per call; model
-work happens in the batcher threads, and each call awaits its own slice of a batch.
+Each call runs on a pool thread, which is what the batcher needs: a lone call runs the model on
+its own thread with no hop to another one, and concurrent calls wait while one of them runs the
+merged batch (see batching.py).
 """
 
 from __future__ import annotations
 
-import asyncio
+import concurrent.futures
 import logging
-import threading
 from collections.abc import Callable
 
 import grpc
@@ -39,23 +39,17 @@ def _servable(manager: ModelManager, spec) -> Servable:
     return manager.get_servable(spec.name, version, label)
 
 
-async def _abort(context: grpc.aio.ServicerContext, exc: ServingError):
-    await context.abort(grpc.StatusCode[exc.code.name], exc.message)
-
-
 def _guard(method):
     """Turns ServingErrors into gRPC status codes and our bugs into INTERNAL."""
 
-    async def wrapper(self, request, context):
+    def wrapper(self, request, context):
         try:
-            return await method(self, request, context)
+            return method(self, request, context)
         except ServingError as exc:
-            await _abort(context, exc)
-        except (asyncio.CancelledError, grpc.aio.AbortError):
-            raise
+            context.abort(grpc.StatusCode[exc.code.name], exc.message)
         except Exception as exc:
             log.exception("error in %s", method.__name__)
-            await context.abort(grpc.StatusCode.INTERNAL, f"{type(exc).__name__}: {exc}")
+            context.abort(grpc.StatusCode.INTERNAL, f"{type(exc).__name__}: {exc}")
 
     wrapper.__name__ = method.__name__
     wrapper.__doc__ = method.__doc__
@@ -69,7 +63,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         self._manager = manager
 
     @_guard
-    async def Predict(self, request, context):  # noqa: N802 (the proto's naming)
+    def Predict(self, request, context):  # noqa: N802 (the proto's naming)
         """Runs a predict signature on the request's tensors."""
         servable = _servable(self._manager, request.model_spec)
         name = request.model_spec.signature_name or DEFAULT_SIGNATURE
@@ -88,14 +82,14 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         if len(set(wanted)) != len(wanted):
             raise invalid_argument("duplicate output tensor alias in output_filter")
         inputs = {k: tensors.to_ndarray(v) for k, v in request.inputs.items()}
-        outputs = await asyncio.wrap_future(signature.submit(inputs))
+        outputs = signature.predict(inputs)
         response = predict_pb2.PredictResponse(model_spec=protocol.model_spec(servable, name))
         for alias in wanted or outputs:
             tensors.from_ndarray(outputs[alias], out=response.outputs[alias])
         return response
 
     @_guard
-    async def GetModelMetadata(self, request, context):  # noqa: N802
+    def GetModelMetadata(self, request, context):  # noqa: N802
         """Returns the signature_def metadata of a model version."""
         fields = list(request.metadata_field)
         if not fields:
@@ -107,7 +101,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
                 raise invalid_argument(f"Metadata field {field} is not supported")
         return protocol.metadata_response(_servable(self._manager, request.model_spec))
 
-    async def _classify_or_regress(self, request, kind: str, wanted: str):
+    def _classify_or_regress(self, request, kind: str, wanted: str):
         servable = _servable(self._manager, request.model_spec)
         name = request.model_spec.signature_name or DEFAULT_SIGNATURE
         signature = servable.signature(name)
@@ -121,17 +115,17 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         raise ServingError(Code.UNIMPLEMENTED, f"{kind} signatures are not supported here")
 
     @_guard
-    async def Classify(self, request, context):  # noqa: N802
+    def Classify(self, request, context):  # noqa: N802
         """Classify needs a classification signature, which Keras exports do not have."""
-        return await self._classify_or_regress(request, "classification", CLASSIFY_METHOD)
+        return self._classify_or_regress(request, "classification", CLASSIFY_METHOD)
 
     @_guard
-    async def Regress(self, request, context):  # noqa: N802
+    def Regress(self, request, context):  # noqa: N802
         """Regress needs a regression signature, which Keras exports do not have."""
-        return await self._classify_or_regress(request, "regression", REGRESS_METHOD)
+        return self._classify_or_regress(request, "regression", REGRESS_METHOD)
 
     @_guard
-    async def MultiInference(self, request, context):  # noqa: N802
+    def MultiInference(self, request, context):  # noqa: N802
         """Not served: it combines classify and regress signatures."""
         raise ServingError(Code.UNIMPLEMENTED, "MultiInference is not supported here")
 
@@ -144,7 +138,7 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
         self._on_reload = on_reload
 
     @_guard
-    async def GetModelStatus(self, request, context):  # noqa: N802
+    def GetModelStatus(self, request, context):  # noqa: N802
         """Reports the state of a model's versions."""
         if not request.HasField("model_spec"):
             raise invalid_argument("Missing ModelSpec")
@@ -158,20 +152,20 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
         return protocol.status_response(statuses)
 
     @_guard
-    async def HandleReloadConfigRequest(self, request, context):  # noqa: N802
+    def HandleReloadConfigRequest(self, request, context):  # noqa: N802
         """Serves the models of a new ModelServerConfig (loads happen before the answer)."""
         try:
             configs = configs_from_proto(request.config)
         except UserError as exc:
             raise invalid_argument(str(exc)) from None
-        await asyncio.to_thread(self._on_reload, configs)
+        self._on_reload(configs)
         response = model_management_pb2.ReloadConfigResponse()
         response.status.error_code = int(Code.OK)
         return response
 
 
 class GrpcServer:
-    """Runs the gRPC services on an asyncio loop in a background thread.
+    """Runs the gRPC services on a thread pool.
 
     Args:
         manager: where models are looked up.
@@ -179,6 +173,7 @@ class GrpcServer:
         port: port to bind (0 picks a free one).
         max_request_bytes: larger messages are refused with RESOURCE_EXHAUSTED.
         on_reload: applies configs sent with HandleReloadConfigRequest.
+        max_threads: calls served at once (more wait in gRPC's queue).
     """
 
     def __init__(
@@ -188,9 +183,11 @@ class GrpcServer:
         port: int,
         max_request_bytes: int,
         on_reload: Callable[[list[ModelConfig]], None] | None = None,
+        max_threads: int = 64,
     ):
         self._manager = manager
         self._address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        self._requested_port = port
         self._options = [
             ("grpc.max_receive_message_length", max_request_bytes),
             ("grpc.max_send_message_length", -1),
@@ -198,63 +195,45 @@ class GrpcServer:
             ("grpc.so_reuseport", 0),
         ]
         self._on_reload = on_reload or manager.apply_configs
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._server: grpc.aio.Server | None = None
-        self._thread: threading.Thread | None = None
+        self._max_threads = max_threads
+        self._server: grpc.Server | None = None
+        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self.port = 0
 
     def start(self) -> None:
-        """Binds and starts serving; returns once the port is open.
+        """Binds and starts serving.
 
         Raises:
             OSError: when the address cannot be bound.
         """
-        ready = threading.Event()
-        failure: list[BaseException] = []
-        self._loop = asyncio.new_event_loop()
-
-        async def boot() -> None:
-            server = grpc.aio.server(options=self._options)
-            prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-                PredictionService(self._manager), server
-            )
-            model_service_pb2_grpc.add_ModelServiceServicer_to_server(
-                ModelService(self._manager, self._on_reload), server
-            )
-            try:
-                self.port = server.add_insecure_port(self._address)
-            except RuntimeError as exc:
-                raise OSError(f"cannot bind gRPC to {self._address}: {exc}") from None
-            await server.start()
-            self._server = server
-
-        def run() -> None:
-            asyncio.set_event_loop(self._loop)
-            try:
-                self._loop.run_until_complete(boot())
-            except BaseException as exc:
-                failure.append(exc)
-                ready.set()
-                return
-            ready.set()
-            self._loop.run_forever()
-
-        self._thread = threading.Thread(target=run, name="grpc-loop", daemon=True)
-        self._thread.start()
-        ready.wait()
-        if failure:
-            self._thread.join()
-            self._loop.close()
-            raise failure[0]
+        self._pool = concurrent.futures.ThreadPoolExecutor(
+            self._max_threads, thread_name_prefix="grpc"
+        )
+        server = grpc.server(self._pool, options=self._options)
+        prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
+            PredictionService(self._manager), server
+        )
+        model_service_pb2_grpc.add_ModelServiceServicer_to_server(
+            ModelService(self._manager, self._on_reload), server
+        )
+        try:
+            port = server.add_insecure_port(self._address)
+        except RuntimeError as exc:
+            port, reason = 0, str(exc)
+        else:
+            reason = "address in use or not available"
+        if not port:
+            self._pool.shutdown(wait=False)
+            raise OSError(f"cannot bind gRPC to {self._address}: {reason}")
+        self.port = port
+        server.start()
+        self._server = server
 
     def stop(self, grace: float = 10.0) -> None:
         """Refuses new calls, lets calls in flight finish (up to `grace` s), then stops."""
-        if self._loop is None or self._server is None:
+        if self._server is None:
             return
-        future = asyncio.run_coroutine_threadsafe(self._server.stop(grace), self._loop)
-        future.result()
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        if self._thread is not None:
-            self._thread.join()
-        self._loop.close()
+        self._server.stop(grace).wait()
         self._server = None
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)

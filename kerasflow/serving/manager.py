@@ -4,13 +4,17 @@ Each poll lists every model's base path, asks the version policy which versions 
 the missing ones (and warms them up) and only then unloads the versions no longer wanted, so a
 new version takes traffic before the old one leaves. A version that fails to load is recorded in
 state END with its error, is not retried while it stays on disk, and never takes down what is
-serving. Requests read an immutable dict of available versions, so they never wait on a load.
+serving. A failed version is tried again when its files change (a copy that was still going on,
+or a fix). On gs://, where a version cannot appear atomically, a version that shows up while the
+server runs is loaded once its listing is the same on two polls in a row. Requests read an
+immutable dict of available versions, so they never wait on a load.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import re
 import threading
 from collections.abc import Callable, Iterable
@@ -51,7 +55,27 @@ class _Model:
         # Replaced as a whole on every change, so readers need no lock.
         self.available: dict[int, Servable] = {}
         self.states: dict[int, VersionStatus] = {}
-        self.failed: set[int] = set()
+        # Failed versions and gs:// versions still settling, with their files' fingerprint.
+        self.failed: dict[int, tuple] = {}
+        self.settling: dict[int, tuple] = {}
+        self.listed = False
+
+
+def folder_fingerprint(path: str) -> tuple:
+    """Names, sizes and modification stamps of the files under a local folder or gs:// prefix."""
+    try:
+        if fileio.is_gcs(path):
+            bucket, key = fileio.split_gcs(path)
+            blobs = fileio.gcs_client().list_blobs(bucket, prefix=key.rstrip("/") + "/")
+            return tuple(sorted((b.name, b.size, str(b.updated)) for b in blobs))
+        entries = []
+        for root, _, files in os.walk(path):
+            for name in files:
+                stat = os.stat(os.path.join(root, name))
+                entries.append((os.path.join(root, name), stat.st_size, stat.st_mtime_ns))
+        return tuple(sorted(entries))
+    except Exception as exc:
+        return (("unreadable", str(exc)),)
 
 
 def version_numbers(names: Iterable[str]) -> set[int]:
@@ -163,11 +187,21 @@ class ModelManager:
         if not on_disk and not model.available:
             log.debug("model %s: no versions under %s", config.name, config.base_path)
         aspired = config.policy.select(on_disk)
-        # A failed version that was removed may be published again and deserves a new try.
-        model.failed &= on_disk
-        for version in sorted(aspired - set(model.available) - model.failed, reverse=True):
+        first_listing, model.listed = not model.listed, True
+        for version in list(model.failed):
+            path = fileio.join(config.base_path, str(version))
+            if version not in aspired or folder_fingerprint(path) != model.failed[version]:
+                del model.failed[version]
+        for version in sorted(aspired - set(model.available) - set(model.failed), reverse=True):
             if self._stopping.is_set():
                 return
+            path = fileio.join(config.base_path, str(version))
+            if fileio.is_gcs(path) and not first_listing:
+                fingerprint = folder_fingerprint(path)
+                if model.settling.get(version) != fingerprint:
+                    model.settling[version] = fingerprint
+                    continue
+            model.settling.pop(version, None)
             self._load(model, version)
         # Unload old versions only once a wanted one serves, so traffic always has a version.
         if aspired & set(model.available):
@@ -200,7 +234,8 @@ class ModelManager:
         return servable
 
     def _record_failure(self, model: _Model, version: int, code: Code, message: str) -> None:
-        model.failed.add(version)
+        path = fileio.join(model.config.base_path, str(version))
+        model.failed[version] = folder_fingerprint(path)
         model.states[version] = VersionStatus(version, END, code, message)
         log.error("model %s: version %d failed to load: %s", model.config.name, version, message)
 

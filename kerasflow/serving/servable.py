@@ -7,7 +7,6 @@ infra validation) ends in `Signature.run`, so they all run the model the same wa
 
 from __future__ import annotations
 
-import concurrent.futures
 import logging
 import threading
 from collections.abc import Mapping
@@ -23,17 +22,6 @@ log = logging.getLogger(__name__)
 
 SAVED_MODEL_PB = "saved_model.pb"
 SERVE_TAG = "serve"
-
-_executor_lock = threading.Lock()
-_executor: concurrent.futures.ThreadPoolExecutor | None = None
-
-
-def _shared_executor() -> concurrent.futures.ThreadPoolExecutor:
-    global _executor
-    with _executor_lock:
-        if _executor is None:
-            _executor = concurrent.futures.ThreadPoolExecutor(32, thread_name_prefix="predict")
-        return _executor
 
 
 def _first_line(exc: BaseException) -> str:
@@ -57,7 +45,6 @@ class Signature:
         self._batching = batching or BatchingOptions(max_batch_size=1)
         self._runner: Batcher | DirectRunner | None = None
         self._runner_lock = threading.Lock()
-        self._closed = False
 
     def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Calls the model directly on checked inputs; returns its outputs as NumPy arrays.
@@ -83,34 +70,23 @@ class Signature:
         if runner is None:
             with self._runner_lock:
                 if self._runner is None:
-                    if self._batching.enabled and not self._closed:
-                        self._runner = Batcher(self.run, self._batching, name=self.name)
+                    if self._batching.enabled:
+                        self._runner = Batcher(self.run, self._batching)
                     else:
-                        self._runner = DirectRunner(self.run, _shared_executor())
+                        self._runner = DirectRunner(self.run)
                 runner = self._runner
         return runner
 
-    def submit(self, inputs: Mapping[str, np.ndarray]) -> concurrent.futures.Future:
-        """Checks `inputs` and queues them; the future resolves to the outputs.
+    def predict(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Checks `inputs`, runs them (batched with concurrent requests) and returns the outputs.
 
         Raises:
-            ServingError: INVALID_ARGUMENT when the inputs do not fit the signature.
+            ServingError: INVALID_ARGUMENT when the inputs do not fit the signature or
+                TensorFlow rejects their values.
         """
         checked = check_inputs(self.inputs, inputs)
         rows = next((a.shape[0] for a in checked.values() if a.ndim), 0)
-        return self.runner.submit(checked, rows)
-
-    def predict(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """submit() and wait: the synchronous path for callers in their own thread."""
-        return self.submit(inputs).result()
-
-    def close(self) -> None:
-        """Finishes queued requests and stops the batcher."""
-        with self._runner_lock:
-            self._closed = True
-            runner = self._runner
-        if runner is not None:
-            runner.close()
+        return self.runner.run(checked, rows)
 
 
 class Servable:
@@ -125,15 +101,19 @@ class Servable:
         self.signatures: dict[str, Signature] = signatures
         # The object from tf.saved_model.load owns the variables the signatures capture.
         self._owner = owner
+        self.closed = False
 
     def signature(self, name: str) -> Signature | None:
         """The callable signature called `name`, or None."""
         return self.signatures.get(name)
 
     def close(self) -> None:
-        """Stops the batchers after they drain; the TF objects go with the last reference."""
-        for sig in self.signatures.values():
-            sig.close()
+        """Marks the version unloaded.
+
+        TensorFlow's objects are freed with the last reference, so requests that picked this
+        version just before it was unloaded still finish on it.
+        """
+        self.closed = True
 
     def __repr__(self):
         return f"Servable({self.name!r}, version={self.version}, path={self.path!r})"

@@ -40,6 +40,7 @@ class ServerOptions:
         config_file: a model config file to re-read every `config_poll_seconds` (> 0).
         config_poll_seconds: seconds between re-reads of `config_file`.
         grace_seconds: how long shutdown waits for requests in flight.
+        grpc_max_threads: gRPC calls served at once (each waits on the batcher in its thread).
     """
 
     models: list[ModelConfig]
@@ -52,6 +53,7 @@ class ServerOptions:
     config_file: str | None = None
     config_poll_seconds: float = 0.0
     grace_seconds: float = 10.0
+    grpc_max_threads: int = 64
 
 
 class ModelServer:
@@ -120,6 +122,7 @@ class ModelServer:
                 opts.grpc_port,
                 opts.max_request_bytes,
                 on_reload=self.manager.apply_configs,
+                max_threads=opts.grpc_max_threads,
             )
             self._start_frontend(self._grpc, "gRPC", opts.grpc_port)
             if opts.rest_port is not None:

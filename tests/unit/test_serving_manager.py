@@ -157,3 +157,18 @@ def test_a_removed_model_is_unloaded_and_an_added_one_loaded(tmp_path):
     with pytest.raises(ServingError):
         manager.get_servable("a")
     manager.stop()
+
+
+def test_a_failed_version_is_tried_again_once_its_files_change(tmp_path):
+    add_versions(tmp_path, 1)
+    loader = FakeLoader()
+    manager = manager_for(tmp_path, loader)
+    add_versions(tmp_path, 2, broken=True)
+    manager.reconcile()
+    assert manager.model_status("m", version=2)[0].state == END
+    (tmp_path / "2" / "BROKEN").unlink()
+    manager.reconcile()
+    assert manager.get_servable("m").version == 2
+    assert manager.model_status("m", version=2)[0].state == AVAILABLE
+    assert loader.loaded == [1, 2]
+    manager.stop()
