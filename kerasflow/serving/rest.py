@@ -15,6 +15,7 @@ import logging
 import re
 import socket
 import socketserver
+import sys
 import threading
 import time
 import urllib.parse
@@ -87,6 +88,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     server_version = "kerasflow-serving"
     # Small responses must not wait for Nagle's algorithm.
     disable_nagle_algorithm = True
+    # A client that stalls mid-request or idles on a kept-alive connection frees its thread.
+    timeout = 120
     server: _HTTPServer
 
     def log_message(self, format: str, *args: Any) -> None:
@@ -273,6 +276,14 @@ class _HTTPServer(socketserver.ThreadingMixIn, http.server.HTTPServer):
         # HTTPServer.server_bind resolves the host name, which can stall on a bad resolver.
         socketserver.TCPServer.server_bind(self)
         self.server_name, self.server_port = self.server_address[:2]
+
+    def handle_error(self, request, client_address) -> None:
+        # Clients that hang up mid-answer are routine; the stdlib would print a traceback.
+        error = sys.exc_info()[1]
+        if isinstance(error, OSError):
+            log.debug("connection from %s ended: %s", client_address, error)
+        else:
+            log.exception("error on the connection from %s", client_address)
 
     def finish_request(self, request, client_address) -> None:
         self.app.track(request, True)
