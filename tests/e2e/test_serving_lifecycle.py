@@ -258,3 +258,39 @@ def test_reload_config_request_serves_a_new_model_list(serving_exports, tmp_path
             stub.HandleReloadConfigRequest(request, timeout=60)
         assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         channel.close()
+
+
+def test_a_rewritten_model_config_file_is_applied_while_serving(serving_exports, tmp_path):
+    from kerasflow.fileio import write_bytes_atomic
+    from kerasflow.serving.config import load_model_config_file
+
+    base = tmp_path / "digits"
+    publish(serving_exports.digits_v1, base, 1)
+    publish(serving_exports.digits_v2, base, 2)
+    config = tmp_path / "models.config"
+
+    def write_config(policy: str, labels: str) -> None:
+        write_bytes_atomic(
+            config,
+            (
+                f"model_config_list {{ config {{ name: 'digits' base_path: '{base}' "
+                f"model_platform: 'tensorflow' model_version_policy {{ {policy} }} {labels} }} }}"
+            ).encode(),
+        )
+
+    write_config("specific { versions: 1 }", "")
+    with running_server(
+        load_model_config_file(str(config)), config_file=str(config), config_poll_seconds=0.1
+    ) as server:
+        assert version_states(server) == {1: ("AVAILABLE", "")}
+        write_config("all {}", "version_labels { key: 'canary' value: 2 }")
+        wait_for(
+            lambda: version_states(server) == {2: ("AVAILABLE", ""), 1: ("AVAILABLE", "")},
+            what="the new config to apply",
+        )
+        answer = requests.post(
+            f"{server.rest_url}/v1/models/digits/labels/canary:predict",
+            json={"instances": digits_batch(1).tolist()},
+            timeout=30,
+        )
+        assert answer.status_code == 200, answer.text
