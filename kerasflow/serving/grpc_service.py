@@ -8,6 +8,7 @@ merged batch (see batching.py).
 from __future__ import annotations
 
 import concurrent.futures
+import functools
 import logging
 from collections.abc import Callable
 
@@ -42,6 +43,7 @@ def _servable(manager: ModelManager, spec) -> Servable:
 def _guard(method):
     """Turns ServingErrors into gRPC status codes and our bugs into INTERNAL."""
 
+    @functools.wraps(method)
     def wrapper(self, request, context):
         try:
             return method(self, request, context)
@@ -51,8 +53,6 @@ def _guard(method):
             log.exception("error in %s", method.__name__)
             context.abort(grpc.StatusCode.INTERNAL, f"{type(exc).__name__}: {exc}")
 
-    wrapper.__name__ = method.__name__
-    wrapper.__doc__ = method.__doc__
     return wrapper
 
 
@@ -218,13 +218,12 @@ class GrpcServer:
         )
         try:
             port = server.add_insecure_port(self._address)
-        except RuntimeError as exc:
-            port, reason = 0, str(exc)
-        else:
-            reason = "address in use or not available"
+        except RuntimeError:
+            # grpc says only "Failed to bind"; the usual cause is a port already taken.
+            port = 0
         if not port:
             self._pool.shutdown(wait=False)
-            raise OSError(f"cannot bind gRPC to {self._address}: {reason}")
+            raise OSError("address already in use or not available")
         self.port = port
         server.start()
         self._server = server

@@ -144,8 +144,6 @@ class ModelServer:
         try:
             frontend.start()
         except OSError as exc:
-            self._rest = None if kind == "REST" else self._rest
-            self._grpc = None if kind == "gRPC" else self._grpc
             reason = exc.strerror or str(exc)
             raise UserError(
                 f"cannot open the {kind} port {port} on {self.options.host}: {reason}"
