@@ -156,6 +156,7 @@ def read_table(path: Path) -> Any:
     kind = file_format(path)
     if kind == "delimited":
         fmt = sniff_text_table(path)
+        _check_unique_columns(fmt.columns, path.name)
         try:
             frame = pd.read_csv(
                 path,
@@ -182,10 +183,14 @@ def read_table(path: Path) -> Any:
         raise UserError(f"{path.name} has no columns")
     if frame.empty:
         raise UserError(f"{path.name} has a header but no rows")
-    duplicated = frame.columns[frame.columns.duplicated()].tolist()
-    if duplicated:
-        raise UserError(f"{path.name} has duplicate column names: {duplicated[:5]}")
+    _check_unique_columns([str(c) for c in frame.columns], path.name)
     return frame
+
+
+def _check_unique_columns(columns: list[str], name: str) -> None:
+    duplicated = sorted({c for c in columns if columns.count(c) > 1})
+    if duplicated:
+        raise UserError(f"{name} has duplicate column names: {duplicated[:5]}")
 
 
 def _read_json(path: Path) -> Any:
@@ -221,6 +226,8 @@ def read_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """
     import zipfile
 
+    if not zipfile.is_zipfile(path):
+        raise UserError(f"{path.name} is not a readable NumPy .npz file")
     try:
         with np.load(path, allow_pickle=False) as data:
             missing = [k for k in ("x", "y") if k not in data.files]

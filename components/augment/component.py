@@ -12,11 +12,11 @@ def augment(
     factor: int,
     seed: int,
     flip: bool,
-    methods: str,
-    synonyms: str,
     tracking_uri: str,
     parent_run_id: str,
     train_data: Output[Dataset],
+    methods: str = "",
+    synonyms: str = "",
 ):
     """Writes the train split (balanced first when asked) plus `factor` seeded augmented copies."""
     from kerasflow.components.augment import core

@@ -12,6 +12,7 @@ a before/after summary of tables and text.
 
 from __future__ import annotations
 
+import string
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -236,6 +237,10 @@ def load_synonyms(uri: str) -> dict[str, list[str]]:
     return out
 
 
+def _word_key(word: str) -> str:
+    return word.lower().strip(string.punctuation)
+
+
 def edit_text(
     text: str, method: str, rng, synonyms: dict[str, list[str]], share: float = WORD_CHANGE_SHARE
 ) -> str:
@@ -254,20 +259,17 @@ def edit_text(
             i, j = rng.choice(len(words), 2, replace=False)
             words[i], words[j] = words[j], words[i]
         return " ".join(words)
-    known = [i for i, w in enumerate(words) if w.lower() in synonyms]
+    known = [i for i, w in enumerate(words) if _word_key(w) in synonyms]
     if method == "synonym":
         for i in rng.permutation(known)[:n]:
-            options = synonyms[words[i].lower()]
+            options = synonyms[_word_key(words[i])]
             words[i] = options[rng.integers(len(options))]
         return " ".join(words)
     if method == "insertion":
+        sources = [synonyms[_word_key(words[i])] for i in known] or [words]
         for _ in range(n):
-            if known:
-                options = synonyms[words[known[rng.integers(len(known))]].lower()]
-                new = options[rng.integers(len(options))]
-            else:
-                new = words[rng.integers(len(words))]
-            words.insert(int(rng.integers(len(words) + 1)), new)
+            options = sources[rng.integers(len(sources))]
+            words.insert(int(rng.integers(len(words) + 1)), options[rng.integers(len(options))])
         return " ".join(words)
     raise ValueError(f"unknown text edit {method}")
 

@@ -194,6 +194,11 @@ def _table_bundle(raw, task, modality, options, saved_schema):
         anomalies = schemas.validate_table(saved_schema, coerced)
         if anomalies:
             raise AnomalyError(anomalies, "the data")
+    if task == "classification":
+        # One class is the first thing to say about such data, before any column is judged.
+        labels = coerced[label].dropna().astype(str).value_counts()
+        if len(labels) == 1:
+            schemas.raise_anomalies(schemas.check_labels(labels.to_dict(), 1))
     text_column = raw.text_column if modality == "text" else ""
     policy = options.policy()
     if text_column:

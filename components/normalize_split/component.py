@@ -12,13 +12,13 @@ def normalize_split(
     val_fraction: float,
     test_fraction: float,
     seed: int,
-    scaling: str,
-    imbalance: str,
-    time_column: str,
-    folds: int,
     tracking_uri: str,
     parent_run_id: str,
     splits: Output[Dataset],
+    scaling: str = "zscore",
+    imbalance: str = "class_weights",
+    time_column: str = "",
+    folds: int = 0,
 ):
     """Splits the clean data (stratified, plain, time-ordered or with k folds) and fits the
     preprocessing statistics and class weights on train only."""

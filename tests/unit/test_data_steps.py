@@ -244,6 +244,11 @@ def test_text_edits_use_the_word_map_and_are_seeded():
     assert 30 < len(augment.edit_text(long, "deletion", rng, words).split()) < 60
     swapped = augment.edit_text(text, "swap", rng, words)
     assert sorted(swapped.split()) == sorted(text.split())
+    punctuated = "Good, the film was good. Really GOOD! " * 5
+    for seed in range(20):  # every edit, on long texts with several known words
+        for method in ("deletion", "swap", "insertion", "synonym"):
+            edited = augment.edit_text(punctuated, method, np.random.default_rng(seed), words)
+            assert edited and edited != punctuated or method == "swap"
     frame = pd.DataFrame({"t": [text] * 4, "y": [0, 1, 0, 1]})
     meta = {C.META_FEATURES: [{"name": "t", "input": "text", "kind": "text"}]}
     a = augment.augment_text(frame, meta, 2, 5, ("deletion", "swap"), words)

@@ -1,0 +1,111 @@
+"""The three data components as KFP tasks under kfp.local: their new parameters and outputs."""
+
+from __future__ import annotations
+
+import json
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+
+from kerasflow import bundle
+from kerasflow import constants as C
+
+pytestmark = pytest.mark.local
+
+
+def messy_csv(path, n=120):
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame(
+        {
+            "row": np.arange(n),
+            "x": rng.normal(0, 1, n).round(4).astype(object),
+            "colour": rng.choice(["red", "blue"], n),
+            "y": ["rare"] * 20 + ["common"] * (n - 20),
+        }
+    )
+    frame.loc[[1, 2], "x"] = ["n/a", "?"]
+    frame.to_csv(path, index=False)
+
+
+def test_data_components_write_schema_profile_and_balanced_train(
+    run_component, tmp_path, mlflow_store
+):
+    from kfp.dsl import Dataset
+
+    from kerasflow.components.augment.component import augment
+    from kerasflow.components.ingest_clean.component import ingest_clean
+    from kerasflow.components.normalize_split.component import normalize_split
+
+    messy_csv(tmp_path / "messy.csv")
+    ingest = run_component(
+        ingest_clean,
+        data=str(tmp_path / "messy.csv"),
+        label="y",
+        task="",
+        modality="",
+        text_column="",
+        time_column="",
+        image_size="",
+        missing_values="mean",
+        outliers="iqr",
+        outlier_action="clip",
+        drop_duplicates=True,
+        drop_id_columns=True,
+        expected_schema="",
+        max_missing_share=0.3,
+        max_anomaly_share=0.01,
+        min_class_rows=3,
+        tracking_uri=mlflow_store,
+        experiment="local-data",
+        kfp_run_id="local-data-1",
+    )
+    schema = json.loads((ingest.paths["schema"] / C.SCHEMA_FILE).read_text())
+    assert schema["columns"]["row"]["role"] == "ignored"
+    assert schema["columns"]["colour"]["categories"] == ["blue", "red"]
+    assert '<img src="data:image/png;base64,' in ingest.paths["profile"].read_text()
+    report = ingest.paths["report"].read_text()
+    assert "| row | identifier (unique per row) |" in report
+    assert "| x | 2 | mean |" in report
+    run_id = ingest.parameters["Output"]
+    common = {"tracking_uri": mlflow_store, "parent_run_id": run_id}
+    split = run_component(
+        normalize_split,
+        {"dataset": (str(ingest.paths["dataset"]), Dataset)},
+        val_fraction=0.2,
+        test_fraction=0.2,
+        seed=0,
+        scaling="minmax",
+        imbalance="smote",
+        time_column="",
+        folds=0,
+        **common,
+    )
+    meta = bundle.load_meta(split.paths["splits"])
+    assert meta["scaling"] == "minmax" and "class_weights" not in meta
+    aug = run_component(
+        augment,
+        {"splits": (str(split.paths["splits"]), Dataset)},
+        factor=1,
+        seed=0,
+        flip=False,
+        methods="mixup",
+        synonyms="",
+        **common,
+    )
+    train = bundle.load_part(aug.paths["train_data"], "train")
+    counts = np.bincount(train.frame["y"])
+    assert counts[0] == counts[1] and len(train) == 2 * counts.max()
+    client = mlflow.MlflowClient(mlflow_store)
+    steps = client.search_runs(
+        [client.get_run(run_id).info.experiment_id],
+        f"tags.mlflow.parentRunId = '{run_id}'",
+    )
+    by_step = {r.data.tags[C.TAG_STEP]: r for r in steps}
+    artifacts = {a.path for a in client.list_artifacts(by_step["ingest_clean"].info.run_id)}
+    assert {"ingest_report.md", "schema.json", "profile.html", "profile.png"} <= artifacts
+    assert by_step["ingest_clean"].data.metrics["junk_values"] == 2
+    augmented = by_step["augment"]
+    assert augmented.data.params["augment_methods"] == "mixup"
+    assert "augment_summary.md" in {a.path for a in client.list_artifacts(augmented.info.run_id)}
