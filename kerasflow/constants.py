@@ -39,6 +39,9 @@ IMAGE_INPUT = "image"
 TEXT_INPUT = "text"
 SERVING_SIGNATURE = "serving_default"
 SERVING_OUTPUT = "output_0"
+# Classification exports also answer with class names under this signature (see
+# kerasflow.labelled_export): outputs `scores`, `classes` and `class_names`.
+CLASSIFY_SIGNATURE = "classify"
 
 # MLflow tag names.
 TAG_KFP_RUN_ID = "kfp.run_id"

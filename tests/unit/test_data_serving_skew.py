@@ -129,3 +129,28 @@ def test_text_vectorization_sees_the_tokens_the_vocabulary_was_fitted_on():
             vocabulary.index(t) + 2 if t in vocabulary else 1 for t in textprep.tokenize(text)
         ]
         assert row[: len(expected)].tolist() == expected and not row[len(expected) :].any()
+
+
+def test_a_classification_export_also_answers_with_class_names(tmp_path):
+    import keras
+    import tensorflow as tf
+
+    from kerasflow.labelled_export import export_saved_model
+
+    data, _ = ingest.build_bundle(RawData(frame=raw_rows(), label="churn"))
+    result = split.split_bundle(data, 0.2, 0.2, seed=0)
+    meta = result.meta
+    keras.utils.set_random_seed(1)
+    inputs, x = modeling.build_inputs(meta)
+    model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(x))
+    export_saved_model(model, tmp_path / "export", meta)
+    loaded = tf.saved_model.load(str(tmp_path / "export"))
+    test = result.parts["test"]
+    request = {k: tf.constant(v) for k, v in bundle.model_inputs(meta, test).items()}
+    scores = loaded.signatures[C.SERVING_SIGNATURE](**request)[C.SERVING_OUTPUT].numpy()
+    np.testing.assert_allclose(scores, model.predict(request, verbose=0), atol=1e-6)
+    named = loaded.signatures[C.CLASSIFY_SIGNATURE](**request)
+    classes = [c.decode() for c in named["classes"].numpy()]
+    assert classes == [meta[C.META_CLASS_NAMES][i] for i in scores.argmax(axis=1)]
+    assert named["class_names"].numpy()[0].tolist() == [b"no", b"yes"]
+    np.testing.assert_allclose(named["scores"].numpy(), scores, atol=1e-6)
