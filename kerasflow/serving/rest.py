@@ -91,6 +91,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     # A client that stalls mid-request or idles on a kept-alive connection frees its thread.
     timeout = 120
     server: _HTTPServer
+    # Bytes of a refused body still to come (None: unknown, chunked).
+    _unread: int | None = None
 
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("%s - %s", self.address_string(), format % args)
