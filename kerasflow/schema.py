@@ -331,20 +331,23 @@ def check_labels(counts: dict[str, int], min_class_rows: int) -> list[Anomaly]:
     return []
 
 
+def describe_anomalies(anomalies: list[Anomaly], what: str = "") -> str:
+    """One line naming every anomaly: "WHAT: a" for one, "N anomalies in WHAT: a; b" for more."""
+    if len(anomalies) == 1:
+        return f"{what}: {anomalies[0].message}" if what else anomalies[0].message
+    return f"{len(anomalies)} anomalies in {what or 'the data'}: " + "; ".join(
+        a.message for a in anomalies
+    )
+
+
 def raise_anomalies(anomalies: list[Anomaly], what: str = "") -> None:
     """Raises one UserError naming every anomaly (no-op when there is none).
 
     Raises:
-        UserError: "WHAT: a" for one anomaly, "N anomalies in WHAT: a; b; c" for several.
+        UserError: with `describe_anomalies`' line.
     """
-    if not anomalies:
-        return
-    if len(anomalies) == 1:
-        raise UserError(f"{what}: {anomalies[0].message}" if what else anomalies[0].message)
-    what = what or "the data"
-    raise UserError(
-        f"{len(anomalies)} anomalies in {what}: " + "; ".join(a.message for a in anomalies)
-    )
+    if anomalies:
+        raise UserError(describe_anomalies(anomalies, what))
 
 
 def render_anomalies(anomalies: list[Anomaly]) -> str:

@@ -86,11 +86,10 @@ class AnomalyError(UserError):
     """New data do not match the saved schema."""
 
     def __init__(self, anomalies: list[schemas.Anomaly], source: str) -> None:
+        super().__init__(
+            schemas.describe_anomalies(anomalies, f"{source} against the saved schema")
+        )
         self.anomalies = anomalies
-        try:
-            schemas.raise_anomalies(anomalies, f"{source} against the saved schema")
-        except UserError as exc:
-            super().__init__(str(exc))
 
 
 def infer_task(raw: RawData, values: np.ndarray) -> str:
