@@ -115,41 +115,51 @@ def _read_images(classes: dict[str, list[Path]], size: tuple[int, int] | None) -
     from PIL import Image
 
     names = list(classes)
-    images, labels, bad = [], [], []
+    # Pass 1 reads headers only (cheap) to settle one size and mode; pass 2 decodes each image
+    # straight into the array, so the decoded images are never all held at once.
+    headers, bad = [], []
     for index, name in enumerate(names):
         for path in classes[name]:
             if path.suffix.lower() not in IMAGE_SUFFIXES:
                 continue
-            img = _open_image(path)
-            if img is None:
+            try:
+                with Image.open(path) as img:
+                    headers.append((path, index, img.mode, (img.height, img.width)))
+            except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
                 bad.append(path)
-                continue
-            images.append(img)
-            labels.append(index)
-    total = len(images) + len(bad)
-    warnings = _check_unreadable(bad, total, "image")
-    modes = Counter("L" if img.mode in GRAY_MODES else "RGB" for img in images)
+    total = len(headers) + len(bad)
+    if not headers:
+        _check_unreadable(bad, total, "image")
+    modes = Counter("L" if mode in GRAY_MODES else "RGB" for _, _, mode, _ in headers)
     mode = "RGB" if modes["RGB"] else "L"
+    sizes = Counter(hw for _, _, _, hw in headers)
+    target = size or sizes.most_common(1)[0][0]
+    channels = 3 if mode == "RGB" else 1
+    x = np.empty((len(headers), target[0], target[1], channels), dtype="float32")
+    labels, n, resized = [], 0, 0
+    for path, index, _, _ in headers:
+        img = _open_image(path)
+        if img is None:  # a valid header over truncated or corrupt data
+            bad.append(path)
+            continue
+        img = _to_mode(img, mode)
+        if (img.height, img.width) != target:
+            img = img.resize((target[1], target[0]), Image.Resampling.BILINEAR)
+            resized += 1
+        x[n] = np.asarray(img, dtype="float32").reshape(target[0], target[1], channels)
+        labels.append(index)
+        n += 1
+    warnings = _check_unreadable(bad, total, "image")
     if len(modes) > 1:
         warnings.append(
             f"converted {modes['L']} grayscale image(s) to RGB to match {modes['RGB']} colour ones"
         )
-    sizes = Counter((img.height, img.width) for img in images)
-    target = size or sizes.most_common(1)[0][0]
-    resized = sum(n for s, n in sizes.items() if s != target)
     if resized:
         warnings.append(
             f"resized {resized} image(s) to {target[0]}x{target[1]} ({len(sizes)} sizes found)"
         )
-    channels = 3 if mode == "RGB" else 1
-    x = np.empty((len(images), target[0], target[1], channels), dtype="float32")
-    for i, img in enumerate(images):
-        img = _to_mode(img, mode)
-        if (img.height, img.width) != target:
-            img = img.resize((target[1], target[0]), Image.Resampling.BILINEAR)
-        x[i] = np.asarray(img, dtype="float32").reshape(target[0], target[1], channels)
     return FolderData(
-        x=x,
+        x=x[:n],
         y=np.asarray(labels, dtype="int64"),
         class_names=names,
         warnings=warnings,

@@ -252,9 +252,13 @@ def test_a_missing_gs_object_is_refused_before_the_run(gcs):
 
 
 def test_a_few_unreadable_images_among_many_are_skipped_with_a_count(tmp_path):
-    (result, report) = ingest_file(image_tree(tmp_path, per_class=10, broken=1))()
-    assert report.warnings == ["skipped 1 unreadable image file(s) of 20 (e.g. 0.png)"]
-    assert len(result.parts["data"]) == 19
+    root = image_tree(tmp_path, per_class=10, broken=1)
+    truncated = root / "dog" / "9.png"
+    truncated.write_bytes(png_bytes(value=7, size=(64, 64))[:60])  # a valid header, cut data
+    result, report = ingest_file(root)()
+    assert report.warnings[0].startswith("skipped 2 unreadable image file(s) of 20")
+    assert len(result.parts["data"]) == 18
+    assert result.meta["image_shape"] == [8, 8, 1]
 
 
 def test_an_all_nan_column_is_removed_and_reported(tmp_path):
