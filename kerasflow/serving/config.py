@@ -12,7 +12,7 @@ from pathlib import Path
 from types import MappingProxyType
 
 from kerasflow.errors import UserError
-from kerasflow.fileio import is_gcs
+from kerasflow.fileio import is_gcs, local_copy
 
 LATEST = "latest"
 ALL = "all"
@@ -131,13 +131,19 @@ def parse_model_config_text(text: str, source: str = "model config") -> list[Mod
 
 
 def load_model_config_file(path: str) -> list[ModelConfig]:
-    """Reads and parses a `--model_config_file`.
+    """Reads and parses a `--model_config_file` (a local path or a gs:// URI).
 
     Raises:
         UserError: when the file is missing or invalid.
     """
     try:
-        text = Path(path).read_text()
+        if is_gcs(path):
+            with local_copy(path) as local:
+                text = local.read_text(encoding="utf-8")
+        else:
+            text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise UserError(f"cannot read --model_config_file {path}: {exc.strerror}") from None
+    except UserError as exc:
+        raise UserError(f"cannot read --model_config_file {path}: {exc}") from None
     return parse_model_config_text(text, source=path)

@@ -47,3 +47,24 @@ def test_versions_under_a_gs_base_path_load_swap_and_validate(gcs, serving_expor
 
         wait_for(version_two_serves, what="version 2 from gs:// to take over")
         assert server.manager.get_servable("table").path == f"{base}/2"
+
+
+def test_a_model_config_file_on_gs_is_read(gcs, tmp_path):
+    from kerasflow.errors import UserError
+    from kerasflow.serving.config import load_model_config_file
+
+    local = tmp_path / "models.config"
+    local.write_text(
+        "model_config_list { config { name: 'table' base_path: 'gs://b/models/table' "
+        "model_version_policy { specific { versions: 2 } } "
+        "version_labels { key: 'stable' value: 2 } } }"
+    )
+    uri = gcs.upload(local, "serving/models.config")
+    (config,) = load_model_config_file(uri)
+    assert (config.name, config.base_path, dict(config.labels)) == (
+        "table",
+        "gs://b/models/table",
+        {"stable": 2},
+    )
+    with pytest.raises(UserError, match="cannot read --model_config_file"):
+        load_model_config_file(f"gs://{gcs.bucket}/serving/missing.config")
