@@ -85,6 +85,7 @@ def measure_raw(version: Path, image: np.ndarray, count: int) -> tuple[float, fl
 
 
 def free_port() -> int:
+    """A port on 127.0.0.1 nobody listens on right now."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
@@ -129,6 +130,7 @@ def start_server(base: Path, rest_port: int, extra: list[str]) -> tuple[subproce
 
 
 def grpc_request(image: np.ndarray):
+    """A PredictRequest for MODEL carrying `image`."""
     from tensorflow_serving.apis import predict_pb2
 
     from kerasflow.serving.tensors import from_ndarray
@@ -140,6 +142,7 @@ def grpc_request(image: np.ndarray):
 
 
 def measure_grpc_latency(target: str, image: np.ndarray, count: int) -> tuple[float, float]:
+    """p50 and p99 (ms) of Predict calls from one synchronous client."""
     import grpc
     from tensorflow_serving.apis import prediction_service_pb2_grpc
 
@@ -195,6 +198,7 @@ class RestClient:
         self.path = f"/v1/models/{MODEL}:predict"
 
     def call(self) -> None:
+        """Sends one predict request and reads the whole answer."""
         self.conn.request("POST", self.path, self.body, self.headers)
         response = self.conn.getresponse()
         data = response.read()
@@ -203,6 +207,7 @@ class RestClient:
 
 
 def measure_rest_latency(port: int, body: bytes, count: int) -> tuple[float, float]:
+    """p50 and p99 (ms) of :predict requests from one keep-alive client."""
     client = RestClient(port, body)
     for _ in range(100):
         client.call()
