@@ -65,9 +65,9 @@ def hyperparameter_search(
 
 
 @dsl.component(base_image=DEFAULT_IMAGE, install_kfp_package=False)
-def search_worker_slots(count: int) -> list:
+def search_worker_slots(count: int) -> list[str]:
     """The indices of the worker pods to start (one ParallelFor item each)."""
-    return list(range(int(count)))
+    return [str(i) for i in range(int(count))]
 
 
 @dsl.component(base_image=DEFAULT_IMAGE, install_kfp_package=False)
@@ -76,7 +76,7 @@ def hyperparameter_search_worker(
     train_data: Input[Dataset],
     pipeline_root: str,
     run_id: str,
-    worker_index: int,
+    worker_index: str,
 ):
     """One worker pod: joins the search step's chief oracle and runs trials until it is done."""
     from kerasflow.components.hyperparameter_search import core

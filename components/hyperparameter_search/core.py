@@ -343,7 +343,7 @@ def log_results(
 
 @stepio.step_entry(STEP + "_worker", heavy_imports=("tensorflow", "keras", "keras_tuner"))
 def run_pod_worker(
-    splits_dir: str, train_dir: str, pipeline_root: str, run_id: str, worker_index: int
+    splits_dir: str, train_dir: str, pipeline_root: str, run_id: str, worker_index: int | str
 ) -> None:
     """Runs one worker pod of a search fanned out on a cluster."""
     from kerasflow.tuning_parallel import run_pod_worker as join
