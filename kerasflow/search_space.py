@@ -271,6 +271,30 @@ def resolve_space(modality: str, overrides: dict | None = None) -> dict[str, dic
     return space
 
 
+def grid_ready(space: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The space with every range that has no `step` cut to three points, for grid search.
+
+    KerasTuner's grid takes ten points of a float range and every integer of an int range,
+    which would spend a grid's trials on one dimension.
+    """
+    out = {}
+    for name, spec in space.items():
+        if "min" not in spec or "step" in spec:
+            out[name] = spec
+            continue
+        low, high = spec["min"], spec["max"]
+        mid = (low * high) ** 0.5 if spec["sampling"] == "log" else (low + high) / 2
+        points = [low, mid, high]
+        if PARAMS[name].kind == "int":
+            points = sorted({int(round(p)) for p in points})
+        else:
+            points = [float(f"{p:.3g}") for p in points]
+        # The middle first: it is the grid's first (default) value.
+        ordered = [points[len(points) // 2]] + [p for p in points if p != points[len(points) // 2]]
+        out[name] = {"choice": ordered}
+    return out
+
+
 def space_values(spec: dict[str, Any]) -> list[Any]:
     """The values a fixed or choice spec can take (ranges: their two ends)."""
     if "fixed" in spec:

@@ -380,6 +380,8 @@ def make_hypermodel(spec: SearchSpec, feed: Any) -> Any:
     space = None
     if build_fn is None:
         space = search_space.resolve_space(feed.meta[C.META_MODALITY], spec.search_space)
+        if spec.algorithm == "grid":
+            space = search_space.grid_ready(space)
     return TrialModel(
         feed,
         space,

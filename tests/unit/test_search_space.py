@@ -240,3 +240,15 @@ def test_parse_time_budget(text, seconds):
 def test_bad_time_budget(text):
     with pytest.raises(UserError, match="time budget"):
         budget.parse_time_budget(text)
+
+
+def test_grid_search_gets_three_points_per_open_range():
+    space = search_space.resolve_space(
+        "tabular",
+        {"units": {"min": 32, "max": 512}, "dropout": {"min": 0.0, "max": 0.5, "step": 0.25}},
+    )
+    grid = search_space.grid_ready(space)
+    assert grid["units"] == {"choice": [272, 32, 512]}
+    assert grid["learning_rate"] == {"choice": [0.003, 0.0003, 0.03]}  # geometric middle first
+    assert grid["dropout"] == space["dropout"]  # a stepped range is a grid already
+    assert grid["optimizer"] == space["optimizer"]
