@@ -38,6 +38,7 @@ class Exports:
     digits_v2: Path
     table: Path
     pair: Path
+    labelled: Path
 
 
 def _build_digits(seed: int):
@@ -74,6 +75,32 @@ def _build_pair(seed: int):
     return keras.Model(inputs, out)
 
 
+DIGIT_NAMES = [f"digit-{i}" for i in range(10)]
+
+
+def _export_labelled(path: Path) -> None:
+    """Digits with a second signature, `classify`, that also answers with class names."""
+    import keras
+    import tensorflow as tf
+
+    model = _build_digits(2)
+    names = tf.constant(DIGIT_NAMES)
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    spec = {"image": tf.TensorSpec((None, 8, 8, 1), tf.float32, name="image")}
+
+    def serve(inputs):
+        return {"output_0": model(inputs["image"], training=False)}
+
+    def classify(inputs):
+        scores = model(inputs["image"], training=False)
+        return {"scores": scores, "classes": tf.gather(names, tf.argmax(scores, axis=1))}
+
+    archive.add_endpoint("serving_default", serve, input_signature=[spec])
+    archive.add_endpoint("classify", classify, input_signature=[spec])
+    archive.write_out(str(path), verbose=False)
+
+
 @pytest.fixture(scope="session")
 def serving_exports(tmp_path_factory) -> Exports:
     """Four tiny exports: digits (two weight sets), a string+number table, a dict of numbers."""
@@ -87,7 +114,8 @@ def serving_exports(tmp_path_factory) -> Exports:
     ]:
         build(seed).export(str(root / name), verbose=False)
         paths[name] = root / name
-    return Exports(**paths)
+    _export_labelled(root / "labelled")
+    return Exports(**paths, labelled=root / "labelled")
 
 
 def publish(src: Path, base: Path, version: int) -> Path:
@@ -197,12 +225,14 @@ class Conformance:
 
 @pytest.fixture(scope="session")
 def conformance(serving_exports, tmp_path_factory) -> Iterator[Conformance]:
-    """One server for the protocol tests: digits v1+v2 (labels stable=1, canary=2), table, pair."""
+    """One server for the protocol tests: digits v1+v2 (labels stable=1, canary=2), table, pair,
+    and labelled (a second signature with string outputs)."""
     base = tmp_path_factory.mktemp("models")
     publish(serving_exports.digits_v1, base / "digits", 1)
     publish(serving_exports.digits_v2, base / "digits", 2)
     publish(serving_exports.table, base / "table", 1)
     publish(serving_exports.pair, base / "pair", 1)
+    publish(serving_exports.labelled, base / "labelled", 1)
     models = [
         ModelConfig(
             "digits",
@@ -212,6 +242,7 @@ def conformance(serving_exports, tmp_path_factory) -> Iterator[Conformance]:
         ),
         ModelConfig("table", str(base / "table")),
         ModelConfig("pair", str(base / "pair")),
+        ModelConfig("labelled", str(base / "labelled")),
     ]
     with running_server(
         models,

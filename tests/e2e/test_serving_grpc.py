@@ -257,3 +257,20 @@ def test_classify_regress_and_multi_inference_are_refused_like_tf_serving(grpc_s
         grpc.StatusCode.UNIMPLEMENTED,
         "MultiInference",
     )
+
+
+def test_a_second_signature_answers_string_tensors(conformance, grpc_stubs, reference):
+    from tests.serving_fixtures import DIGIT_NAMES
+
+    predict, _ = grpc_stubs
+    images = digits_batch(4, seed=15)
+    request = predict_request("labelled", {"image": images}, signature="classify")
+    response = predict.Predict(request, timeout=30)
+    assert response.model_spec.signature_name == "classify"
+    scores = reference(conformance.exports.labelled, {"image": images})
+    assert tf.make_ndarray(response.outputs["classes"]).tolist() == [
+        DIGIT_NAMES[i].encode() for i in scores.argmax(axis=1)
+    ]
+    np.testing.assert_allclose(
+        tf.make_ndarray(response.outputs["scores"]), scores, rtol=1e-6, atol=1e-7
+    )

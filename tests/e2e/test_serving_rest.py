@@ -236,3 +236,24 @@ def test_keep_alive_connection_survives_errors(conformance, http):
         error(http.post(target, data=b"{"), 400, "JSON Parse error")
         ok(http.post(target, json={"instances": digits_batch(1).tolist()}))
     ok(http.get(url(conformance, "/v1/models/digits")))
+
+
+def test_a_second_signature_with_several_and_string_outputs(conformance, http, reference):
+    from tests.serving_fixtures import DIGIT_NAMES
+
+    images = digits_batch(3, seed=14)
+    scores = reference(conformance.exports.labelled, {"image": images})
+    classes = [DIGIT_NAMES[i] for i in scores.argmax(axis=1)]
+    target = url(conformance, "/v1/models/labelled:predict")
+    rows = ok(http.post(target, json={"signature_name": "classify", "instances": images.tolist()}))[
+        "predictions"
+    ]
+    assert [row["classes"] for row in rows] == classes
+    np.testing.assert_allclose([row["scores"] for row in rows], scores, rtol=1e-6, atol=1e-7)
+    columns = ok(
+        http.post(target, json={"signature_name": "classify", "inputs": {"image": images.tolist()}})
+    )["outputs"]
+    assert set(columns) == {"scores", "classes"} and columns["classes"] == classes
+    meta = ok(http.get(url(conformance, "/v1/models/labelled/metadata")))
+    outputs = meta["metadata"]["signature_def"]["signature_def"]["classify"]["outputs"]
+    assert outputs["classes"]["dtype"] == "DT_STRING"
