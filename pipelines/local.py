@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,20 @@ class RunSummary:
         return dataclasses.asdict(self)
 
 
+_STEP_ERROR = re.compile(r"kerasflow: error in (\w+): (.*)")
+
+
+def failure_message(kfp_message: str, log_path: Path) -> str:
+    """The user's problem as the failed step stated it, else kfp.local's own message."""
+    found = None
+    if log_path.is_file():
+        for line in log_path.read_text(encoding="utf-8", errors="replace").splitlines():
+            match = _STEP_ERROR.search(_ANSI.sub("", line))
+            if match:
+                found = f"step {match.group(1)} failed: {match.group(2).strip()}"
+    return found or _ANSI.sub("", kfp_message).splitlines()[0]
+
+
 def pipeline_arguments(cfg: RunConfig) -> dict[str, Any]:
     """The pipeline parameters for a config (the CLI-only fields resolved or left out)."""
     args = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)}
@@ -74,7 +89,7 @@ def run_pipeline(cfg: RunConfig, verbose: bool = False) -> RunSummary:
         with quiet_console(log_path, verbose):
             result = training_pipeline(**pipeline_arguments(cfg))
     except RuntimeError as exc:
-        raise PipelineFailed(_ANSI.sub("", str(exc)).splitlines()[0], log_path) from None
+        raise PipelineFailed(failure_message(str(exc), log_path), log_path) from None
     run_id = result.output if hasattr(result, "output") else result
     return read_summary(
         cfg.resolved_tracking_uri(), cfg.experiment, run_id, time.perf_counter() - started

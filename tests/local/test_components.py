@@ -78,7 +78,13 @@ def chain(run_component, tmp_path_factory, mlflow_store):
     )
     model = (str(t["train"].paths["model"]), Model)
     t["evaluate"] = run_component(
-        evaluate, {"model": model, "splits": splits}, thresholds={"accuracy": 0.8}, **common
+        evaluate,
+        {"model": model, "splits": splits},
+        thresholds={"accuracy": 0.8},
+        model_name="cancer",
+        champion_tolerance=0.01,
+        slice_by="",
+        **common,
     )
     preds = (str(t["evaluate"].paths["predictions"]), Dataset)
     t["deploy"] = run_component(
