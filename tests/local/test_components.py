@@ -102,7 +102,9 @@ def test_ingest_writes_a_bundle_and_a_report(chain):
     meta = bundle.load_meta(path)
     assert meta[C.META_TASK] == "classification" and meta[C.META_ROWS] == 569
     report = Path(chain["ingest"].paths["report"]).read_text()
-    assert "rows in: 569" in report
+    assert "| rows_in | 569 |" in report and "## Schema" in report
+    assert chain["ingest"].paths["schema"].exists()
+    assert "<img" in chain["ingest"].paths["profile"].read_text()
 
 
 def test_split_and_augment(chain):
