@@ -57,7 +57,7 @@ def build_inputs(meta: dict) -> tuple[dict[str, Any], Any]:
                 mean=[stats[f["input"]]["mean"] for f in plain],
                 variance=[stats[f["input"]]["variance"] for f in plain],
                 name="normalize",
-            )(_stack(inputs, plain, "numeric"))
+            )(_fill_missing(_stack(inputs, plain, "numeric"), plain, stats, "fill_missing"))
         )
     if clipped:
         parts.append(_clip_and_normalize(inputs, clipped, stats))
@@ -74,6 +74,13 @@ def _stack(inputs: dict[str, Any], feats: list[dict], name: str) -> Any:
     return layers.Concatenate(name=name)([inputs[f["input"]] for f in feats])
 
 
+def _fill_missing(x: Any, feats: list[dict], stats: dict, name: str) -> Any:
+    """NaN in served numbers becomes the train split's mean (0 after scaling)."""
+    from kerasflow.layers import FillMissing
+
+    return FillMissing([stats[f["input"]]["mean"] for f in feats], name=name)(x)
+
+
 def _clip_and_normalize(inputs: dict[str, Any], feats: list[dict], stats: dict) -> Any:
     """Clips served values to the bounds cleaning clipped the training data to, then scales.
 
@@ -86,8 +93,9 @@ def _clip_and_normalize(inputs: dict[str, Any], feats: list[dict], stats: dict) 
     lows = [float(low) for low, _ in bounds]
     spans = [max(float(high) - float(low), 1e-12) for low, high in bounds]
     scaled = [stats[f["input"]] for f in feats]
+    stacked = _stack(inputs, feats, "numeric_clipped")
     x = layers.Normalization(mean=lows, variance=[s * s for s in spans], name="clip_bounds")(
-        _stack(inputs, feats, "numeric_clipped")
+        _fill_missing(stacked, feats, stats, "fill_missing_clipped")
     )
     x = layers.ReLU(max_value=1.0, name="clip")(x)
     return layers.Normalization(

@@ -1,0 +1,51 @@
+"""A served row with a missing number is answered as if it held the train split's mean."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from kerasflow import bundle, modeling
+from kerasflow import constants as C
+from kerasflow.components.ingest_clean import core as ingest
+from kerasflow.components.normalize_split import core as split
+from kerasflow.sources import RawData
+
+pytestmark = pytest.mark.unit
+
+
+def test_nan_in_a_served_number_is_filled_with_the_train_mean(tmp_path):
+    import keras
+    import tensorflow as tf
+
+    rng = np.random.default_rng(1)
+    frame = pd.DataFrame(
+        {
+            "a": rng.normal(5, 2, 200),
+            "b": rng.normal(-3, 1, 200),
+            "y": rng.choice(["no", "yes"], 200),
+        }
+    )
+    data, _ = ingest.build_bundle(RawData(frame=frame, label="y"))
+    meta = split.split_bundle(data, 0.2, 0.2, seed=0).meta
+    model = modeling.build_model(
+        modeling.fixed_hyperparameters({"num_layers": 1, "units_0": 8, "learning_rate": 0.01}), meta
+    )
+    model.save(tmp_path / "m.keras")
+    model.export(str(tmp_path / "export"), verbose=False)
+    served = tf.saved_model.load(str(tmp_path / "export")).signatures[C.SERVING_SIGNATURE]
+    stats = meta[C.META_NORMALIZATION]
+    names = {f["name"]: f["input"] for f in meta[C.META_FEATURES]}
+    gap = {
+        names["a"]: tf.constant([[np.nan], [1.0]], tf.float32),
+        names["b"]: tf.constant([[0.5], [np.nan]], tf.float32),
+    }
+    filled = {
+        names["a"]: tf.constant([[stats[names["a"]]["mean"]], [1.0]], tf.float32),
+        names["b"]: tf.constant([[0.5], [stats[names["b"]]["mean"]]], tf.float32),
+    }
+    got = served(**gap)[C.SERVING_OUTPUT].numpy()
+    assert not np.isnan(got).any()
+    np.testing.assert_allclose(got, served(**filled)[C.SERVING_OUTPUT].numpy(), atol=1e-6)
+    reloaded = keras.models.load_model(tmp_path / "m.keras")
+    np.testing.assert_allclose(reloaded.predict(gap, verbose=0), got, atol=1e-6)
+    assert bundle.feature_columns(meta) == ["a", "b"]
