@@ -74,6 +74,15 @@ def _stack(inputs: dict[str, Any], feats: list[dict], name: str) -> Any:
     return layers.Concatenate(name=name)([inputs[f["input"]] for f in feats])
 
 
+def load_model(path: Any, compile: bool = True) -> Any:
+    """Loads a `.keras` model saved by kerasflow (its custom layers registered first)."""
+    import keras
+
+    import kerasflow.layers  # noqa: F401  (registers the custom layers for deserialization)
+
+    return keras.models.load_model(path, compile=compile)
+
+
 def _fill_missing(x: Any, feats: list[dict], stats: dict, name: str) -> Any:
     """NaN in served numbers becomes the train split's mean (0 after scaling)."""
     from kerasflow.layers import FillMissing

@@ -221,7 +221,6 @@ def champion_evaluation(
     Raises:
         RuntimeError: when the champion exists but cannot be scored on this split.
     """
-    import keras
     import mlflow
 
     champion = registry.get_champion(tracking_uri, model_name)
@@ -229,7 +228,7 @@ def champion_evaluation(
         return None
     local = Path(mlflow.artifacts.download_artifacts(artifact_uri=champion.source))
     if (local / C.KERAS_MODEL_FILE).is_file():
-        outputs = predict(keras.models.load_model(local / C.KERAS_MODEL_FILE), meta, test)
+        outputs = predict(modeling.load_model(local / C.KERAS_MODEL_FILE), meta, test)
     else:  # a registered SavedModel only (e.g. a serving version folder)
         import tensorflow as tf
 
@@ -254,13 +253,11 @@ def run(
     slice_by: str = "",
 ) -> Evaluation:
     """Runs the step: evaluates on test, compares with the champion, logs, writes predictions."""
-    import keras
-
     tracking_uri = tracking.resolve_uri(tracking_uri)
     with tracking.step_run(tracking_uri, parent_run_id, STEP):
         meta = bundle.load_meta(splits_dir)
         test = bundle.load_part(splits_dir, "test")
-        model = keras.models.load_model(Path(model_dir, C.KERAS_MODEL_FILE))
+        model = modeling.load_model(Path(model_dir, C.KERAS_MODEL_FILE))
         outputs = predict(model, meta, test)
         gate = thresholds or default_thresholds(meta[C.META_TASK])
         result = evaluate(meta, bundle.targets(meta, test), outputs, gate)

@@ -218,10 +218,9 @@ def find_champion(serving_dir: str, model_name: str, parent_run_id: str) -> str:
 
 def load_champion(path: str, meta: dict, hparams: dict, build_fn: Any = None) -> tuple[Any, str]:
     """The champion ready to fine-tune, or (None, why not) when it does not fit this data."""
-    import keras
 
     try:
-        champion = keras.models.load_model(path, compile=False)
+        champion = modeling.load_model(path, compile=False)
     except Exception as exc:
         return None, f"the champion does not load ({type(exc).__name__})"
     fresh = build_final_model(meta, hparams, build_fn)

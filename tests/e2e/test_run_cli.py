@@ -73,6 +73,50 @@ def test_breast_cancer_runs_through_all_seven_steps_and_deploys(tmp_path):
     train = next(r for r in steps if r.data.tags[C.TAG_STEP] == "train")
     names = {a.path for a in client.list_artifacts(train.info.run_id)}
     assert {"training_history.png", "model", "model_summary.txt"} <= names
+    assert str(client.get_model_version_by_alias("kerasflow-model", "champion").version) == "1"
+    assert_served_like_evaluated(tmp_path / "work")
+
+
+def assert_served_like_evaluated(work: Path) -> None:
+    """Serves what the run deployed and queries it with raw test rows over REST and gRPC, as a
+    TF Serving client would; the answers equal the evaluation step's predictions."""
+    import numpy as np
+    import requests
+    import tensorflow as tf
+    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+    from kerasflow import bundle
+    from kerasflow.serving import ModelServer, ServerOptions, load_model_config_file
+
+    splits = next(work.joinpath("pipeline_root").rglob("normalize-split/splits"))
+    meta, test = bundle.load_meta(splits), bundle.load_part(splits, "test")
+    preds = next(work.joinpath("pipeline_root").rglob("evaluate/predictions"))
+    expected = np.load(preds / C.PREDICTIONS_FILE)["outputs"][:5]
+    inputs = bundle.model_inputs(meta, test.take(np.arange(5)))
+    instances = [{k: v[i].tolist() for k, v in inputs.items()} for i in range(5)]
+    configs = load_model_config_file(str(work / "models" / "models.config"))
+    options = ServerOptions(models=configs, grpc_port=0, rest_port=0, poll_seconds=0)
+    with ModelServer(options) as server:
+        status = requests.get(f"{server.rest_url}/v1/models/kerasflow-model", timeout=10).json()
+        assert status["model_version_status"][0]["state"] == "AVAILABLE"
+        reply = requests.post(
+            f"{server.rest_url}/v1/models/kerasflow-model:predict",
+            json={"instances": instances},
+            timeout=30,
+        )
+        assert reply.status_code == 200, reply.text
+        np.testing.assert_allclose(reply.json()["predictions"], expected, atol=1e-5)
+        request = predict_pb2.PredictRequest()
+        request.model_spec.name = "kerasflow-model"
+        for name, value in inputs.items():
+            request.inputs[name].CopyFrom(tf.make_tensor_proto(value))
+        import grpc
+
+        with grpc.insecure_channel(server.grpc_target) as channel:
+            stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+            answer = stub.Predict(request, timeout=30)
+        got = tf.make_ndarray(answer.outputs[C.SERVING_OUTPUT])
+        np.testing.assert_allclose(got, expected, atol=1e-5)
 
 
 def test_diabetes_regression_reports_r2_and_an_unblessed_model_is_not_deployed(tmp_path):
