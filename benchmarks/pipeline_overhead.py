@@ -27,8 +27,15 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-STEPS = ["ingest_clean", "normalize_split", "augment", "hyperparameter_search", "train",
-         "evaluate", "deploy"]
+STEPS = [
+    "ingest_clean",
+    "normalize_split",
+    "augment",
+    "hyperparameter_search",
+    "train",
+    "evaluate",
+    "deploy",
+]
 
 
 def plain_script(args: argparse.Namespace, out: Path) -> None:
@@ -60,36 +67,70 @@ def plain_script(args: argparse.Namespace, out: Path) -> None:
     data, _ = phase("ingest_clean", lambda: build_bundle(read_source(args.data)))
     splits = phase("normalize_split", lambda: split_bundle(data, 0.15, 0.15, args.seed))
     meta = splits.meta
-    train = phase("augment", lambda: augment_part(meta, splits.parts["train"], 1, args.seed,
-                                                  False))
+    train = phase("augment", lambda: augment_part(meta, splits.parts["train"], 1, args.seed, False))
 
     def datasets():
-        tr = modeling.make_dataset(bundle.model_inputs(meta, train), bundle.targets(meta, train),
-                                   32, True, args.seed)
+        tr = modeling.make_dataset(
+            bundle.model_inputs(meta, train), bundle.targets(meta, train), 32, True, args.seed
+        )
         val = splits.parts["val"]
         va = modeling.make_dataset(bundle.model_inputs(meta, val), bundle.targets(meta, val), 32)
         return tr, va
 
     train_ds, val_ds = datasets()
     work = Path(tempfile.mkdtemp(prefix="plain-"))
-    best, _ = phase("hyperparameter_search", lambda: search(
-        meta, train_ds, val_ds, args.tuner, args.max_trials, args.max_epochs, 3,
-        str(work / "tuner"), args.seed, track=False))
-    model, _ = phase("train", lambda: fit_final(meta, train_ds, val_ds, best, 30, 3, args.seed,
-                                                class_weight_arg(meta)))
+    best, _ = phase(
+        "hyperparameter_search",
+        lambda: search(
+            meta,
+            train_ds,
+            val_ds,
+            args.tuner,
+            args.max_trials,
+            args.max_epochs,
+            3,
+            str(work / "tuner"),
+            args.seed,
+            track=False,
+        ),
+    )
+    model, _ = phase(
+        "train",
+        lambda: fit_final(meta, train_ds, val_ds, best, 30, 3, args.seed, class_weight_arg(meta)),
+    )
     test = splits.parts["test"]
-    result = phase("evaluate", lambda: evaluate(meta, bundle.targets(meta, test),
-                                                predict(model, meta, test), {}))
-    phase("deploy", lambda: (export_model(model, work / "model"),
-                             push(work / "model" / "saved_model", str(work / "models"), "m")))
+    result = phase(
+        "evaluate",
+        lambda: evaluate(meta, bundle.targets(meta, test), predict(model, meta, test), {}),
+    )
+    phase(
+        "deploy",
+        lambda: (
+            export_model(model, work / "model", meta),
+            push(work / "model" / "saved_model", str(work / "models"), "m"),
+        ),
+    )
     out.write_text(json.dumps({"times": times, "metrics": result.metrics}))
 
 
 def run_plain(args: argparse.Namespace) -> dict:
     out = Path(tempfile.mkdtemp()) / "plain.json"
-    cmd = [sys.executable, __file__, "--plain-out", str(out), "--data", args.data, "--tuner",
-           args.tuner, "--max-epochs", str(args.max_epochs), "--max-trials",
-           str(args.max_trials), "--seed", str(args.seed)]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--plain-out",
+        str(out),
+        "--data",
+        args.data,
+        "--tuner",
+        args.tuner,
+        "--max-epochs",
+        str(args.max_epochs),
+        "--max-trials",
+        str(args.max_trials),
+        "--seed",
+        str(args.seed),
+    ]
     started = time.perf_counter()
     subprocess.run(cmd, check=True, capture_output=True)
     result = json.loads(out.read_text())
@@ -100,15 +141,33 @@ def run_plain(args: argparse.Namespace) -> dict:
 def run_kerasflow(args: argparse.Namespace) -> dict:
     work = Path(tempfile.mkdtemp(prefix="kf-bench-"))
     timings = work / "timings.jsonl"
-    cmd = [sys.executable, "-m", "kerasflow.pipelines.cli", "run", "--data", args.data,
-           "--tuner", args.tuner, "--max-epochs", str(args.max_epochs), "--max-trials",
-           str(args.max_trials), "--seed", str(args.seed), "--work-dir", str(work),
-           "--summary-json", str(work / "summary.json")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "kerasflow.pipelines.cli",
+        "run",
+        "--data",
+        args.data,
+        "--tuner",
+        args.tuner,
+        "--max-epochs",
+        str(args.max_epochs),
+        "--max-trials",
+        str(args.max_trials),
+        "--seed",
+        str(args.seed),
+        "--work-dir",
+        str(work),
+        "--summary-json",
+        str(work / "summary.json"),
+    ]
     env = {**__import__("os").environ, "KERASFLOW_TIMINGS": str(timings)}
     started = time.perf_counter()
     subprocess.run(cmd, check=True, capture_output=True, env=env)
     wall = time.perf_counter() - started
-    steps = {json.loads(line)["step"]: json.loads(line) for line in timings.read_text().splitlines()}
+    steps = {
+        json.loads(line)["step"]: json.loads(line) for line in timings.read_text().splitlines()
+    }
     log = next((work / "logs").glob("run-*.log")).read_text()
     for step, (begin, end) in task_walls(log).items():
         steps[step]["wall"] = end - begin
@@ -124,7 +183,8 @@ def task_walls(log: str) -> dict[str, tuple[float, float]]:
     for stamp, task in re.findall(pattern, plain):
         secs = datetime.strptime(stamp, "%H:%M:%S.%f")
         marks.setdefault(task.replace("-", "_"), []).append(
-            secs.hour * 3600 + secs.minute * 60 + secs.second + secs.microsecond / 1e6)
+            secs.hour * 3600 + secs.minute * 60 + secs.second + secs.microsecond / 1e6
+        )
     return {k: (v[0], v[-1]) for k, v in marks.items() if len(v) >= 2}
 
 
@@ -135,25 +195,26 @@ def main() -> None:
     parser.add_argument("--max-epochs", type=int, default=9)
     parser.add_argument("--max-trials", type=int, default=10)
     parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--order", choices=["plain-first", "kerasflow-first"],
-                        default="plain-first")
+    parser.add_argument(
+        "--order", choices=["plain-first", "kerasflow-first"], default="plain-first"
+    )
     parser.add_argument("--plain-out", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.plain_out:
         plain_script(args, Path(args.plain_out))
         return
-    runs = [run_plain, run_kerasflow] if args.order == "plain-first" else [run_kerasflow,
-                                                                            run_plain]
+    runs = [run_plain, run_kerasflow] if args.order == "plain-first" else [run_kerasflow, run_plain]
     results = {fn.__name__: fn(args) for fn in runs}
     plain, kf = results["run_plain"], results["run_kerasflow"]
-    print(f"data {args.data}, tuner {args.tuner}, max_epochs {args.max_epochs}, "
-          f"max_trials {args.max_trials}, seed {args.seed}")
+    print(
+        f"data {args.data}, tuner {args.tuner}, max_epochs {args.max_epochs}, "
+        f"max_trials {args.max_trials}, seed {args.seed}"
+    )
     print(f"plain script : {plain['wall']:7.1f} s  test {fmt(plain['metrics'])}")
     print(f"kerasflow run: {kf['wall']:7.1f} s  test {fmt(kf['metrics'])}")
     print(f"ratio kerasflow / plain: {kf['wall'] / plain['wall']:.2f}")
     print()
-    print(f"{'step':24}{'wall':>8}{'import':>8}{'tracking':>9}{'work':>8}{'launch':>8}"
-          f"{'plain':>8}")
+    print(f"{'step':24}{'wall':>8}{'import':>8}{'tracking':>9}{'work':>8}{'launch':>8}{'plain':>8}")
     totals = dict.fromkeys(["wall", "import_s", "tracking_s", "work_s", "launch", "plain"], 0.0)
     for step in STEPS:
         s = kf["steps"].get(step)
@@ -163,14 +224,20 @@ def main() -> None:
         s["plain"] = plain["times"].get(step, 0.0)
         for key in totals:
             totals[key] += s[key]
-        print(f"{step:24}{s['wall']:8.1f}{s['import_s']:8.1f}{s['tracking_s']:9.1f}"
-              f"{s['work_s']:8.1f}{s['launch']:8.1f}{s['plain']:8.1f}")
+        print(
+            f"{step:24}{s['wall']:8.1f}{s['import_s']:8.1f}{s['tracking_s']:9.1f}"
+            f"{s['work_s']:8.1f}{s['launch']:8.1f}{s['plain']:8.1f}"
+        )
     totals["plain"] += plain["times"]["import"]
-    print(f"{'total':24}{totals['wall']:8.1f}{totals['import_s']:8.1f}"
-          f"{totals['tracking_s']:9.1f}{totals['work_s']:8.1f}{totals['launch']:8.1f}"
-          f"{totals['plain']:8.1f}")
-    print(f"(plain import of TensorFlow/Keras/KerasTuner once: {plain['times']['import']:.1f} s; "
-          f"CLI start and summary outside the steps: {kf['wall'] - totals['wall']:.1f} s)")
+    print(
+        f"{'total':24}{totals['wall']:8.1f}{totals['import_s']:8.1f}"
+        f"{totals['tracking_s']:9.1f}{totals['work_s']:8.1f}{totals['launch']:8.1f}"
+        f"{totals['plain']:8.1f}"
+    )
+    print(
+        f"(plain import of TensorFlow/Keras/KerasTuner once: {plain['times']['import']:.1f} s; "
+        f"CLI start and summary outside the steps: {kf['wall'] - totals['wall']:.1f} s)"
+    )
 
 
 def fmt(metrics: dict) -> str:

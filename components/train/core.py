@@ -240,11 +240,16 @@ def load_champion(path: str, meta: dict, hparams: dict, build_fn: Any = None) ->
     return champion, ""
 
 
-def export_model(model: Any, model_dir: Path) -> None:
-    """Writes `model.keras` and the SavedModel export into `model_dir`."""
+def export_model(model: Any, model_dir: Path, meta: dict) -> None:
+    """Writes `model.keras` and the SavedModel export into `model_dir`.
+
+    Classification exports also get a `classify` signature that answers with class names.
+    """
+    from kerasflow.labelled_export import export_saved_model
+
     model_dir.mkdir(parents=True, exist_ok=True)
     model.save(model_dir / C.KERAS_MODEL_FILE)
-    model.export(str(model_dir / C.SAVED_MODEL_DIR), verbose=False)
+    export_saved_model(model, model_dir / C.SAVED_MODEL_DIR, meta)
 
 
 def plot_history(history: dict):
@@ -389,7 +394,7 @@ def run(
             )
             history.update(extra)
         out = Path(model_dir)
-        export_model(model, out)
+        export_model(model, out, meta)
         write_json_atomic(out / C.HISTORY_FILE, history)
         write_json_atomic(out / C.META_FILE, meta)
         fig = plot_history(history)

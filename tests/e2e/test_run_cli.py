@@ -106,6 +106,13 @@ def assert_served_like_evaluated(work: Path) -> None:
         )
         assert reply.status_code == 200, reply.text
         np.testing.assert_allclose(reply.json()["predictions"], expected, atol=1e-5)
+        named = requests.post(
+            f"{server.rest_url}/v1/models/kerasflow-model:predict",
+            json={"signature_name": "classify", "instances": instances},
+            timeout=30,
+        ).json()["predictions"]
+        names = meta[C.META_CLASS_NAMES]
+        assert [row["classes"] for row in named] == [names[i] for i in expected.argmax(axis=1)]
         request = predict_pb2.PredictRequest()
         request.model_spec.name = "kerasflow-model"
         for name, value in inputs.items():
