@@ -80,6 +80,7 @@ class RunConfig:
     max_consecutive_failures: int = 3
     kfold: int = 0
     tuner_workers: int = 1
+    trials_per_process: int = 5
     refit: bool = False
     lr_schedule: str = ""
     warm_start: bool = False
@@ -126,6 +127,7 @@ _MINIMUMS = {
     "max_consecutive_failures": 1,
     "kfold": 0,
     "tuner_workers": 1,
+    "trials_per_process": 0,
     "min_class_rows": 1,
     "folds": 0,
 }

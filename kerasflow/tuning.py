@@ -228,6 +228,10 @@ def display_values(values: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+class TrialQuotaReached(Exception):
+    """A worker process ran its share of trials; a fresh process takes over."""
+
+
 class TrackedTrialsMixin:
     """Tracks each trial of a KerasTuner tuner as a nested MLflow run."""
 
@@ -235,7 +239,15 @@ class TrackedTrialsMixin:
     total_trials: int | None = None
     track_trials = True
     parent_run_id = ""
+    trial_quota = 0
+    _trials_ended = 0
     _experiment_id = ""
+
+    def on_trial_end(self, trial: Any) -> None:
+        super().on_trial_end(trial)
+        self._trials_ended += 1
+        if self.trial_quota and self._trials_ended >= self.trial_quota:
+            raise TrialQuotaReached
 
     def run_trial(self, trial: Any, *args: Any, **kwargs: Any) -> Any:
         total = f"/{self.total_trials}" if self.total_trials else ""

@@ -1,24 +1,29 @@
-"""Parallel trials with KerasTuner's distributed mode: a chief oracle over gRPC and workers.
+"""Trials in their own processes, in parallel on request, through KerasTuner's distributed mode.
 
-Inside one step (`--tuner-workers N`), the step process is the chief: it serves its oracle
-(KerasTuner's own OracleServicer) on loopback and starts N worker processes
-(`python -m kerasflow.tuning_parallel SPEC TUNER_ID ADDRESS THREADS`) with the KERASTUNER_*
-variables set; each worker asks the chief for a trial, runs it and reports the result.
+The step process is the chief: it serves its oracle (KerasTuner's own OracleServicer) over
+gRPC and runs trials in worker processes, each a KerasTuner worker (the KERASTUNER_* variables
+set) that asks the chief for a trial, runs it and reports back. Workers are forked from a
+server process that imported TensorFlow once, so a new worker starts in milliseconds; each one
+runs a few trials and exits, and the next one takes over. That keeps memory flat over long
+searches (TensorFlow keeps a little of every model it traced for as long as the process lives),
+and a trial that kills its process (out of memory) is retried once and then recorded as failed
+while the search goes on. `--tuner-workers N` keeps N such workers running at once.
 
-On a cluster the workers can be pods: the chief then listens on its pod address and writes a
-rendezvous file under the pipeline root (`address`, the search spec, and `finished` once it is
-done); each worker pod polls that file, joins, and leaves when the search is over.
+On a cluster the workers can also be pods: the chief then listens on its pod address and
+writes a rendezvous file under the pipeline root (`address`, the search spec, and `finished`
+once it is done); each worker pod polls that file, joins, and leaves when the search is over.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
-import subprocess
 import sys
-import tempfile
 import time
+import types
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -72,19 +77,175 @@ def _meta_feed(meta: dict) -> Any:
     return FixedFeed(meta, None, None)
 
 
-def spawn_worker(spec_path: Path, tuner_id: str, address: str, threads: int) -> subprocess.Popen:
-    """Starts one worker process; its output goes to this process's stdout and stderr."""
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
-    cmd = [
-        sys.executable,
-        "-m",
-        "kerasflow.tuning_parallel",
-        str(spec_path),
-        tuner_id,
-        address,
-        str(threads),
-    ]
-    return subprocess.Popen(cmd, env=env)
+PRELOAD = [
+    "tensorflow",
+    "keras",
+    "keras_tuner",
+    "mlflow",
+    "kerasflow.hypermodel",
+    "kerasflow.trainingdata",
+    "kerasflow.tuning",
+    "kerasflow.tuning_parallel",
+]
+"""What the fork server imports once, so that forked workers start without importing."""
+
+DONE_EXIT = 3
+"""A worker's exit code when the oracle said the search is over (0: its trial quota is used)."""
+
+MAX_CRASHES = 2
+"""Times a trial may take its worker process down before it is recorded as failed."""
+
+
+def process_context() -> Any:
+    """The multiprocessing context whose fork server has TensorFlow imported."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(PRELOAD)
+    return ctx
+
+
+def warm_forkserver() -> None:
+    """Starts the fork server now, so its imports overlap with the step's own."""
+    from multiprocessing import forkserver
+
+    process_context()
+    forkserver.ensure_running()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return True
+
+
+def _exit_with(chief_pid: int) -> None:
+    """Ends this worker as soon as the chief is gone (the fork server outlives it)."""
+    import threading
+
+    def watch() -> None:
+        while _alive(chief_pid):
+            time.sleep(POLL_S)
+        os._exit(1)
+
+    if Path(f"/proc/{chief_pid}").exists():
+        threading.Thread(target=watch, name="chief-watch", daemon=True).start()
+
+
+def _worker_process(
+    spec_json: str,
+    tuner_id: str,
+    address: str,
+    threads: int,
+    quota: int,
+    seed_offset: int,
+    chief_pid: int,
+) -> None:
+    """Body of a forked worker: run up to `quota` trials, exit DONE_EXIT when the search is over."""
+    _exit_with(chief_pid)
+    spec = SearchSpec.from_json(spec_json)
+    over = run_worker(spec, tuner_id, address, threads, seed_offset, quota)
+    sys.exit(DONE_EXIT if over else 0)
+
+
+@contextlib.contextmanager
+def _no_main_module() -> Iterator[None]:
+    # A forked worker would otherwise import the parent's __main__ first, and a script without
+    # an `if __name__ == "__main__"` guard would start all over again in every worker.
+    main = sys.modules["__main__"]
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    try:
+        yield
+    finally:
+        sys.modules["__main__"] = main
+
+
+class WorkerSlot:
+    """One worker at a time under a fixed tuner id: restarted after its quota or a crash."""
+
+    def __init__(self, index: int, ctx: Any, args: tuple) -> None:
+        self.index = index
+        self.tuner_id = f"worker{index}"
+        self.ctx = ctx
+        self.args = args
+        self.proc: Any = None
+        self.generation = 0
+        self.crashes: dict[str, int] = {}
+        self.failures_in_row = 0
+        self.done = False
+
+    def start(self) -> None:
+        spec_json, address, threads, quota = self.args
+        seed_offset = 1 + self.index + 7919 * self.generation
+        self.proc = self.ctx.Process(
+            target=_worker_process,
+            args=(spec_json, self.tuner_id, address, threads, quota, seed_offset, os.getpid()),
+            daemon=True,
+        )
+        with _no_main_module():
+            self.proc.start()
+        self.generation += 1
+
+    def poll(self, oracle: Any, step: str) -> None:
+        """Restarts a worker that used its quota or crashed; notes one that saw the end."""
+        if self.done or self.proc is None or self.proc.exitcode is None:
+            return
+        code = self.proc.exitcode
+        if code == DONE_EXIT:
+            self.done = True
+            return
+        if code == 0:
+            self.failures_in_row = 0
+        else:
+            self.failures_in_row += 1
+            self._record_crash(oracle, code, step)
+            if self.failures_in_row > MAX_CRASHES + 1:
+                stepio.progress(step, f"{self.tuner_id} keeps failing (exit code {code}); stopped")
+                self.done = True
+                return
+        self.start()
+
+    def _record_crash(self, oracle: Any, code: int, step: str) -> None:
+        trial = oracle.ongoing_trials.get(self.tuner_id)
+        if trial is None:
+            stepio.progress(step, f"{self.tuner_id} exited with code {code}; restarting it")
+            return
+        count = self.crashes[trial.trial_id] = self.crashes.get(trial.trial_id, 0) + 1
+        why = f"the trial's process died (exit code {code}, e.g. out of memory)"
+        if count < MAX_CRASHES:
+            stepio.progress(step, f"trial {trial.trial_id}: {why}; running it again")
+            return
+        stepio.progress(step, f"trial {trial.trial_id}: {why} again; recorded as failed")
+        trial.status = "FAILED"
+        trial.message = f"WorkerDied: {why}"
+        oracle.end_trial(trial)
+        _close_dead_trial_runs(SearchSpec.from_json(self.args[0]), trial.trial_id, why)
+
+
+def _close_dead_trial_runs(spec: SearchSpec, trial_id: str, why: str) -> None:
+    """Marks the MLflow runs a dead worker left open for a trial as FAILED (best effort)."""
+    if not (spec.track and spec.parent_run_id):
+        return
+    try:
+        import mlflow
+
+        client = mlflow.MlflowClient(spec.tracking_uri)
+        experiment = client.get_run(spec.parent_run_id).info.experiment_id
+        runs = client.search_runs(
+            [experiment],
+            f"tags.mlflow.parentRunId = '{spec.parent_run_id}' and tags.trial_id = '{trial_id}' "
+            "and attributes.status = 'RUNNING'",
+        )
+        for run in runs:
+            client.set_tag(run.info.run_id, "status", "FAILED")
+            client.set_tag(run.info.run_id, "error", f"WorkerDied: {why}")
+            client.set_terminated(run.info.run_id, "FAILED")
+    except Exception as exc:  # tracking must not end the search
+        stepio.progress(spec.step_name, f"could not close trial {trial_id}'s runs: {exc}")
 
 
 def run_parallel_search(
@@ -93,21 +254,25 @@ def run_parallel_search(
     workers: int,
     pods: int = 0,
     rendezvous: str = "",
+    trials_per_process: int = 5,
 ) -> SearchOutcome:
-    """Runs the search as a chief oracle with `workers` local worker processes.
+    """Runs the search as a chief oracle with `workers` worker processes at a time.
 
     Args:
         spec: the search; `spec.tuner_dir` holds the trials (and resumes them).
         meta: the bundle metadata (the chief builds models only to learn the space).
-        workers: worker processes started here on loopback.
+        workers: worker processes running at once on loopback (0 with pods only).
         pods: worker pods expected to join through `rendezvous` (cluster fan-out).
         rendezvous: where the chief publishes its address for worker pods.
+        trials_per_process: trials a worker process runs before a fresh one takes over
+            (0: no limit).
 
     Raises:
         UserError: when no trial finished.
     """
     import keras
 
+    ctx = process_context()
     keras.utils.set_random_seed(spec.seed)
     port = free_port()
     host = "127.0.0.1" if not pods else socket.gethostbyname(socket.gethostname())
@@ -119,45 +284,42 @@ def run_parallel_search(
     if kept:
         stepio.progress(spec.step_name, f"resuming: {kept} finished trials kept")
     server, servicer = serve_oracle(oracle, f"{'0.0.0.0' if pods else host}:{port}")
-    threads = max(1, (os.cpu_count() or 1) // max(1, workers))
-    procs: list[subprocess.Popen] = []
-    with tempfile.TemporaryDirectory(prefix="kerasflow-workers-") as tmp:
-        spec_path = Path(tmp, "spec.json")
-        spec_path.write_text(spec.to_json())
-        if pods:
-            write_rendezvous(
-                rendezvous,
-                {"address": address, "spec": json.loads(spec.to_json()), "finished": False},
-            )
-        try:
+    threads = 0 if workers <= 1 else max(1, (os.cpu_count() or 1) // workers)
+    args = (spec.to_json(), address, threads, max(0, int(trials_per_process)))
+    slots = [WorkerSlot(i, ctx, args) for i in range(workers)]
+    if pods:
+        write_rendezvous(
+            rendezvous, {"address": address, "spec": json.loads(spec.to_json()), "finished": False}
+        )
+    try:
+        if workers > 1 or pods:
             stepio.progress(
                 spec.step_name,
                 f"chief oracle at {address}: {workers} workers"
                 + (f" and {pods} worker pods" if pods else ""),
             )
-            for i in range(workers):
-                procs.append(spawn_worker(spec_path, f"worker{i}", address, threads))
-            _wait(procs, oracle, servicer, pods, spec)
-        finally:
-            for proc in procs:
-                if proc.poll() is None:
-                    proc.kill()
-                    proc.wait()
-            server.stop(grace=None)
-            if pods:
-                write_rendezvous(rendezvous, {"address": address, "finished": True})
-    for i, proc in enumerate(procs):
-        if proc.returncode:
-            stepio.progress(spec.step_name, f"worker{i} exited with code {proc.returncode}")
+        for slot in slots:
+            slot.start()
+        _wait(slots, oracle, servicer, pods, spec)
+    finally:
+        for slot in slots:
+            if slot.proc is not None and slot.proc.exitcode is None:
+                slot.proc.kill()
+                slot.proc.join()
+        server.stop(grace=None)
+        if pods:
+            write_rendezvous(rendezvous, {"address": address, "finished": True})
     return outcome(oracle, kept)
 
 
-def _wait(procs: list, oracle: Any, servicer: Any, pods: int, spec: SearchSpec) -> None:
-    """Returns when the local workers have exited and, with pods, the oracle is done."""
+def _wait(slots: list, oracle: Any, servicer: Any, pods: int, spec: SearchSpec) -> None:
+    """Returns when every local worker saw the end and, with pods, the oracle is done."""
     started = time.time()
     while True:
         time.sleep(POLL_S)
-        local_done = all(p.poll() is not None for p in procs)
+        for slot in slots:
+            slot.poll(oracle, spec.step_name)
+        local_done = all(slot.done for slot in slots)
         if not pods:
             if local_done:
                 return
@@ -220,9 +382,18 @@ def run_pod_worker(rendezvous: str, splits_dir: str, train_dir: str, index: int)
 
 
 def run_worker(
-    spec: SearchSpec, tuner_id: str, address: str, threads: int = 0, seed_offset: int = 0
-) -> None:
-    """Runs trials handed out by the chief oracle at `address` until it says stop."""
+    spec: SearchSpec,
+    tuner_id: str,
+    address: str,
+    threads: int = 0,
+    seed_offset: int = 0,
+    quota: int = 0,
+) -> bool:
+    """Runs trials handed out by the chief oracle at `address`.
+
+    Returns:
+        True when the oracle ended the search, False when `quota` trials were run first.
+    """
     import keras
     import tensorflow as tf
 
@@ -230,7 +401,7 @@ def run_worker(
         tf.config.threading.set_intra_op_parallelism_threads(threads)
         tf.config.threading.set_inter_op_parallelism_threads(threads)
     from kerasflow.trainingdata import DataFeed, load_training_arrays
-    from kerasflow.tuning import fit_kwargs
+    from kerasflow.tuning import TrialQuotaReached, fit_kwargs
 
     if spec.track:
         import mlflow
@@ -244,17 +415,9 @@ def run_worker(
     keras.utils.set_random_seed(spec.seed + seed_offset)
     feed = DataFeed(load_training_arrays(spec.splits_dir, spec.train_dir), spec.seed)
     tuner = make_tuner(spec, make_hypermodel(spec, feed), tuner_id, address)
-    tuner.search(**fit_kwargs(spec, feed.meta))
-
-
-def main(argv: list[str]) -> int:
-    """Entry point of a local worker process: SPEC_PATH TUNER_ID ADDRESS THREADS."""
-    spec_path, tuner_id, address, threads = argv
-    spec = SearchSpec.from_json(Path(spec_path).read_text())
-    index = int("".join(c for c in tuner_id if c.isdigit()) or 0)
-    run_worker(spec, tuner_id, address, int(threads), seed_offset=1 + index)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    tuner.trial_quota = quota
+    try:
+        tuner.search(**fit_kwargs(spec, feed.meta))
+    except TrialQuotaReached:
+        return False
+    return True

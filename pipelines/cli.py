@@ -62,6 +62,11 @@ RUN_FLAGS = (
     ("--direction", str, "max or min (inferred from the objective)"),
     ("--time-budget", str, "wall-clock budget of the search, e.g. 90s, 10m, 1h30m (none)"),
     ("--tuner-workers", int, "trial processes in parallel inside the search step (1)"),
+    (
+        "--trials-per-process",
+        int,
+        "trials a worker process runs before a fresh one takes over (5; 0: all in the step)",
+    ),
     ("--kfold", int, "score each trial by k-fold cross-validation (0: off)"),
     ("--max-consecutive-failures", int, "failed trials in a row that stop the search (3)"),
     ("--build-model", str, "your own model: module:function or file.py:function taking hp"),

@@ -32,6 +32,7 @@ def hyperparameter_search(
     worker_pods: int = 0,
     pipeline_root: str = "",
     run_id: str = "",
+    trials_per_process: int = 5,
 ):
     """Searches the model space (resuming a killed search); writes the best hyperparameters."""
     from kerasflow.components.hyperparameter_search import core
@@ -61,6 +62,7 @@ def hyperparameter_search(
         worker_pods=worker_pods,
         pipeline_root=pipeline_root,
         run_id=run_id,
+        trials_per_process=trials_per_process,
     )
 
 

@@ -172,7 +172,7 @@ def resolve_tuner_dir(tuner_dir: str, pipeline_root: str, key: str, fallback: st
     return fallback
 
 
-@stepio.step_entry(STEP, heavy_imports=("tensorflow", "keras", "keras_tuner"))
+@stepio.step_entry(STEP)
 def run(
     splits_dir: str,
     train_dir: str,
@@ -199,9 +199,20 @@ def run(
     worker_pods: int = 0,
     pipeline_root: str = "",
     run_id: str = "",
+    trials_per_process: int = 5,
 ) -> None:
-    """Runs the step: search (resuming a killed attempt), write and log its results."""
+    """Runs the step: search (resuming a killed attempt), write and log its results.
+
+    Trials run in worker processes forked from a server that imports TensorFlow once, a fresh
+    one every `trials_per_process` trials (0: every trial in this process, no workers).
+    """
     started = time.time()
+    workers, pods, quota = int(tuner_workers), int(worker_pods), int(trials_per_process)
+    isolated = quota > 0 or workers > 1 or pods > 0
+    if isolated:
+        from kerasflow.tuning_parallel import warm_forkserver
+
+        warm_forkserver()  # its TensorFlow import overlaps with this process's
     deadline = budget.deadline_after(budget.parse_time_budget(time_budget), started)
     with tracking.step_run(tracking_uri, parent_run_id, STEP) as step:
         from kerasflow import search_space as spaces
@@ -263,24 +274,26 @@ def run(
             "max_trials": int(max_trials),
             "time_budget": time_budget or "none",
             "max_consecutive_failures": int(max_consecutive_failures),
-            "tuner_workers": int(tuner_workers),
-            "worker_pods": int(worker_pods),
+            "tuner_workers": workers,
+            "worker_pods": pods,
+            "trials_per_process": quota,
             "tuner_dir": directory,
         }
         tracking.log_params(params, parent_run_id=parent_run_id)
         stepio.progress(STEP, f"{algorithm} search on {objective} ({direction}) in {directory}")
-        workers, pods = int(tuner_workers), int(worker_pods)
-        if workers <= 1 and pods <= 0:
+        if not isolated:
             result = tuning.run_search(spec, DataFeed(arrays, int(seed)))
         else:
             from kerasflow.tuning_parallel import run_parallel_search
 
+            local = 0 if pods and workers <= 1 else max(1, workers)
             result = run_parallel_search(
                 spec,
                 meta,
-                workers if workers > 1 else 0,
+                local,
                 pods,
                 rendezvous_path(pipeline_root, run_id) if pods else "",
+                trials_per_process=quota,
             )
         if result.stop_reason:
             stepio.progress(STEP, f"stopped early: {result.stop_reason}; keeping the best so far")
@@ -310,6 +323,10 @@ def log_results(
     import mlflow
     import pandas as pd
 
+    if not searched:
+        # A user's build_model declares its own space: show what varied between trials.
+        names = [k for k in result.best if not k.startswith("tuner/")]
+        searched = [n for n in names if len({repr(r.get(n)) for r in result.rows}) > 1]
     write_json_atomic(Path(hparams_path), result.best)
     summary = render_summary(result, objective, direction, searched)
     Path(summary_path).parent.mkdir(parents=True, exist_ok=True)

@@ -50,3 +50,60 @@ def test_two_workers_share_one_search(tmp_path, mlflow_store, capfd):
     assert len(trials) == 4 and all(t.info.status == "FINISHED" for t in trials)
     assert {t.data.tags["tuner_id"] for t in trials} <= {"worker0", "worker1"}
     assert all(t.data.metrics.get("val_accuracy") is not None for t in trials)
+
+
+DYING_MODEL = """
+import os, signal
+import keras
+from kerasflow import modeling
+
+
+def build(hp, meta):
+    inputs, x = modeling.build_inputs(meta)
+    x = keras.layers.Dense(hp.Choice("units", [4, 8]))(x)
+    if hp.Choice("die", [False, True]) and os.environ.get("KERASTUNER_TUNER_ID") != "chief":
+        os.kill(os.getpid(), signal.SIGKILL)  # as the kernel's out-of-memory killer does
+    return modeling.compile_model(
+        keras.Model(inputs, modeling.build_head(meta, x)), meta, "adam", 1e-2
+    )
+"""
+
+
+def test_a_trial_that_kills_its_process_is_recorded_failed_and_the_search_goes_on(
+    tmp_path, mlflow_store, capfd
+):
+    from kerasflow.components.hyperparameter_search import core
+
+    data = make_tabular_bundle(tmp_path / "data", rows=80, seed=5)
+    (tmp_path / "dying.py").write_text(DYING_MODEL)
+    parent = tracking.find_or_create_pipeline_run(mlflow_store, "search-crash", "crash-1")
+    core.run(
+        str(data),
+        str(data),
+        "grid",
+        4,
+        1,
+        16,
+        1,
+        1,
+        "",
+        str(tmp_path / "best.json"),
+        str(tmp_path / "summary.md"),
+        mlflow_store,
+        parent,
+        build_model=f"{tmp_path}/dying.py:build",
+        pipeline_root=str(tmp_path / "root"),
+        trials_per_process=1,
+        max_consecutive_failures=3,
+    )
+    assert "recorded as failed" in capfd.readouterr().out
+    assert json.loads((tmp_path / "best.json").read_text())["die"] in (False, 0)
+    assert sorted(finished(tmp_path / "root")) == ["0", "2"]
+    client = mlflow.MlflowClient(mlflow_store)
+    exp = client.get_run(parent).info.experiment_id
+    (step,) = client.search_runs([exp], f"tags.mlflow.parentRunId = '{parent}'")
+    assert step.data.metrics["failed_trials"] == 2 and step.data.metrics["completed_trials"] == 2
+    trials = client.search_runs([exp], f"tags.mlflow.parentRunId = '{step.info.run_id}'")
+    dead = [t for t in trials if t.data.tags["trial_id"] in ("1", "3")]
+    assert dead and all(t.info.status == "FAILED" for t in dead)
+    assert all(t.data.tags["error"].startswith("WorkerDied") for t in dead)
