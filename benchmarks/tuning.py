@@ -6,7 +6,8 @@
    failure limit, tf.data per batch size) against plain KerasTuner on the same search space,
    seed and trial count; the per-trial cost difference (goal: <= 5%).
 3. parallel: the same search with 2 worker processes (chief oracle over gRPC) against 1.
-4. memory: peak RSS of the search process after each of 30 trials (flat means no leak).
+4. memory: RSS of the process that ran each of 30 trials, with all trials in one process
+   and with a fresh worker every 5 trials (the default).
 
 Every measured search runs in a fresh process, one after the other. Usage:
     python benchmarks/tuning.py [--budget 90] [--only algorithms,overhead,parallel,memory]
@@ -60,7 +61,12 @@ def digits_bundle(path: Path, seed: int = 42) -> Path:
 
 
 def child_kerasflow(cfg: dict) -> dict:
-    """One kerasflow search in this process; per-trial end times and scores."""
+    """One kerasflow search as the search step runs it; per-trial end times and scores."""
+    quota, workers = cfg.get("quota", 5), cfg.get("workers", 1)
+    if quota or workers > 1:
+        from kerasflow.tuning_parallel import warm_forkserver
+
+        warm_forkserver()  # as the step does, before its own TensorFlow import
     import keras  # noqa: F401  (imported before the clock starts, as a step does)
     import keras_tuner  # noqa: F401
 
@@ -92,21 +98,28 @@ def child_kerasflow(cfg: dict) -> dict:
         tracking_uri=cfg.get("tracking_uri", ""),
         parent_run_id=parent,
     )
-    if cfg.get("workers", 1) > 1:
+    if quota or workers > 1:
         from kerasflow.tuning_parallel import run_parallel_search
 
-        run_parallel_search(spec, arrays.meta, cfg["workers"])
+        run_parallel_search(spec, arrays.meta, workers, trials_per_process=quota)
     else:
         tuning.run_search(spec, DataFeed(arrays, cfg["seed"]))
     wall = time.time() - started
+    rss = []
     if cfg.get("track"):
         import mlflow
 
         mlflow.end_run()
+        runs = mlflow.MlflowClient().search_runs(
+            [mlflow.get_run(parent).info.experiment_id],
+            f"tags.mlflow.parentRunId = '{parent}'",
+        )
+        rss = [(int(r.data.tags["trial_id"]), r.data.metrics.get("rss_mb")) for r in runs]
     return {
         "wall": wall,
         "trials": trial_times(Path(cfg["tuner_dir"]), started),
-        "rss": cfg.get("rss", []),
+        "trial_rss": sorted(rss),
+        "chief_rss": tuning.rss_mb(),
     }
 
 
@@ -159,24 +172,6 @@ def child_plain(cfg: dict) -> dict:
         class_weight=class_weight_arg(meta),
     )
     return {"wall": time.time() - started, "trials": trial_times(Path(cfg["tuner_dir"]), started)}
-
-
-def child_memory(cfg: dict) -> dict:
-    """30 tracked trials in one process; RSS (current and peak) after each trial."""
-    from kerasflow import tuning
-
-    rss: list[tuple[float, float]] = []
-    original = tuning.TrackedTrialsMixin.run_trial
-
-    def run_trial(self, trial, *args, **kwargs):
-        try:
-            return original(self, trial, *args, **kwargs)
-        finally:
-            rss.append(tuning.rss_mb())
-
-    tuning.TrackedTrialsMixin.run_trial = run_trial
-    cfg["rss"] = rss
-    return child_kerasflow(cfg)
 
 
 def run_child(kind: str, cfg: dict) -> dict:
@@ -284,21 +279,29 @@ def bench_parallel(data: Path, work: Path, trials: int) -> None:
 
 
 def bench_memory(data: Path, work: Path) -> None:
-    print("\n== Memory: RSS of the search process over 30 tracked trials ==")
-    res = run_child(
-        "memory",
-        base_cfg(data, work, "memory", algorithm="random", max_trials=30, max_epochs=2, track=True),
-    )
-    rss = res["rss"]
-    for i in (0, 4, 9, 19, len(rss) - 1):
-        print(f"after trial {i + 1:2d}: rss {rss[i][0]:.0f} MiB, peak {rss[i][1]:.0f} MiB")
-    early = statistics.mean(r[0] for r in rss[:5])
-    late = statistics.mean(r[0] for r in rss[-5:])
-    print(
-        f"rss trials 26-30 against 1-5: {late - early:+.0f} MiB "
-        f"({100 * (late / early - 1):+.1f}%); "
-        f"peak after 5 trials {rss[4][1]:.0f} MiB, after 30 {rss[-1][1]:.0f} MiB"
-    )
+    print("\n== Memory: RSS of the process that ran each of 30 tracked trials (MiB) ==")
+    for quota, label in (
+        (0, "all trials in the search process"),
+        (5, "a fresh worker every 5 trials (default)"),
+    ):
+        cfg = base_cfg(
+            data,
+            work,
+            f"memory-{quota}",
+            algorithm="random",
+            max_trials=30,
+            max_epochs=2,
+            track=True,
+            quota=quota,
+        )
+        res = run_child("kerasflow", cfg)
+        rss = [r for _, r in res["trial_rss"]]
+        shown = ", ".join(f"#{i + 1} {rss[i]:.0f}" for i in (0, 4, 9, 19, 29) if i < len(rss))
+        print(
+            f"{label}: {shown}; max {max(rss):.0f}; trials 26-30 against 1-5 "
+            f"{statistics.mean(rss[-5:]) - statistics.mean(rss[:5]):+.0f} MiB; "
+            f"search process peak {res['chief_rss'][1]:.0f}"
+        )
 
 
 def main() -> None:
@@ -314,7 +317,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.child:
         cfg = json.loads(args.child_config)
-        fn = {"kerasflow": child_kerasflow, "plain": child_plain, "memory": child_memory}
+        fn = {"kerasflow": child_kerasflow, "plain": child_plain}
         Path(args.child_out).write_text(json.dumps(fn[args.child](cfg)))
         return
     work = Path(tempfile.mkdtemp(prefix="kf-tune-bench-"))

@@ -31,6 +31,9 @@ from kerasflow import constants as C
 from kerasflow import stepio
 from kerasflow.errors import UserError
 
+HYPERBAND_ROUNDS_WITH_BUDGET = 100
+"""Hyperband iterations when a time budget ends the search instead."""
+
 CHIEF_ID = "chief"
 """Tuner id of the process that owns the oracle (in one process, or the chief of workers)."""
 
@@ -233,13 +236,19 @@ class TrialQuotaReached(Exception):
 
 
 class TrackedTrialsMixin:
-    """Tracks each trial of a KerasTuner tuner as a nested MLflow run."""
+    """Tracks each trial of a KerasTuner tuner as a nested MLflow run.
+
+    A trial's record (hyperparameters, per-epoch metrics, status, duration, memory) is written
+    in one batch when the trial ends: by this process, or, when `record_sink` is set (a worker
+    forked by the chief), by the chief, so that workers never open the tracking store.
+    """
 
     step_name = "hyperparameter_search"
     total_trials: int | None = None
     track_trials = True
     parent_run_id = ""
     trial_quota = 0
+    record_sink: Any = None
     _trials_ended = 0
     _experiment_id = ""
 
@@ -259,11 +268,9 @@ class TrackedTrialsMixin:
         )
         if not self.track_trials:
             return super().run_trial(trial, *args, **kwargs)
-        started = time.perf_counter()
-        run_id, client = self._start_trial_run(trial)
         collector = _epoch_collector()
         kwargs["callbacks"] = [*(kwargs.get("callbacks") or []), collector]
-        stepio.add_tracking_time(time.perf_counter() - started)
+        start_ms = int(time.time() * 1000)
         fit_started = time.perf_counter()
         status, error, result = "FINISHED", "", None
         try:
@@ -277,66 +284,102 @@ class TrackedTrialsMixin:
             started = time.perf_counter()
             objective = self.oracle.objective
             best = _best_of(result, objective) if result is not None else None
-            _finish_trial_run(
-                client, run_id, trial, collector.rows, status, error, duration, best, objective.name
+            record = trial_record(
+                trial.trial_id,
+                str(self.tuner_id),
+                trial.hyperparameters.values,
+                collector.rows,
+                status,
+                error,
+                duration,
+                best,
+                objective.name,
+                start_ms,
             )
+            if self.record_sink is not None:
+                self.record_sink(record)
+            else:
+                self._write_record(record)
             stepio.add_tracking_time(time.perf_counter() - started)
         return result
 
-    def _start_trial_run(self, trial: Any) -> tuple[str, Any]:
+    def _write_record(self, record: dict) -> None:
         import mlflow
 
         client = mlflow.MlflowClient()
         parent = self.parent_run_id or mlflow.active_run().info.run_id
         if not self._experiment_id:
             self._experiment_id = client.get_run(parent).info.experiment_id
-        run = client.create_run(
-            self._experiment_id,
-            run_name=f"trial-{trial.trial_id}",
-            tags={
-                "mlflow.parentRunId": parent,
-                C.TAG_KIND: C.KIND_TRIAL,
-                "trial_id": trial.trial_id,
-                "tuner_id": str(self.tuner_id),
-            },
-        )
-        return run.info.run_id, client
+        write_trial_record(client, self._experiment_id, parent, record)
 
 
-def _finish_trial_run(
-    client: Any,
-    run_id: str,
-    trial: Any,
+def trial_record(
+    trial_id: str,
+    tuner_id: str,
+    values: dict,
     rows: list,
     status: str,
     error: str,
     duration: float,
     best: float | None,
     objective: str,
-) -> None:
+    start_ms: int,
+) -> dict[str, Any]:
+    """Everything tracked about one trial, as plain values (it may travel to the chief)."""
+    memory, peak = rss_mb()
+    return {
+        "trial_id": trial_id,
+        "tuner_id": tuner_id,
+        "values": dict(values),
+        "rows": rows,
+        "status": status,
+        "error": error,
+        "duration": duration,
+        "best": best,
+        "objective": objective,
+        "start_ms": start_ms,
+        "end_ms": int(time.time() * 1000),
+        "rss_mb": memory,
+        "peak_rss_mb": peak,
+    }
+
+
+def write_trial_record(client: Any, experiment_id: str, parent_run_id: str, record: dict) -> None:
+    """Writes one trial's record as an MLflow run nested under `parent_run_id`."""
     from mlflow.entities import Metric, Param, RunTag
 
-    now = int(time.time() * 1000)
+    run = client.create_run(
+        experiment_id,
+        run_name=f"trial-{record['trial_id']}",
+        start_time=record["start_ms"],
+        tags={
+            "mlflow.parentRunId": parent_run_id,
+            C.TAG_KIND: C.KIND_TRIAL,
+            "trial_id": record["trial_id"],
+            "tuner_id": record["tuner_id"],
+        },
+    )
+    now = record["end_ms"]
     metrics = [
         Metric(k, v, now, epoch)
-        for epoch, logs in rows
+        for epoch, logs in record["rows"]
         for k, v in logs.items()
         if math.isfinite(v)
     ]
-    memory, peak = rss_mb()
     metrics += [
-        Metric("duration_s", duration, now, 0),
-        Metric("rss_mb", memory, now, 0),
-        Metric("peak_rss_mb", peak, now, 0),
+        Metric("duration_s", record["duration"], now, 0),
+        Metric("rss_mb", record["rss_mb"], now, 0),
+        Metric("peak_rss_mb", record["peak_rss_mb"], now, 0),
     ]
+    best = record["best"]
     if best is not None and math.isfinite(best):
-        metrics.append(Metric(f"best_{objective}", best, now, 0))
-    params = [Param(k, str(v)) for k, v in trial.hyperparameters.values.items()]
-    tags = [RunTag("status", "COMPLETED" if status == "FINISHED" else "FAILED")]
-    if error:
-        tags.append(RunTag("error", error))
-    client.log_batch(run_id, metrics=metrics, params=params, tags=tags)
-    client.set_terminated(run_id, status)
+        metrics.append(Metric(f"best_{record['objective']}", best, now, 0))
+    params = [Param(k, str(v)) for k, v in record["values"].items()]
+    tags = [RunTag("status", "COMPLETED" if record["status"] == "FINISHED" else "FAILED")]
+    if record["error"]:
+        tags.append(RunTag("error", record["error"]))
+    client.log_batch(run.info.run_id, metrics=metrics, params=params, tags=tags)
+    client.set_terminated(run.info.run_id, record["status"], end_time=now)
 
 
 def _best_of(result: Any, objective: Any) -> float | None:
@@ -434,7 +477,9 @@ def make_tuner(
     )
     with tuner_identity(tuner_id, oracle_address), _quiet_reload():
         if spec.algorithm == "hyperband":
-            tuner = cls(max_epochs=spec.max_epochs, factor=3, **common)
+            # With a time budget Hyperband repeats its brackets until the budget is spent.
+            rounds = HYPERBAND_ROUNDS_WITH_BUDGET if spec.deadline else 1
+            tuner = cls(max_epochs=spec.max_epochs, factor=3, hyperband_iterations=rounds, **common)
         else:
             tuner = cls(max_trials=spec.max_trials, **common)
             tuner.total_trials = spec.max_trials

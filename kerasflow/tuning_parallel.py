@@ -37,9 +37,11 @@ from kerasflow.tuning import (
     make_hypermodel,
     make_tuner,
     outcome,
+    trial_record,
+    write_trial_record,
 )
 
-POLL_S = 0.5
+POLL_S = 0.1
 RENDEZVOUS_TIMEOUT_S = 900.0
 """How long worker pods wait for the chief, and the chief for a first worker pod."""
 
@@ -144,12 +146,18 @@ def _worker_process(
     quota: int,
     seed_offset: int,
     chief_pid: int,
+    records: Any,
 ) -> None:
     """Body of a forked worker: run up to `quota` trials, exit DONE_EXIT when the search is over."""
     _exit_with(chief_pid)
     spec = SearchSpec.from_json(spec_json)
-    over = run_worker(spec, tuner_id, address, threads, seed_offset, quota)
-    sys.exit(DONE_EXIT if over else 0)
+    over = run_worker(spec, tuner_id, address, threads, seed_offset, quota, records.put)
+    records.close()
+    records.join_thread()  # every trial record has reached the chief
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Everything is reported; skipping TensorFlow's teardown lets the next worker start sooner.
+    os._exit(DONE_EXIT if over else 0)
 
 
 @contextlib.contextmanager
@@ -162,6 +170,41 @@ def _no_main_module() -> Iterator[None]:
         yield
     finally:
         sys.modules["__main__"] = main
+
+
+class RecordWriter:
+    """Writes the trial records workers send as MLflow runs, from one thread of the chief."""
+
+    def __init__(self, ctx: Any, spec: SearchSpec) -> None:
+        import threading
+
+        self.queue = ctx.Queue()
+        self.spec = spec
+        self._thread = threading.Thread(target=self._run, name="trial-records", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        client, experiment = None, ""
+        while True:
+            record = self.queue.get()
+            if record is None:
+                return
+            if not (self.spec.track and self.spec.parent_run_id):
+                continue
+            try:
+                if client is None:
+                    import mlflow
+
+                    client = mlflow.MlflowClient(self.spec.tracking_uri)
+                    experiment = client.get_run(self.spec.parent_run_id).info.experiment_id
+                write_trial_record(client, experiment, self.spec.parent_run_id, record)
+            except Exception as exc:  # tracking must not end the search
+                stepio.progress(self.spec.step_name, f"could not record a trial: {exc}")
+
+    def close(self) -> None:
+        """Writes what is queued, then stops the thread."""
+        self.queue.put(None)
+        self._thread.join()
 
 
 class WorkerSlot:
@@ -179,11 +222,20 @@ class WorkerSlot:
         self.done = False
 
     def start(self) -> None:
-        spec_json, address, threads, quota = self.args
+        spec_json, address, threads, quota, records = self.args
         seed_offset = 1 + self.index + 7919 * self.generation
         self.proc = self.ctx.Process(
             target=_worker_process,
-            args=(spec_json, self.tuner_id, address, threads, quota, seed_offset, os.getpid()),
+            args=(
+                spec_json,
+                self.tuner_id,
+                address,
+                threads,
+                quota,
+                seed_offset,
+                os.getpid(),
+                records,
+            ),
             daemon=True,
         )
         with _no_main_module():
@@ -216,6 +268,21 @@ class WorkerSlot:
             return
         count = self.crashes[trial.trial_id] = self.crashes.get(trial.trial_id, 0) + 1
         why = f"the trial's process died (exit code {code}, e.g. out of memory)"
+        spec = SearchSpec.from_json(self.args[0])
+        self.args[4].put(
+            trial_record(
+                trial.trial_id,
+                self.tuner_id,
+                trial.hyperparameters.values,
+                [],
+                "FAILED",
+                f"WorkerDied: {why}",
+                0.0,
+                None,
+                spec.objective,
+                int(time.time() * 1000),
+            )
+        )
         if count < MAX_CRASHES:
             stepio.progress(step, f"trial {trial.trial_id}: {why}; running it again")
             return
@@ -223,29 +290,6 @@ class WorkerSlot:
         trial.status = "FAILED"
         trial.message = f"WorkerDied: {why}"
         oracle.end_trial(trial)
-        _close_dead_trial_runs(SearchSpec.from_json(self.args[0]), trial.trial_id, why)
-
-
-def _close_dead_trial_runs(spec: SearchSpec, trial_id: str, why: str) -> None:
-    """Marks the MLflow runs a dead worker left open for a trial as FAILED (best effort)."""
-    if not (spec.track and spec.parent_run_id):
-        return
-    try:
-        import mlflow
-
-        client = mlflow.MlflowClient(spec.tracking_uri)
-        experiment = client.get_run(spec.parent_run_id).info.experiment_id
-        runs = client.search_runs(
-            [experiment],
-            f"tags.mlflow.parentRunId = '{spec.parent_run_id}' and tags.trial_id = '{trial_id}' "
-            "and attributes.status = 'RUNNING'",
-        )
-        for run in runs:
-            client.set_tag(run.info.run_id, "status", "FAILED")
-            client.set_tag(run.info.run_id, "error", f"WorkerDied: {why}")
-            client.set_terminated(run.info.run_id, "FAILED")
-    except Exception as exc:  # tracking must not end the search
-        stepio.progress(spec.step_name, f"could not close trial {trial_id}'s runs: {exc}")
 
 
 def run_parallel_search(
@@ -285,7 +329,8 @@ def run_parallel_search(
         stepio.progress(spec.step_name, f"resuming: {kept} finished trials kept")
     server, servicer = serve_oracle(oracle, f"{'0.0.0.0' if pods else host}:{port}")
     threads = 0 if workers <= 1 else max(1, (os.cpu_count() or 1) // workers)
-    args = (spec.to_json(), address, threads, max(0, int(trials_per_process)))
+    writer = RecordWriter(ctx, spec)
+    args = (spec.to_json(), address, threads, max(0, int(trials_per_process)), writer.queue)
     slots = [WorkerSlot(i, ctx, args) for i in range(workers)]
     if pods:
         write_rendezvous(
@@ -307,6 +352,7 @@ def run_parallel_search(
                 slot.proc.kill()
                 slot.proc.join()
         server.stop(grace=None)
+        writer.close()
         if pods:
             write_rendezvous(rendezvous, {"address": address, "finished": True})
     return outcome(oracle, kept)
@@ -388,8 +434,12 @@ def run_worker(
     threads: int = 0,
     seed_offset: int = 0,
     quota: int = 0,
+    record_sink: Any = None,
 ) -> bool:
     """Runs trials handed out by the chief oracle at `address`.
+
+    Trial records go to `record_sink` (the chief writes them) or, without one, straight to the
+    tracking store (worker pods).
 
     Returns:
         True when the oracle ended the search, False when `quota` trials were run first.
@@ -403,7 +453,7 @@ def run_worker(
     from kerasflow.trainingdata import DataFeed, load_training_arrays
     from kerasflow.tuning import TrialQuotaReached, fit_kwargs
 
-    if spec.track:
+    if spec.track and record_sink is None:
         import mlflow
 
         mlflow.set_tracking_uri(spec.tracking_uri)
@@ -416,6 +466,7 @@ def run_worker(
     feed = DataFeed(load_training_arrays(spec.splits_dir, spec.train_dir), spec.seed)
     tuner = make_tuner(spec, make_hypermodel(spec, feed), tuner_id, address)
     tuner.trial_quota = quota
+    tuner.record_sink = record_sink
     try:
         tuner.search(**fit_kwargs(spec, feed.meta))
     except TrialQuotaReached:
