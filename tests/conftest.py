@@ -14,9 +14,13 @@ def mlflow_store(tmp_path_factory) -> str:
 
 
 @pytest.fixture(autouse=True)
-def _isolated_mlflow(monkeypatch, mlflow_store):
-    """Points MLflow at the test store and fails the test if it leaves a run active."""
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_store)
+def _isolated_mlflow(monkeypatch, tmp_path):
+    """Points MLflow at a store of the test's own and fails the test if it leaves a run active.
+
+    A store per test keeps registered models (and their champions) from leaking between tests;
+    tests that share state on purpose take the `mlflow_store` fixture instead.
+    """
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///" + str(tmp_path / "mlflow.db"))
     monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "2")
     yield
     mlflow = sys.modules.get("mlflow")

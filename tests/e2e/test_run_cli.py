@@ -42,6 +42,8 @@ def test_breast_cancer_runs_through_all_seven_steps_and_deploys(tmp_path):
         "summary.json",
         "--threshold",
         "accuracy=0.85",
+        "--model-name",
+        "cancer-e2e",
         cwd=tmp_path,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -51,7 +53,7 @@ def test_breast_cancer_runs_through_all_seven_steps_and_deploys(tmp_path):
     assert set(summary["test_metrics"]) == {"accuracy", "precision", "recall", "f1", "roc_auc"}
     assert summary["model_version"] == 1
     version_dir = Path(summary["model_path"])
-    assert version_dir == tmp_path / "work" / "models" / "kerasflow-model" / "1"
+    assert version_dir == tmp_path / "work" / "models" / "cancer-e2e" / "1"
     assert (version_dir / "saved_model.pb").is_file()
     assert "learning_rate" in summary["best_hyperparameters"]
     assert not any(k.startswith("tuner/") for k in summary["best_hyperparameters"])
@@ -73,7 +75,9 @@ def test_breast_cancer_runs_through_all_seven_steps_and_deploys(tmp_path):
     train = next(r for r in steps if r.data.tags[C.TAG_STEP] == "train")
     names = {a.path for a in client.list_artifacts(train.info.run_id)}
     assert {"training_history.png", "model", "model_summary.txt"} <= names
-    assert str(client.get_model_version_by_alias("kerasflow-model", "champion").version) == "1"
+    champion = client.get_model_version_by_alias("cancer-e2e", "champion")
+    assert champion.tags["kerasflow.mlflow_run_id"] == summary["mlflow_run_id"]
+    assert champion.tags["kerasflow.serving_version"] == "1"
     assert_served_like_evaluated(tmp_path / "work")
 
 
@@ -97,24 +101,24 @@ def assert_served_like_evaluated(work: Path) -> None:
     configs = load_model_config_file(str(work / "models" / "models.config"))
     options = ServerOptions(models=configs, grpc_port=0, rest_port=0, poll_seconds=0)
     with ModelServer(options) as server:
-        status = requests.get(f"{server.rest_url}/v1/models/kerasflow-model", timeout=10).json()
+        status = requests.get(f"{server.rest_url}/v1/models/cancer-e2e", timeout=10).json()
         assert status["model_version_status"][0]["state"] == "AVAILABLE"
         reply = requests.post(
-            f"{server.rest_url}/v1/models/kerasflow-model:predict",
+            f"{server.rest_url}/v1/models/cancer-e2e:predict",
             json={"instances": instances},
             timeout=30,
         )
         assert reply.status_code == 200, reply.text
         np.testing.assert_allclose(reply.json()["predictions"], expected, atol=1e-5)
         named = requests.post(
-            f"{server.rest_url}/v1/models/kerasflow-model:predict",
+            f"{server.rest_url}/v1/models/cancer-e2e:predict",
             json={"signature_name": "classify", "instances": instances},
             timeout=30,
         ).json()["predictions"]
         names = meta[C.META_CLASS_NAMES]
         assert [row["classes"] for row in named] == [names[i] for i in expected.argmax(axis=1)]
         request = predict_pb2.PredictRequest()
-        request.model_spec.name = "kerasflow-model"
+        request.model_spec.name = "cancer-e2e"
         for name, value in inputs.items():
             request.inputs[name].CopyFrom(tf.make_tensor_proto(value))
         import grpc
