@@ -148,6 +148,12 @@ class StoppableOracleMixin:
             return trial_module.Trial(hps, trial_id="stopped", status="STOPPED")
         return super().create_trial(tuner_id)
 
+    def end_trial(self, trial: Any) -> None:
+        super().end_trial(trial)
+        # KerasTuner saves before it forgets the trial was running; a chief is not saved again
+        # by its tuner, and a reload would then run a finished trial once more.
+        self.save()
+
     def _check_consecutive_failures(self) -> None:
         try:
             super()._check_consecutive_failures()
@@ -171,6 +177,12 @@ def make_stoppable(oracle: Any, deadline: float, max_failures: int) -> Any:
         oracle.__class__ = type(f"Stoppable{base.__name__}", (StoppableOracleMixin, base), {})
     oracle.deadline = deadline
     oracle.max_consecutive_failed_trials = max(1, int(max_failures))
+    # A reloaded oracle retries the trials it had running; one that had ended is done.
+    oracle._retry_queue = [
+        t
+        for t in oracle._retry_queue
+        if str(oracle.trials[t].status) not in ("COMPLETED", "FAILED")
+    ]
     return oracle
 
 
