@@ -22,6 +22,7 @@ from kerasflow import constants as C
 from kerasflow import schema as schemas
 from kerasflow.errors import UserError
 from kerasflow.fileio import write_bytes_atomic
+from kerasflow.settings import RunConfig
 from kerasflow.sources import RawData, read_source
 
 STEP = "ingest_clean"
@@ -29,26 +30,28 @@ MAX_CLASSES_FOR_INFERENCE = 20
 MIN_ROWS = 10
 # Options the step resolves (inferred when empty): logged once, with the resolved value.
 _RESOLVED = (C.META_TASK, C.META_MODALITY)
+# The step's defaults are the run's defaults: one place defines them.
+_D = RunConfig()
 
 
 @dataclass
 class IngestOptions:
     """The step's settings (see kerasflow.settings.RunConfig for their meaning)."""
 
-    task: str = ""
-    modality: str = ""
-    text_column: str = ""
-    time_column: str = ""
-    image_size: str = ""
-    missing_values: str = "median"
-    outliers: str = "iqr"
-    outlier_action: str = "clip"
-    drop_duplicates: bool = True
-    drop_id_columns: bool = True
-    schema: str = ""
-    max_missing_share: float = 0.3
-    max_anomaly_share: float = 0.01
-    min_class_rows: int = 3
+    task: str = _D.task
+    modality: str = _D.modality
+    text_column: str = _D.text_column
+    time_column: str = _D.time_column
+    image_size: str = _D.image_size
+    missing_values: str = _D.missing_values
+    outliers: str = _D.outliers
+    outlier_action: str = _D.outlier_action
+    drop_duplicates: bool = _D.drop_duplicates
+    drop_id_columns: bool = _D.drop_id_columns
+    schema: str = _D.schema
+    max_missing_share: float = _D.max_missing_share
+    max_anomaly_share: float = _D.max_anomaly_share
+    min_class_rows: int = _D.min_class_rows
 
     def policy(self) -> cleaning.CleaningPolicy:
         """The cleaning policy these options describe."""
