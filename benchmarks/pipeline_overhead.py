@@ -113,13 +113,9 @@ def plain_script(args: argparse.Namespace, out: Path) -> None:
     out.write_text(json.dumps({"times": times, "metrics": result.metrics}))
 
 
-def run_plain(args: argparse.Namespace) -> dict:
-    out = Path(tempfile.mkdtemp()) / "plain.json"
-    cmd = [
-        sys.executable,
-        __file__,
-        "--plain-out",
-        str(out),
+def budget_flags(args: argparse.Namespace) -> list[str]:
+    """The flags that make both runs do the same work: data, budget and seed."""
+    return [
         "--data",
         args.data,
         "--tuner",
@@ -130,6 +126,17 @@ def run_plain(args: argparse.Namespace) -> dict:
         str(args.max_trials),
         "--seed",
         str(args.seed),
+    ]
+
+
+def run_plain(args: argparse.Namespace) -> dict:
+    out = Path(tempfile.mkdtemp()) / "plain.json"
+    cmd = [
+        sys.executable,
+        __file__,
+        "--plain-out",
+        str(out),
+        *budget_flags(args),
     ]
     started = time.perf_counter()
     subprocess.run(cmd, check=True, capture_output=True)
@@ -146,16 +153,7 @@ def run_kerasflow(args: argparse.Namespace) -> dict:
         "-m",
         "kerasflow.pipelines.cli",
         "run",
-        "--data",
-        args.data,
-        "--tuner",
-        args.tuner,
-        "--max-epochs",
-        str(args.max_epochs),
-        "--max-trials",
-        str(args.max_trials),
-        "--seed",
-        str(args.seed),
+        *budget_flags(args),
         "--work-dir",
         str(work),
         "--summary-json",
