@@ -77,8 +77,14 @@ def _record_timing(step: str, import_s: float, body_s: float) -> None:
     path = os.environ.get(TIMINGS_ENV)
     if not path:
         return
-    record = {"step": step, "import_s": import_s, "tracking_s": _tracking_seconds,
-              "work_s": body_s - _tracking_seconds, "pid": os.getpid(), "end": time.time()}
+    record = {
+        "step": step,
+        "import_s": import_s,
+        "tracking_s": _tracking_seconds,
+        "work_s": body_s - _tracking_seconds,
+        "pid": os.getpid(),
+        "end": time.time(),
+    }
     with open(path, "a", encoding="utf-8") as fh:
         fh.write(json.dumps(record) + "\n")
 

@@ -568,8 +568,7 @@ def outcome(oracle: Any, kept: int) -> SearchOutcome:
     """
     rows = trials_table(oracle)
     reason = getattr(oracle, "stop_reason", "")
-    # KerasTuner falls back to unfinished trials when none completed.
-    best_trials = [t for t in oracle.get_best_trials(1) if str(t.status) == "COMPLETED"]
+    best_trials = best_completed(oracle)
     if not best_trials:
         failed = [r for r in rows if r["status"] != "COMPLETED"]
         detail = f"; last error: {failed[-1]['error']}" if failed and failed[-1]["error"] else ""
@@ -579,6 +578,26 @@ def outcome(oracle: Any, kept: int) -> SearchOutcome:
     best = {k: v for k, v in values.items() if not k.startswith("tuner/")}
     tuners = sorted(getattr(oracle, "seen_tuners", None) or [])
     return SearchOutcome(best=best, rows=rows, stop_reason=reason, kept=kept, tuners=tuners)
+
+
+def best_completed(oracle: Any) -> list[Any]:
+    """The finished trials, best first; equal scores keep the order the trials ran in.
+
+    KerasTuner's own ranking keeps the order of its trials dictionary, which is not the run
+    order after a reload, so a tie could pick a different winner on every resume.
+    """
+    sign = -1.0 if oracle.objective.direction == "max" else 1.0
+    done = [
+        t
+        for t in oracle.trials.values()
+        if str(t.status) == "COMPLETED" and t.score is not None and math.isfinite(t.score)
+    ]
+    return sorted(done, key=lambda t: (sign * t.score, run_order(t.trial_id)))
+
+
+def run_order(trial_id: str) -> tuple[int, str]:
+    """Sort key for KerasTuner's trial ids ('0', '1', ... '10'): the order they ran in."""
+    return len(trial_id), trial_id
 
 
 def trials_table(oracle: Any) -> list[dict[str, Any]]:
@@ -596,7 +615,7 @@ def trials_table(oracle: Any) -> list[dict[str, Any]]:
                 **display_values(trial.hyperparameters.values),
             }
         )
-    return sorted(rows, key=lambda r: r["trial_id"])
+    return sorted(rows, key=lambda r: run_order(r["trial_id"]))
 
 
 def tuner_project_dir(tuner_dir: str, project_name: str = "search") -> Path:

@@ -21,8 +21,15 @@ pytestmark = pytest.mark.compile
 GOLDEN = Path(__file__).parent / "golden" / "training_pipeline.yaml"
 CLUSTER_GOLDEN = Path(__file__).parent / "golden" / "training_pipeline_gcp.yaml"
 GCP_SETTINGS = Path(__file__).parents[2] / "k8s" / "overlays" / "gcp" / "cluster-settings.yaml"
-STEPS = ["ingest-clean", "normalize-split", "augment", "hyperparameter-search", "train",
-         "evaluate", "deploy"]
+STEPS = [
+    "ingest-clean",
+    "normalize-split",
+    "augment",
+    "hyperparameter-search",
+    "train",
+    "evaluate",
+    "deploy",
+]
 
 
 @pytest.fixture(scope="module")
@@ -56,8 +63,9 @@ def test_seven_tasks_all_on_one_image(compiled):
 def test_deploy_runs_only_when_blessed(compiled):
     spec = yaml.safe_load(compiled.read_text())
     root = spec["root"]["dag"]["tasks"]
-    gates = [t for t in root.values()
-             if "evaluate" in t.get("triggerPolicy", {}).get("condition", "")]
+    gates = [
+        t for t in root.values() if "evaluate" in t.get("triggerPolicy", {}).get("condition", "")
+    ]
     assert len(gates) == 1
     branch = spec["components"][gates[0]["componentRef"]["name"]]
     assert "deploy" in branch["dag"]["tasks"]
@@ -67,8 +75,17 @@ def test_deploy_runs_only_when_blessed(compiled):
 def test_every_tunable_is_a_parameter_with_a_default(compiled):
     spec = yaml.safe_load(compiled.read_text())
     params = spec["root"]["inputDefinitions"]["parameters"]
-    for name in ("data", "tuner", "max_trials", "max_epochs", "seed", "model_name",
-                 "serving_dir", "tracking_uri", "thresholds"):
+    for name in (
+        "data",
+        "tuner",
+        "max_trials",
+        "max_epochs",
+        "seed",
+        "model_name",
+        "serving_dir",
+        "tracking_uri",
+        "thresholds",
+    ):
         assert params[name].get("isOptional") is True, name
     assert params["data"]["defaultValue"] == "builtin:digits"
 

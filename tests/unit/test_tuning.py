@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import mlflow
 import numpy as np
@@ -93,6 +94,21 @@ def test_a_search_over_the_same_directory_resumes(tmp_path, feed):
     for before in first.rows:
         after = next(r for r in again.rows if r["trial_id"] == before["trial_id"])
         assert after["score"] == before["score"] and after["units"] == before["units"]
+
+
+def test_equal_scores_pick_the_trial_that_ran_first_whatever_the_reload_order():
+    def trial(trial_id, score, status="COMPLETED"):
+        return SimpleNamespace(trial_id=trial_id, score=score, status=status)
+
+    # A reloaded oracle lists its trials in no particular order.
+    trials = [trial("10", 0.9), trial("2", 0.9), trial("1", 0.8), trial("0", float("nan"))]
+    trials.append(trial("3", 0.95, status="FAILED"))
+    for direction, expected in (("max", ["2", "10", "1"]), ("min", ["1", "2", "10"])):
+        oracle = SimpleNamespace(
+            objective=SimpleNamespace(direction=direction),
+            trials={t.trial_id: t for t in trials},
+        )
+        assert [t.trial_id for t in tuning.best_completed(oracle)] == expected
 
 
 NAN_OR_VALID = """
