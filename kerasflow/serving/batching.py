@@ -9,11 +9,17 @@ and requests that arrive while the model is busy form the next batch.
 
 With `batch_timeout_micros` > 0 a leader waits (from the oldest request's arrival) for the batch
 to fill before calling the model, as in TF Serving's batching parameters.
+
+`AsyncBatcher` merges the same way for coroutines on one event loop (the gRPC front end): the
+requests wait as futures on the loop and each merged call runs on a worker thread, so the loop
+keeps taking requests while the model runs and a request costs no thread switch of its own.
 """
 
 from __future__ import annotations
 
+import asyncio
 import collections
+import concurrent.futures
 import dataclasses
 import logging
 import threading
@@ -25,6 +31,8 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 Arrays = Mapping[str, np.ndarray]
+# A lone request may run on the event loop itself when the last call was alone and this quick.
+INLINE_SECONDS = 0.002
 ModelFn = Callable[[Arrays], dict[str, np.ndarray]]
 
 
@@ -51,8 +59,8 @@ class BatchStats:
     max_rows_in_batch: int = 0
 
 
-class _Task:
-    __slots__ = ("inputs", "rows", "key", "enqueued", "result", "error", "lead", "_signal")
+class _Request:
+    __slots__ = ("inputs", "rows", "key", "enqueued", "result", "error", "done")
 
     def __init__(self, inputs: Arrays, rows: int):
         self.inputs = inputs
@@ -62,6 +70,23 @@ class _Task:
         self.enqueued = time.monotonic()
         self.result: dict[str, np.ndarray] | None = None
         self.error: BaseException | None = None
+        # Set when an AsyncBatcher has run the request.
+        self.done: asyncio.Future | None = None
+
+    def outcome(self) -> dict[str, np.ndarray]:
+        if self.error is not None:
+            raise self.error
+        assert self.result is not None
+        return self.result
+
+
+class _Task(_Request):
+    """A request whose caller waits on its own thread."""
+
+    __slots__ = ("lead", "_signal")
+
+    def __init__(self, inputs: Arrays, rows: int):
+        super().__init__(inputs, rows)
         self.lead = False
         # A held lock is the cheapest one-shot signal: release() wakes the one waiter.
         self._signal = threading.Lock()
@@ -73,14 +98,76 @@ class _Task:
     def wait(self) -> None:
         self._signal.acquire()
 
-    def outcome(self) -> dict[str, np.ndarray]:
-        if self.error is not None:
-            raise self.error
-        assert self.result is not None
-        return self.result
+
+class _Merging:
+    """The queue of waiting requests and how a batch is taken from it and run."""
+
+    def __init__(self, fn: ModelFn, options: BatchingOptions):
+        self._fn = fn
+        self._max_rows = max(1, options.max_batch_size)
+        self._timeout = max(0, options.batch_timeout_micros) / 1e6
+        self._queue: collections.deque = collections.deque()
+        self._queued_rows = 0
+        self.stats = BatchStats()
+
+    @property
+    def queued_requests(self) -> int:
+        """Requests waiting for a batch (not counting one being run)."""
+        return len(self._queue)
+
+    def _take(self) -> list:
+        head = self._queue.popleft()
+        batch, rows = [head], head.rows
+        if rows < self._max_rows and self._queue:
+            kept: collections.deque = collections.deque()
+            for task in self._queue:
+                if task.key == head.key and rows + task.rows <= self._max_rows:
+                    batch.append(task)
+                    rows += task.rows
+                else:
+                    kept.append(task)
+            self._queue = kept
+        self._queued_rows -= rows
+        stats = self.stats
+        stats.batches += 1
+        stats.requests += len(batch)
+        stats.max_requests_in_batch = max(stats.max_requests_in_batch, len(batch))
+        stats.max_rows_in_batch = max(stats.max_rows_in_batch, rows)
+        return batch
+
+    def _run(self, batch: list[_Request]) -> None:
+        if len(batch) == 1:
+            self._run_one(batch[0])
+            return
+        try:
+            merged = {
+                name: np.concatenate([t.inputs[name] for t in batch]) for name in batch[0].inputs
+            }
+            outputs = self._fn(merged)
+            total = sum(t.rows for t in batch)
+            if any(np.ndim(v) == 0 or np.shape(v)[0] != total for v in outputs.values()):
+                raise _NotSplittable()
+        except Exception as exc:
+            # One bad request must not fail its neighbours: run them one by one instead.
+            if not isinstance(exc, _NotSplittable):
+                log.debug("merged batch failed (%s); running its requests one by one", exc)
+            for task in batch:
+                self._run_one(task)
+            return
+        start = 0
+        for task in batch:
+            end = start + task.rows
+            task.result = {k: v[start:end] for k, v in outputs.items()}
+            start = end
+
+    def _run_one(self, task: _Request) -> None:
+        try:
+            task.result = self._fn(task.inputs)
+        except Exception as exc:
+            task.error = exc
 
 
-class Batcher:
+class Batcher(_Merging):
     """Merges concurrent calls of one model function (see the module docstring).
 
     Args:
@@ -90,19 +177,9 @@ class Batcher:
     """
 
     def __init__(self, fn: ModelFn, options: BatchingOptions):
-        self._fn = fn
-        self._max_rows = max(1, options.max_batch_size)
-        self._timeout = max(0, options.batch_timeout_micros) / 1e6
+        super().__init__(fn, options)
         self._cond = threading.Condition()
-        self._queue: collections.deque[_Task] = collections.deque()
-        self._queued_rows = 0
         self._leading = False
-        self.stats = BatchStats()
-
-    @property
-    def queued_requests(self) -> int:
-        """Requests waiting for a batch (not counting one being run)."""
-        return len(self._queue)
 
     def run(self, inputs: Arrays, rows: int) -> dict[str, np.ndarray]:
         """Runs one request of `rows` rows, batched with concurrent ones; returns its outputs.
@@ -150,56 +227,80 @@ class Batcher:
             for task in batch[1:]:
                 task.wake()
 
-    def _take(self) -> list[_Task]:
-        head = self._queue.popleft()
-        batch, rows = [head], head.rows
-        if rows < self._max_rows and self._queue:
-            kept: collections.deque[_Task] = collections.deque()
-            for task in self._queue:
-                if task.key == head.key and rows + task.rows <= self._max_rows:
-                    batch.append(task)
-                    rows += task.rows
-                else:
-                    kept.append(task)
-            self._queue = kept
-        self._queued_rows -= rows
-        stats = self.stats
-        stats.batches += 1
-        stats.requests += len(batch)
-        stats.max_requests_in_batch = max(stats.max_requests_in_batch, len(batch))
-        stats.max_rows_in_batch = max(stats.max_rows_in_batch, rows)
-        return batch
 
-    def _run(self, batch: list[_Task]) -> None:
-        if len(batch) == 1:
-            self._run_one(batch[0])
-            return
-        try:
-            merged = {
-                name: np.concatenate([t.inputs[name] for t in batch]) for name in batch[0].inputs
-            }
-            outputs = self._fn(merged)
-            total = sum(t.rows for t in batch)
-            if any(np.ndim(v) == 0 or np.shape(v)[0] != total for v in outputs.values()):
-                raise _NotSplittable()
-        except Exception as exc:
-            # One bad request must not fail its neighbours: run them one by one instead.
-            if not isinstance(exc, _NotSplittable):
-                log.debug("merged batch failed (%s); running its requests one by one", exc)
-            for task in batch:
-                self._run_one(task)
-            return
-        start = 0
-        for task in batch:
-            end = start + task.rows
-            task.result = {k: v[start:end] for k, v in outputs.items()}
-            start = end
+class AsyncBatcher(_Merging):
+    """Merges concurrent requests of coroutines on one event loop (see the module docstring).
 
-    def _run_one(self, task: _Task) -> None:
+    Args:
+        fn: as for Batcher.
+        options: size and timeout of batches.
+        executor: where merged model calls run, one at a time per batcher.
+    """
+
+    def __init__(
+        self, fn: ModelFn, options: BatchingOptions, executor: concurrent.futures.Executor
+    ):
+        super().__init__(fn, options)
+        self._executor = executor
+        self._draining = False
+        self._arrived = asyncio.Event()
+        # True after a batch of one request that took less than INLINE_SECONDS.
+        self._quiet = False
+
+    async def run(self, inputs: Arrays, rows: int) -> dict[str, np.ndarray]:
+        """Runs one request of `rows` rows, batched with concurrent ones; returns its outputs.
+
+        Raises:
+            Exception: whatever the model function raised for this request.
+        """
+        request = _Request(inputs, rows)
+        request.done = asyncio.get_running_loop().create_future()
+        self._queue.append(request)
+        self._queued_rows += rows
+        if not self._draining:
+            self._draining = True
+            # Requests that are already readable on the loop join the first batch too.
+            asyncio.get_running_loop().create_task(self._drain())
+        else:
+            self._arrived.set()
+        await request.done
+        return request.outcome()
+
+    async def _drain(self) -> None:
+        loop = asyncio.get_running_loop()
         try:
-            task.result = self._fn(task.inputs)
-        except Exception as exc:
-            task.error = exc
+            while self._queue:
+                if self._timeout > 0:
+                    await self._fill()
+                batch = self._take()
+                started = time.perf_counter()
+                try:
+                    if len(batch) == 1 and self._quiet:
+                        # A lone request while the server is quiet: a model this quick runs
+                        # sooner on the loop than behind a switch to a worker thread.
+                        self._run(batch)
+                    else:
+                        await loop.run_in_executor(self._executor, self._run, batch)
+                    took = time.perf_counter() - started
+                    self._quiet = len(batch) == 1 and took < INLINE_SECONDS
+                finally:
+                    for request in batch:
+                        if not request.done.done():
+                            request.done.set_result(None)
+        finally:
+            self._draining = False
+
+    async def _fill(self) -> None:
+        deadline = self._queue[0].enqueued + self._timeout
+        while self._queued_rows < self._max_rows:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            self._arrived.clear()
+            try:
+                await asyncio.wait_for(self._arrived.wait(), remaining)
+            except TimeoutError:
+                return
 
 
 class _NotSplittable(Exception):

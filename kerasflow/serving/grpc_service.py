@@ -1,15 +1,18 @@
-"""TF Serving's gRPC API: PredictionService and ModelService on a threaded grpc server.
+"""TF Serving's gRPC API: PredictionService and ModelService on grpc's asyncio server.
 
-Each call runs on a pool thread, which is what the batcher needs: a lone call runs the model on
-its own thread with no hop to another one, and concurrent calls wait while one of them runs the
-merged batch (see batching.py).
+The event loop thread only moves messages; the work of a call (decoding tensors, running the
+model through the batcher, encoding outputs) runs on a pool thread, which is what the batcher
+needs: concurrent calls wait in their threads while one of them runs the merged batch (see
+batching.py). grpc's threaded server spends more CPU per call than the asyncio one.
 """
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import functools
 import logging
+import threading
 from collections.abc import Callable
 
 import grpc
@@ -41,17 +44,27 @@ def _servable(manager: ModelManager, spec) -> Servable:
 
 
 def _guard(method):
-    """Turns ServingErrors into gRPC status codes and our bugs into INTERNAL."""
+    """ServingErrors become gRPC status codes and our bugs INTERNAL."""
 
     @functools.wraps(method)
-    def wrapper(self, request, context):
+    async def wrapper(self, request, context):
         try:
-            return method(self, request, context)
+            return await method(self, request)
         except ServingError as exc:
-            context.abort(grpc.StatusCode[exc.code.name], exc.message)
+            await context.abort(grpc.StatusCode[exc.code.name], exc.message)
         except Exception as exc:
             log.exception("error in %s", method.__name__)
-            context.abort(grpc.StatusCode.INTERNAL, f"{type(exc).__name__}: {exc}")
+            await context.abort(grpc.StatusCode.INTERNAL, f"{type(exc).__name__}: {exc}")
+
+    return wrapper
+
+
+def _in_pool(method):
+    """Runs a blocking handler on the service's pool, off the event loop."""
+
+    @functools.wraps(method)
+    async def wrapper(self, request):
+        return await asyncio.get_running_loop().run_in_executor(self._pool, method, self, request)
 
     return wrapper
 
@@ -59,11 +72,12 @@ def _guard(method):
 class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
     """tensorflow.serving.PredictionService over a ModelManager."""
 
-    def __init__(self, manager: ModelManager):
+    def __init__(self, manager: ModelManager, pool: concurrent.futures.Executor):
         self._manager = manager
+        self._pool = pool
 
     @_guard
-    def Predict(self, request, context):  # noqa: N802 (the proto's naming)
+    async def Predict(self, request):  # noqa: N802 (the proto's naming)
         """Runs a predict signature on the request's tensors."""
         servable = _servable(self._manager, request.model_spec)
         name = request.model_spec.signature_name or DEFAULT_SIGNATURE
@@ -82,14 +96,15 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         if len(set(wanted)) != len(wanted):
             raise invalid_argument("duplicate output tensor alias in output_filter")
         inputs = {k: tensors.to_ndarray(v) for k, v in request.inputs.items()}
-        outputs = signature.predict(inputs)
+        outputs = await signature.predict_async(inputs, self._pool)
         response = predict_pb2.PredictResponse(model_spec=protocol.model_spec(servable, name))
         for alias in wanted or outputs:
             tensors.from_ndarray(outputs[alias], out=response.outputs[alias])
         return response
 
     @_guard
-    def GetModelMetadata(self, request, context):  # noqa: N802
+    @_in_pool
+    def GetModelMetadata(self, request):  # noqa: N802
         """Returns the signature_def metadata of a model version."""
         fields = list(request.metadata_field)
         if not fields:
@@ -115,17 +130,20 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         raise ServingError(Code.UNIMPLEMENTED, f"{kind} signatures are not supported here")
 
     @_guard
-    def Classify(self, request, context):  # noqa: N802
+    @_in_pool
+    def Classify(self, request):  # noqa: N802
         """Classify needs a classification signature, which Keras exports do not have."""
         return self._classify_or_regress(request, "classification", CLASSIFY_METHOD)
 
     @_guard
-    def Regress(self, request, context):  # noqa: N802
+    @_in_pool
+    def Regress(self, request):  # noqa: N802
         """Regress needs a regression signature, which Keras exports do not have."""
         return self._classify_or_regress(request, "regression", REGRESS_METHOD)
 
     @_guard
-    def MultiInference(self, request, context):  # noqa: N802
+    @_in_pool
+    def MultiInference(self, request):  # noqa: N802
         """Not served: it combines classify and regress signatures."""
         raise ServingError(Code.UNIMPLEMENTED, "MultiInference is not supported here")
 
@@ -133,12 +151,19 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
 class ModelService(model_service_pb2_grpc.ModelServiceServicer):
     """tensorflow.serving.ModelService: version status and config reloads."""
 
-    def __init__(self, manager: ModelManager, on_reload: Callable[[list[ModelConfig]], None]):
+    def __init__(
+        self,
+        manager: ModelManager,
+        pool: concurrent.futures.Executor,
+        on_reload: Callable[[list[ModelConfig]], None],
+    ):
         self._manager = manager
+        self._pool = pool
         self._on_reload = on_reload
 
     @_guard
-    def GetModelStatus(self, request, context):  # noqa: N802
+    @_in_pool
+    def GetModelStatus(self, request):  # noqa: N802
         """Reports the state of a model's versions."""
         if not request.HasField("model_spec"):
             raise invalid_argument("Missing ModelSpec")
@@ -152,7 +177,8 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
         return protocol.status_response(statuses)
 
     @_guard
-    def HandleReloadConfigRequest(self, request, context):  # noqa: N802
+    @_in_pool
+    def HandleReloadConfigRequest(self, request):  # noqa: N802
         """Serves the models of a new ModelServerConfig (loads happen before the answer)."""
         try:
             configs = configs_from_proto(request.config)
@@ -165,7 +191,7 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
 
 
 class GrpcServer:
-    """Runs the gRPC services on a thread pool.
+    """Runs the gRPC services on an asyncio server in a thread of its own.
 
     Args:
         manager: where models are looked up.
@@ -173,7 +199,7 @@ class GrpcServer:
         port: port to bind (0 picks a free one).
         max_request_bytes: larger messages are refused with RESOURCE_EXHAUSTED.
         on_reload: applies configs sent with HandleReloadConfigRequest.
-        max_threads: calls served at once (more wait in gRPC's queue).
+        max_threads: calls worked on at once (more wait for a pool thread).
     """
 
     def __init__(
@@ -187,7 +213,6 @@ class GrpcServer:
     ):
         self._manager = manager
         self._address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-        self._requested_port = port
         self._options = [
             ("grpc.max_receive_message_length", max_request_bytes),
             ("grpc.max_send_message_length", -1),
@@ -196,7 +221,9 @@ class GrpcServer:
         ]
         self._on_reload = on_reload or manager.apply_configs
         self._max_threads = max_threads
-        self._server: grpc.Server | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._server: grpc.aio.Server | None = None
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self.port = 0
 
@@ -209,12 +236,33 @@ class GrpcServer:
         self._pool = concurrent.futures.ThreadPoolExecutor(
             self._max_threads, thread_name_prefix="grpc"
         )
-        server = grpc.server(self._pool, options=self._options)
+        self._loop = asyncio.new_event_loop()
+        bound: concurrent.futures.Future[int] = concurrent.futures.Future()
+        self._thread = threading.Thread(
+            target=self._run_loop, args=(bound,), name="grpc-loop", daemon=True
+        )
+        self._thread.start()
+        try:
+            self.port = bound.result()
+        except BaseException:
+            self._thread.join()
+            self._close()
+            raise
+
+    def _run_loop(self, bound: concurrent.futures.Future) -> None:
+        assert self._loop is not None
+        asyncio.set_event_loop(self._loop)
+        self._loop.run_until_complete(self._bind(bound))
+        if self._server is not None:
+            self._loop.run_forever()
+
+    async def _bind(self, bound: concurrent.futures.Future) -> None:
+        server = grpc.aio.server(options=self._options)
         prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-            PredictionService(self._manager), server
+            PredictionService(self._manager, self._pool), server
         )
         model_service_pb2_grpc.add_ModelServiceServicer_to_server(
-            ModelService(self._manager, self._on_reload), server
+            ModelService(self._manager, self._pool, self._on_reload), server
         )
         try:
             port = server.add_insecure_port(self._address)
@@ -222,17 +270,27 @@ class GrpcServer:
             # grpc says only "Failed to bind"; the usual cause is a port already taken.
             port = 0
         if not port:
-            self._pool.shutdown(wait=False)
-            raise OSError("address already in use or not available")
-        self.port = port
-        server.start()
+            bound.set_exception(OSError("address already in use or not available"))
+            return
+        await server.start()
         self._server = server
+        bound.set_result(port)
 
     def stop(self, grace: float = 10.0) -> None:
         """Refuses new calls, lets calls in flight finish (up to `grace` s), then stops."""
-        if self._server is None:
+        loop, server, thread = self._loop, self._server, self._thread
+        if server is None or loop is None or thread is None:
             return
-        self._server.stop(grace).wait()
+        asyncio.run_coroutine_threadsafe(server.stop(grace), loop).result()
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join()
         self._server = None
+        self._close()
+
+    def _close(self) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=True)
+            self._pool = None
+        if self._loop is not None:
+            self._loop.close()
+            self._loop = None

@@ -7,6 +7,8 @@ infra validation) ends in `Signature.run`, so they all run the model the same wa
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import logging
 import threading
 from collections.abc import Mapping
@@ -14,7 +16,13 @@ from pathlib import Path
 
 import numpy as np
 
-from kerasflow.serving.batching import Batcher, BatchingOptions, DirectRunner
+from kerasflow.serving.batching import (
+    AsyncBatcher,
+    Batcher,
+    BatchingOptions,
+    BatchStats,
+    DirectRunner,
+)
 from kerasflow.serving.errors import Code, ServingError, invalid_argument
 from kerasflow.serving.signature import TensorSpec, check_inputs
 
@@ -45,6 +53,8 @@ class Signature:
         self._batching = batching or BatchingOptions(max_batch_size=1)
         self._runner: Batcher | DirectRunner | None = None
         self._runner_lock = threading.Lock()
+        # The batcher of coroutines on one event loop, and that loop.
+        self._async_runner: tuple[asyncio.AbstractEventLoop, AsyncBatcher] | None = None
 
     def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Calls the model directly on checked inputs; returns its outputs as NumPy arrays.
@@ -77,6 +87,19 @@ class Signature:
                 runner = self._runner
         return runner
 
+    @property
+    def stats(self) -> BatchStats:
+        """Batching counters over both request paths (threads and the event loop)."""
+        parts = [self.runner.stats]
+        if self._async_runner is not None:
+            parts.append(self._async_runner[1].stats)
+        return BatchStats(
+            batches=sum(p.batches for p in parts),
+            requests=sum(p.requests for p in parts),
+            max_requests_in_batch=max(p.max_requests_in_batch for p in parts),
+            max_rows_in_batch=max(p.max_rows_in_batch for p in parts),
+        )
+
     def predict(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Checks `inputs`, runs them (batched with concurrent requests) and returns the outputs.
 
@@ -84,9 +107,29 @@ class Signature:
             ServingError: INVALID_ARGUMENT when the inputs do not fit the signature or
                 TensorFlow rejects their values.
         """
-        checked = check_inputs(self.inputs, inputs)
-        rows = next((a.shape[0] for a in checked.values() if a.ndim), 0)
+        checked, rows = self._checked(inputs)
         return self.runner.run(checked, rows)
+
+    async def predict_async(
+        self, inputs: Mapping[str, np.ndarray], executor: concurrent.futures.Executor
+    ) -> dict[str, np.ndarray]:
+        """`predict` for a coroutine: the model runs on `executor`, never on the event loop.
+
+        Raises:
+            ServingError: as `predict`.
+        """
+        checked, rows = self._checked(inputs)
+        loop = asyncio.get_running_loop()
+        if not self._batching.enabled:
+            self.runner.stats.requests += 1
+            return await loop.run_in_executor(executor, self.run, checked)
+        if self._async_runner is None or self._async_runner[0] is not loop:
+            self._async_runner = (loop, AsyncBatcher(self.run, self._batching, executor))
+        return await self._async_runner[1].run(checked, rows)
+
+    def _checked(self, inputs: Mapping[str, np.ndarray]) -> tuple[dict[str, np.ndarray], int]:
+        checked = check_inputs(self.inputs, inputs)
+        return checked, next((a.shape[0] for a in checked.values() if a.ndim), 0)
 
 
 class Servable:

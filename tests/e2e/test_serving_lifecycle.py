@@ -226,7 +226,7 @@ def test_concurrent_requests_of_mixed_sizes_are_batched_and_each_gets_its_own_an
             thread.start()
         for thread in threads:
             thread.join()
-        stats = server.manager.get_servable("digits").signature("serving_default").runner.stats
+        stats = server.manager.get_servable("digits").signature("serving_default").stats
     assert errors == []
     assert stats.requests == len(inputs)
     assert stats.max_requests_in_batch > 1

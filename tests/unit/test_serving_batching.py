@@ -1,7 +1,8 @@
-"""Batcher: merging, splitting, limits and failure isolation, with a fake model function."""
+"""Batcher and AsyncBatcher: merging, splitting, limits and failure isolation, on a fake model."""
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import threading
 import time
@@ -9,7 +10,8 @@ import time
 import numpy as np
 import pytest
 
-from kerasflow.serving.batching import Batcher, BatchingOptions, DirectRunner
+from kerasflow.serving import batching
+from kerasflow.serving.batching import AsyncBatcher, Batcher, BatchingOptions, DirectRunner
 
 pytestmark = pytest.mark.unit
 
@@ -147,3 +149,75 @@ def test_many_concurrent_requests_all_get_their_own_answers(pool):
 def test_direct_runner_runs_each_request_alone():
     runner = DirectRunner(lambda inputs: {"y": inputs["x"] + 1})
     assert [len(runner.run(rows(n, 0.0), n)["y"]) for n in (1, 3)] == [1, 3]
+
+
+async def queue_on_the_loop(model, batcher, requests):
+    """Starts one request that blocks in the model, queues `requests` behind it, releases it."""
+    first = asyncio.ensure_future(batcher.run(rows(1, 1000.0), 1))
+    assert await asyncio.to_thread(model.started.wait, 10)
+    tasks = [asyncio.ensure_future(batcher.run(r, len(r["x"]))) for r in requests]
+    await asyncio.sleep(0)
+    assert batcher.queued_requests == len(requests)
+    model.release.set()
+    return await first, await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def test_coroutines_queued_behind_a_running_batch_run_as_one_call(pool):
+    model = GatedModel()
+    batcher = AsyncBatcher(model, BatchingOptions(max_batch_size=8), pool)
+    requests = [rows(2, 0.0), rows(1, 10.0), rows(3, 20.0)]
+    first, results = asyncio.run(queue_on_the_loop(model, batcher, requests))
+    np.testing.assert_array_equal(first["y"], rows(1, 1000.0)["x"] * 2)
+    for request, result in zip(requests, results, strict=True):
+        np.testing.assert_array_equal(result["y"], request["x"] * 2)
+        np.testing.assert_array_equal(result["z"], request["x"].sum(axis=1))
+    assert model.calls == [1, 6]
+    assert (batcher.stats.batches, batcher.stats.max_requests_in_batch) == (2, 3)
+
+
+def test_a_failing_coroutine_request_does_not_fail_its_batch(pool):
+    model = GatedModel()
+    batcher = AsyncBatcher(model, BatchingOptions(max_batch_size=16), pool)
+    good, bad = rows(2, 0.0), rows(1, -5.0)
+    _, (ok, failed) = asyncio.run(queue_on_the_loop(model, batcher, [good, bad]))
+    np.testing.assert_array_equal(ok["y"], good["x"] * 2)
+    assert isinstance(failed, ValueError) and "negative input" in str(failed)
+
+
+def test_coroutines_wait_for_a_full_batch_under_a_timeout(pool):
+    model = GatedModel(gated=False)
+    batcher = AsyncBatcher(
+        model, BatchingOptions(max_batch_size=3, batch_timeout_micros=30_000_000), pool
+    )
+
+    async def three():
+        return await asyncio.gather(*(batcher.run(rows(1, float(i)), 1) for i in range(3)))
+
+    for i, result in enumerate(asyncio.run(three())):
+        np.testing.assert_array_equal(result["y"], rows(1, float(i))["x"] * 2)
+    assert model.calls == [3]
+
+
+@pytest.mark.parametrize("quick", [True, False])
+def test_quick_lone_requests_run_on_the_loop_and_others_on_a_worker(pool, monkeypatch, quick):
+    # Every call counts as quick, or none does, whatever this machine's speed.
+    monkeypatch.setattr(batching, "INLINE_SECONDS", 3600.0 if quick else 0.0)
+    seen = []
+    batcher = AsyncBatcher(
+        lambda inputs: seen.append(threading.get_ident()) or {"y": inputs["x"]},
+        BatchingOptions(max_batch_size=8),
+        pool,
+    )
+
+    async def lone_then_lone_then_pair():
+        await batcher.run(rows(1, 0.0), 1)
+        await batcher.run(rows(1, 0.0), 1)
+        await asyncio.gather(batcher.run(rows(1, 0.0), 1), batcher.run(rows(1, 0.0), 1))
+        return threading.get_ident()
+
+    loop_thread = asyncio.run(lone_then_lone_then_pair())
+    assert len(seen) == 3
+    # The first lone request goes to a worker; the next one, with the server quiet, stays on
+    # the loop when the model is quick; a pair is one merged call on a worker again.
+    assert seen[0] != loop_thread and seen[2] != loop_thread
+    assert (seen[1] == loop_thread) is quick
