@@ -1,10 +1,13 @@
 """Cleaning a table: configurable policies, every change counted.
 
-Order matters and is fixed: types are coerced first (junk strings such as 'n/a' or '?' become
-missing values, number-like text becomes numbers), rows without a label go, then useless
-columns (empty, constant, identifier-like), duplicate rows, outliers (measured on the values
-that are present) and last missing values, so that imputed values are never taken for outliers
-and means are not pulled by them. The result is the clean frame plus a report of what changed.
+Two stages. `clean_table` (the ingest step) does what each row or column decides alone, in a
+fixed order: types are coerced first (junk strings such as 'n/a' or '?' become missing values,
+number-like text becomes numbers), rows without a label go, then useless columns (empty,
+constant, identifier-like), duplicate rows, and rows with missing values when the policy drops
+them. `fit_on_train` (the split step) does what needs statistics, fitted on the train split
+alone and applied to every split, so nothing of the validation or test rows leaks into
+training: outliers first (measured on the values that are present), then missing values, so
+that imputed values are never taken for outliers and means are not pulled by them.
 """
 
 from __future__ import annotations
@@ -53,6 +56,7 @@ MIN_UNIQUE_SHARE_FOR_TEXT_ID = 0.95
 ID_NAME = re.compile(r"(^|_)(id|uuid|guid|key|index|row)($|_)|^id[A-Z0-9]", re.IGNORECASE)
 CONSTANT_FILL_NUMBER = 0.0
 CONSTANT_FILL_CATEGORY = "missing"
+TRAIN = "train"
 
 
 @dataclass
@@ -92,6 +96,8 @@ class CleaningReport:
     duplicate_rows: int = 0
     rows_dropped_missing: int = 0
     rows_dropped_outliers: int = 0
+    # Values left missing for `fit_on_train` to impute, by column.
+    missing: dict[str, int] = field(default_factory=dict)
     imputed: dict[str, dict] = field(default_factory=dict)
     outliers: dict[str, dict] = field(default_factory=dict)
     clip_bounds: dict[str, list[float]] = field(default_factory=dict)
@@ -114,6 +120,7 @@ class CleaningReport:
             "rows_dropped_missing": self.rows_dropped_missing,
             "rows_dropped_outliers": self.rows_dropped_outliers,
             "junk_values": sum(self.junk_values.values()),
+            "values_missing": sum(self.missing.values()),
             "values_imputed": sum(v["count"] for v in self.imputed.values()),
             "outlier_values": sum(v["count"] for v in self.outliers.values()),
             "columns_removed": len(self.columns_removed),
@@ -220,21 +227,28 @@ def outlier_bounds(values: np.ndarray, policy: CleaningPolicy) -> tuple[float, f
     return None
 
 
-def _handle_outliers(frame: Any, numeric: list[str], policy: CleaningPolicy, report):
+def _handle_outliers(parts: dict[str, Any], numeric: list[str], policy: CleaningPolicy, report):
+    train = parts[TRAIN]
+    drop = np.zeros(len(train), dtype=bool)
     if policy.outliers == "none":
-        return frame
-    drop = np.zeros(len(frame), dtype=bool)
+        return parts, ~drop
     for col in numeric:
-        values = frame[col].to_numpy(dtype="float64")
-        bounds = outlier_bounds(values, policy)
+        bounds = outlier_bounds(train[col].to_numpy(dtype="float64"), policy)
         if bounds is None:
             continue
         low, high = bounds
         if policy.outlier_action == "clip":
             # The model clips served values to the same bounds (see modeling.build_inputs).
             report.clip_bounds[col] = [low, high]
-        outside = (values < low) | (values > high)
-        count = int(outside.sum())
+        count = 0
+        for name, frame in parts.items():
+            values = frame[col].to_numpy(dtype="float64")
+            outside = (values < low) | (values > high)
+            count += int(outside.sum())
+            if policy.outlier_action == "clip":
+                frame[col] = np.where(np.isnan(values), np.nan, np.clip(values, low, high))
+            elif policy.outlier_action == "drop" and name == TRAIN:
+                drop |= outside
         if not count:
             continue
         report.outliers[col] = {
@@ -244,44 +258,52 @@ def _handle_outliers(frame: Any, numeric: list[str], policy: CleaningPolicy, rep
             "low": round(low, 6),
             "high": round(high, 6),
         }
-        if policy.outlier_action == "clip":
-            frame[col] = np.where(np.isnan(values), np.nan, np.clip(values, low, high))
-        elif policy.outlier_action == "drop":
-            drop |= outside
     if drop.any():
+        # Only training rows are dropped: validation and test rows stay as served rows come.
         report.rows_dropped_outliers = int(drop.sum())
-        frame = frame[~drop]
+        parts = {**parts, TRAIN: train[~drop]}
+    return parts, ~drop
+
+
+def _drop_missing(frame: Any, columns: list[str], report: CleaningReport) -> Any:
+    before = len(frame)
+    frame = frame.dropna(subset=columns)
+    report.rows_dropped_missing = before - len(frame)
     return frame
 
 
-def _impute(frame: Any, numeric: list[str], categorical: list[str], policy, report):
+def _impute(parts: dict[str, Any], numeric: list[str], categorical: list[str], policy, report):
     from sklearn.impute import KNNImputer, SimpleImputer
 
     if policy.missing == "drop":
-        before = len(frame)
-        frame = frame.dropna(subset=numeric + categorical)
-        report.rows_dropped_missing = before - len(frame)
-        return frame
-    counts = {c: int(frame[c].isna().sum()) for c in numeric + categorical}
+        return  # `clean_table` dropped those rows
+    counts = {c: sum(int(f[c].isna().sum()) for f in parts.values()) for c in numeric + categorical}
     num_missing = [c for c in numeric if counts[c]]
     cat_missing = [c for c in categorical if counts[c]]
+    train = parts[TRAIN]
     if num_missing:
         if policy.missing == "knn":
             # Distances need comparable scales: impute on standardized values, then undo.
-            values = frame[numeric].to_numpy(dtype="float64")
+            values = train[numeric].to_numpy(dtype="float64")
             mean, std = np.nanmean(values, axis=0), np.nanstd(values, axis=0)
+            mean, std = np.nan_to_num(mean), np.nan_to_num(std)
             std[std == 0] = 1.0
-            imputer = KNNImputer(n_neighbors=min(policy.knn_neighbors, max(1, len(frame) - 1)))
-            filled = imputer.fit_transform((values - mean) / std) * std + mean
-            frame[numeric] = filled
+            imputer = KNNImputer(
+                n_neighbors=min(policy.knn_neighbors, max(1, len(train) - 1)),
+                keep_empty_features=True,
+            ).fit((values - mean) / std)
+            for frame in parts.values():
+                scaled = (frame[numeric].to_numpy(dtype="float64") - mean) / std
+                frame[numeric] = imputer.transform(scaled) * std + mean
         else:
             strategy = policy.missing
             imputer = SimpleImputer(
                 strategy=strategy,
                 fill_value=CONSTANT_FILL_NUMBER if strategy == "constant" else None,
                 keep_empty_features=True,
-            )
-            frame[num_missing] = imputer.fit_transform(frame[num_missing].to_numpy("float64"))
+            ).fit(train[num_missing].to_numpy("float64"))
+            for frame in parts.values():
+                frame[num_missing] = imputer.transform(frame[num_missing].to_numpy("float64"))
         for col in num_missing:
             report.imputed[col] = {"count": counts[col], "strategy": policy.missing}
     if cat_missing:
@@ -290,12 +312,57 @@ def _impute(frame: Any, numeric: list[str], categorical: list[str], policy, repo
             strategy=strategy,
             fill_value=CONSTANT_FILL_CATEGORY,
             missing_values=None,
-        )
-        values = frame[cat_missing].astype(object).where(frame[cat_missing].notna(), None)
-        frame[cat_missing] = imputer.fit_transform(values.to_numpy(dtype=object))
+            keep_empty_features=True,
+        ).fit(_categories(train[cat_missing]))
+        for frame in parts.values():
+            frame[cat_missing] = imputer.transform(_categories(frame[cat_missing]))
         for col in cat_missing:
             report.imputed[col] = {"count": counts[col], "strategy": strategy}
-    return frame
+
+
+def _categories(frame: Any) -> np.ndarray:
+    """Category columns as objects, missing values as None (what SimpleImputer looks for)."""
+    return frame.astype(object).where(frame.notna(), None).to_numpy(dtype=object)
+
+
+def policy_dict(policy: CleaningPolicy) -> dict[str, Any]:
+    """`policy` as JSON-ready data; `CleaningPolicy(**policy_dict(p))` gives it back."""
+    import dataclasses
+
+    values = dataclasses.asdict(policy)
+    values["keep_columns"] = list(policy.keep_columns)
+    return values
+
+
+def policy_from_dict(values: dict[str, Any]) -> CleaningPolicy:
+    """The inverse of `policy_dict`."""
+    return CleaningPolicy(**{**values, "keep_columns": tuple(values.get("keep_columns", ()))})
+
+
+def fit_on_train(
+    parts: dict[str, Any], features: list[dict], policy: CleaningPolicy
+) -> tuple[dict[str, Any], CleaningReport, np.ndarray]:
+    """Handles outliers and imputes missing values of every split with statistics of train.
+
+    `parts` maps split names (one of them 'train') to frames; `features` are the bundle's
+    feature entries (name and kind). Returns new frames, a report of what changed and which
+    train rows were kept (a boolean mask over the train rows given).
+    """
+    report = CleaningReport(rows_in=sum(len(f) for f in parts.values()))
+    kept = set(policy.keep_columns)
+    numeric = [f["name"] for f in features if f["kind"] == "numeric" and f["name"] not in kept]
+    categorical = [
+        f["name"] for f in features if f["kind"] == "categorical" and f["name"] not in kept
+    ]
+    parts = {name: frame.copy() for name, frame in parts.items()}
+    parts, train_kept = _handle_outliers(parts, numeric, policy, report)
+    _impute(parts, numeric, categorical, policy, report)
+    for frame in parts.values():
+        for col in categorical:
+            frame[col] = frame[col].astype(str)
+    parts = {name: frame.reset_index(drop=True) for name, frame in parts.items()}
+    report.rows_out = sum(len(f) for f in parts.values())
+    return parts, report, train_kept
 
 
 def clean_table(
@@ -344,10 +411,15 @@ def clean_table(
         )
     numeric = [c for c in features if pd.api.types.is_numeric_dtype(frame[c])]
     categorical = [c for c in features if c not in numeric]
-    frame = _handle_outliers(frame.copy(), numeric, policy, report)
-    frame = _impute(frame, numeric, categorical, policy, report)
+    frame = frame.copy()
+    if policy.missing == "drop":
+        frame = _drop_missing(frame, numeric + categorical, report)
+    for col in numeric + categorical:
+        if count := int(frame[col].isna().sum()):
+            report.missing[col] = count
     for col in categorical:
-        frame[col] = frame[col].astype(str)
+        # Categories become text; missing ones stay missing until `fit_on_train`.
+        frame[col] = frame[col].where(frame[col].isna(), frame[col].astype(str))
     report.rows_out = len(frame)
     return frame.reset_index(drop=True), report
 

@@ -29,6 +29,8 @@ META_NORMALIZATION = "normalization"
 META_ROWS = "rows"
 META_SOURCE = "source"
 META_DATA_HASH = "data_hash"
+# The cleaning policy the split step applies with statistics of the train split.
+META_CLEANING = "cleaning"
 
 MODALITIES = ("tabular", "image", "text")
 TASKS = ("classification", "regression")

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from kerasflow import bundle, cleaning, dataoptions, profile, stepio, tracking
+from kerasflow import bundle, cleaning, dataoptions, markdown, profile, stepio, tracking
 from kerasflow import constants as C
 from kerasflow import schema as schemas
 from kerasflow.errors import UserError
@@ -244,10 +244,9 @@ def _table_bundle(raw, task, modality, options, saved_schema):
     }
     if options.time_column:
         meta["time_column"] = options.time_column
-    names = {f["name"] for f in features}
-    bounds = {c: b for c, b in report.clip_bounds.items() if c in names}
-    if bounds:
-        meta["clip_bounds"] = bounds
+    if not text_column:
+        # Outliers and missing values are handled after the split, fitted on train.
+        meta[C.META_CLEANING] = cleaning.policy_dict(policy)
     part = bundle.Part(frame=frame)
     meta[C.META_DATA_HASH] = bundle.hash_part(part)
     schema = schemas.infer_table_schema(
@@ -282,11 +281,6 @@ def _check_unique_inputs(features: list[dict]) -> None:
         seen[feat["input"]] = feat["name"]
 
 
-def _table(header: tuple[str, ...], rows: list[tuple]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
-    return lines + ["| " + " | ".join(str(v) for v in row) + " |" for row in rows]
-
-
 def render_report(source: str, meta: dict, report: IngestReport) -> str:
     """The Markdown report of what the step found and changed."""
     c = report.cleaning
@@ -297,32 +291,24 @@ def render_report(source: str, meta: dict, report: IngestReport) -> str:
         f"label `{meta[C.META_LABEL]}`",
         "",
     ]
-    lines += _table(("change", "count"), list(c.metrics().items()))
+    lines += markdown.table(("change", "count"), list(c.metrics().items()))
     if report.warnings:
         lines += ["", "## Warnings", ""] + [f"- {w}" for w in report.warnings]
     if report.class_counts:
         lines += ["", "## Rows per class", ""]
-        lines += _table(("class", "rows"), list(report.class_counts.items()))
+        lines += markdown.table(("class", "rows"), list(report.class_counts.items()))
     sections = (
         ("Junk strings made missing", ("column", "values"), list(c.junk_values.items())),
         (
-            "Values imputed",
-            ("column", "values", "strategy"),
-            [(k, v["count"], v["strategy"]) for k, v in c.imputed.items()],
-        ),
-        (
-            "Outliers",
-            ("column", "values", "rule", "bounds", "action"),
-            [
-                (k, v["count"], v["rule"], f"[{v['low']:g}, {v['high']:g}]", v["action"])
-                for k, v in c.outliers.items()
-            ],
+            "Missing values (imputed after the split, with statistics of the train split)",
+            ("column", "values"),
+            list(c.missing.items()),
         ),
         ("Columns removed", ("column", "reason"), list(c.columns_removed.items())),
     )
     for title, header, rows in sections:
         if rows:
-            lines += ["", f"## {title}", ""] + _table(header, rows)
+            lines += ["", f"## {title}", ""] + markdown.table(header, rows)
     lines += ["", "## Schema", ""]
     if report.validated_against:
         lines.append(f"The data conform to the saved schema `{report.validated_against}`.")

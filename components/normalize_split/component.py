@@ -1,7 +1,7 @@
 """KFP component: normalize and split."""
 
 from kfp import dsl
-from kfp.dsl import Dataset, Input, Output
+from kfp.dsl import Dataset, Input, Markdown, Output
 
 from kerasflow.settings import DEFAULT_IMAGE
 
@@ -15,18 +15,21 @@ def normalize_split(
     tracking_uri: str,
     parent_run_id: str,
     splits: Output[Dataset],
+    report: Output[Markdown],
     scaling: str = "zscore",
     imbalance: str = "class_weights",
     time_column: str = "",
     folds: int = 0,
 ):
-    """Splits the clean data (stratified, plain, time-ordered or with k folds) and fits the
-    preprocessing statistics and class weights on train only."""
+    """Splits the clean data (stratified, plain, time-ordered or with k folds), then fits on
+    train only what needs statistics: outlier bounds, imputation, the preprocessing statistics
+    and class weights."""
     from kerasflow.components.normalize_split import core
 
     core.run(
         dataset.path,
         splits.path,
+        report.path,
         val_fraction,
         test_fraction,
         seed,

@@ -1,8 +1,10 @@
-"""Normalize and split: train/val/test split and preprocessing statistics fitted on train only.
+"""Normalize and split: train/val/test split, then everything statistical fitted on train only.
 
 Splits are seeded: stratified by class for classification, plain for regression, or ordered
 by a time column (oldest rows train, newest test) on request; with `folds` the rows outside the
-test split are also assigned to k folds (stratified when possible) for cross-validation. The
+test split are also assigned to k folds (stratified when possible) for cross-validation.
+Cleaning that needs statistics runs here, after the split: outlier bounds and imputation values
+come from the train split and apply to every split (see kerasflow.cleaning.fit_on_train). The
 statistics (z-score or min-max parameters of numeric inputs, vocabularies of categorical and
 text inputs) go into the bundle metadata; the model builder turns them into Keras
 preprocessing layers, so the exported model takes raw rows and training and serving share one
@@ -17,12 +19,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from kerasflow import bundle, stepio, textprep, tracking
+from kerasflow import bundle, cleaning, markdown, stepio, textprep, tracking
 from kerasflow import constants as C
 from kerasflow.errors import UserError
+from kerasflow.fileio import write_bytes_atomic
 
 STEP = "normalize_split"
 MAX_VOCABULARY = 1000
+# What the train-fitted cleaning changed, kept in the split bundle's metadata.
+CLEANING_REPORT = "cleaning_report"
 
 
 @dataclass
@@ -228,6 +233,20 @@ def split_bundle(
         parts = {
             n: bundle.Part(frame=p.frame.drop(columns=[time_column])) for n, p in parts.items()
         }
+    if C.META_CLEANING in meta:
+        policy = cleaning.policy_from_dict(meta[C.META_CLEANING])
+        frames, report, kept = cleaning.fit_on_train(
+            {name: p.frame for name, p in parts.items()}, meta[C.META_FEATURES], policy
+        )
+        parts = {name: bundle.Part(frame=frame) for name, frame in frames.items()}
+        if report.clip_bounds:
+            meta["clip_bounds"] = report.clip_bounds
+        if "folds" in meta and not kept.all():
+            # Fold ids list the train rows, then the val rows: forget the dropped ones.
+            ids = np.asarray(meta["folds"]["ids"])
+            ids = np.concatenate([ids[: len(kept)][kept], ids[len(kept) :]])
+            meta["folds"] = {**meta["folds"], "ids": ids.tolist()}
+        meta[CLEANING_REPORT] = report.as_dict()
     meta[C.META_NORMALIZATION] = fit_normalization(meta, parts["train"], options.scaling)
     meta["scaling"] = options.scaling
     meta["imbalance"] = options.imbalance if task == "classification" else "none"
@@ -249,6 +268,40 @@ def _folds(part: bundle.Part, meta: dict, rows: dict, k: int, seed: int) -> tupl
     return {"train": train, "val": val, "test": rows["test"]}, {"k": k, "ids": fold_ids.tolist()}
 
 
+def render_report(meta: dict) -> str:
+    """The Markdown report of the split and of the cleaning fitted on train."""
+    lines = [f"# Normalize and split: {meta['split']['strategy']} split", ""]
+    lines += markdown.table(("split", "rows"), list(meta["split_sizes"].items()))
+    if meta["split_warnings"]:
+        lines += ["", "## Warnings", ""] + [f"- {w}" for w in meta["split_warnings"]]
+    report = meta.get(CLEANING_REPORT)
+    if not report:
+        return "\n".join(lines) + "\n"
+    lines += [
+        "",
+        "## Cleaning fitted on the train split",
+        "",
+        "Outlier bounds and imputation statistics come from the train split alone and are "
+        "applied to every split.",
+    ]
+    if report["rows_dropped_outliers"]:
+        lines += ["", f"Train rows dropped as outliers: {report['rows_dropped_outliers']}"]
+    if report["outliers"]:
+        lines += [""] + markdown.table(
+            ("column", "values", "rule", "bounds", "action"),
+            [
+                (k, v["count"], v["rule"], f"[{v['low']:g}, {v['high']:g}]", v["action"])
+                for k, v in report["outliers"].items()
+            ],
+        )
+    if report["imputed"]:
+        lines += [""] + markdown.table(
+            ("column", "values imputed", "strategy"),
+            [(k, v["count"], v["strategy"]) for k, v in report["imputed"].items()],
+        )
+    return "\n".join(lines) + "\n"
+
+
 def _options(values: dict) -> SplitOptions:
     opts = SplitOptions(**values)
     opts.folds = int(opts.folds)
@@ -259,6 +312,7 @@ def _options(values: dict) -> SplitOptions:
 def run(
     dataset_dir: str,
     splits_dir: str,
+    report_path: str,
     val_fraction: float,
     test_fraction: float,
     seed: int,
@@ -292,6 +346,15 @@ def run(
         tracking.log_dict_artifact(result.meta[C.META_NORMALIZATION], "normalization.json")
         if "class_weights" in result.meta:
             tracking.log_dict_artifact(result.meta["class_weights"], "class_weights.json")
+        text = render_report(result.meta)
+        write_bytes_atomic(report_path, text.encode())
+        tracking.log_text_artifact(text, "split_report.md")
+        fitted = result.meta.get(CLEANING_REPORT)
+        if fitted:
+            counts = cleaning.CleaningReport(**fitted).metrics()
+            fitted_counts = ("values_imputed", "outlier_values", "rows_dropped_outliers")
+            mlflow.log_metrics({k: counts[k] for k in fitted_counts})
+            tracking.log_dict_artifact(fitted, "cleaning_fitted_on_train.json")
         stepio.progress(
             STEP,
             f"{result.meta['split']['strategy']} split, sizes {result.meta['split_sizes']}",

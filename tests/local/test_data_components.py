@@ -67,7 +67,7 @@ def test_data_components_write_schema_profile_and_balanced_train(
     assert '<img src="data:image/png;base64,' in ingest.paths["profile"].read_text()
     report = ingest.paths["report"].read_text()
     assert "| row | identifier (unique per row) |" in report
-    assert "| x | 2 | mean |" in report
+    assert "| x | 2 |" in report  # missing, imputed after the split
     run_id = ingest.parameters["Output"]
     common = {"tracking_uri": mlflow_store, "parent_run_id": run_id}
     split = run_component(
@@ -84,6 +84,7 @@ def test_data_components_write_schema_profile_and_balanced_train(
     )
     meta = bundle.load_meta(split.paths["splits"])
     assert meta["scaling"] == "minmax" and "class_weights" not in meta
+    assert "| x | 2 | mean |" in split.paths["report"].read_text()
     aug = run_component(
         augment,
         {"splits": (str(split.paths["splits"]), Dataset)},
@@ -106,6 +107,12 @@ def test_data_components_write_schema_profile_and_balanced_train(
     artifacts = {a.path for a in client.list_artifacts(by_step["ingest_clean"].info.run_id)}
     assert {"ingest_report.md", "schema.json", "profile.html", "profile.png"} <= artifacts
     assert by_step["ingest_clean"].data.metrics["junk_values"] == 2
+    assert by_step["ingest_clean"].data.metrics["values_missing"] == 2
+    fitted = by_step["normalize_split"]
+    assert fitted.data.metrics["values_imputed"] == 2
+    assert {"split_report.md", "cleaning_fitted_on_train.json"} <= {
+        a.path for a in client.list_artifacts(fitted.info.run_id)
+    }
     augmented = by_step["augment"]
     assert augmented.data.params["augment_methods"] == "mixup"
     assert "augment_summary.md" in {a.path for a in client.list_artifacts(augmented.info.run_id)}

@@ -2,11 +2,24 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
 
-from kerasflow.cleaning import CleaningPolicy, clean_table, clean_text, coerce_types, is_identifier
+from kerasflow.cleaning import (
+    CONSTANT_FILL_CATEGORY,
+    CleaningPolicy,
+    clean_table,
+    clean_text,
+    coerce_types,
+    fit_on_train,
+    is_identifier,
+    outlier_bounds,
+    policy_dict,
+    policy_from_dict,
+)
 from kerasflow.cleaning import CleaningReport as Report
 
 pytestmark = pytest.mark.unit
@@ -49,67 +62,103 @@ def test_a_stray_word_in_a_numeric_column_is_junk():
     assert out["n"].dtype == float and report.junk_values == {"n": 1}
 
 
+FEATURES = [
+    {"name": "x", "kind": "numeric"},
+    {"name": "z", "kind": "numeric"},
+    {"name": "colour", "kind": "categorical"},
+]
+
+
+def train_and_test(clean: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """Rows 0-29 train, the rest test (fit_on_train takes any split names with a 'train')."""
+    return {"train": clean.iloc[:30], "test": clean.iloc[30:]}
+
+
 @pytest.mark.parametrize(
-    ("policy", "expected_x", "rows"),
+    ("policy", "expected_x"),
     [
-        ("median", None, 40),
-        ("mean", None, 40),
-        ("constant", 0.0, 40),
-        ("knn", None, 40),
-        ("most_frequent", None, 40),
-        ("drop", None, 36),
+        ("median", None),
+        ("mean", None),
+        ("constant", 0.0),
+        ("knn", None),
+        ("most_frequent", None),
     ],
 )
-def test_missing_value_policies(policy, expected_x, rows):
+def test_missing_values_are_imputed_with_statistics_of_train_only(policy, expected_x):
     frame = frame_with_gaps()
+    # Test rows far from train: a statistic that saw them would show it.
+    frame.loc[30:, "x"] = 1000.0
+    frame.loc[35, "x"] = np.nan
     clean, report = clean_table(frame, "y", "classification", CleaningPolicy(missing=policy))
-    assert len(clean) == rows and not clean.isna().any().any()
-    if policy == "drop":
-        assert report.rows_dropped_missing == 4 and not report.imputed
-        return
-    assert report.imputed["x"] == {"count": 3, "strategy": policy}
-    assert report.imputed["colour"]["count"] == 1
-    filled = clean.loc[[1, 2, 3], "x"]
+    assert len(clean) == 40 and report.missing == {"x": 4, "colour": 1}
+    assert clean["x"].isna().sum() == 4  # left for the split step
+    policy_ = CleaningPolicy(missing=policy, outliers="none")
+    parts, fitted, kept = fit_on_train(train_and_test(clean), FEATURES, policy_)
+    assert kept.all() and not any(p.isna().any().any() for p in parts.values())
+    assert fitted.imputed["x"] == {"count": 4, "strategy": policy}
+    assert fitted.imputed["colour"]["count"] == 1
+    assert parts["train"]["colour"].isin(["red", "blue", CONSTANT_FILL_CATEGORY]).all()
+    train_x = frame.loc[:29, "x"]
+    filled = pd.concat([parts["train"].loc[[1, 2, 3], "x"], parts["test"].loc[[5], "x"]])
     if expected_x is not None:
         assert (filled == expected_x).all()
     elif policy == "median":
-        assert (filled == frame["x"].median()).all()
+        assert (filled == train_x.median()).all()
     elif policy == "mean":
-        assert filled.iloc[0] == pytest.approx(frame["x"].mean())
+        assert filled.to_numpy() == pytest.approx(train_x.mean())
     else:
-        assert filled.between(frame["x"].min(), frame["x"].max()).all()
+        assert filled.between(train_x.min(), train_x.max()).all()
+
+
+def test_the_drop_policy_drops_rows_with_missing_values_at_ingest():
+    clean, report = clean_table(
+        frame_with_gaps(), "y", "classification", CleaningPolicy(missing="drop")
+    )
+    assert len(clean) == 36 and not clean.isna().any().any()
+    assert report.rows_dropped_missing == 4 and not report.missing
 
 
 @pytest.mark.parametrize(
-    ("method", "action", "rows", "clipped_to_bound"),
-    [
-        ("iqr", "clip", 40, True),
-        ("zscore", "clip", 40, True),
-        ("iqr", "drop", 39, False),
-        ("iqr", "keep", 40, False),
-    ],
+    ("method", "action"),
+    [("iqr", "clip"), ("zscore", "clip"), ("iqr", "drop"), ("iqr", "keep")],
 )
-def test_outlier_rules_and_actions(method, action, rows, clipped_to_bound):
+def test_outlier_bounds_come_from_train_and_apply_to_every_split(method, action):
     frame = frame_with_gaps()
     frame.loc[10, "z"] = 1e6
+    frame.loc[35, "z"] = -1e6
     policy = CleaningPolicy(outliers=method, outlier_action=action)
-    clean, report = clean_table(frame, "y", "classification", policy)
-    assert len(clean) == rows
-    assert report.outliers["z"]["count"] == 1 and report.outliers["z"]["action"] == action
-    if clipped_to_bound:
-        assert clean.loc[10, "z"] == pytest.approx(report.outliers["z"]["high"])
-        assert report.clip_bounds["z"][1] == pytest.approx(report.outliers["z"]["high"])
-    if action == "keep":
-        assert clean["z"].max() == 1e6 and not report.clip_bounds
+    clean, _ = clean_table(frame, "y", "classification", policy)
+    parts, report, kept = fit_on_train(train_and_test(clean), FEATURES, policy)
+    low, high = outlier_bounds(clean["z"].iloc[:30].to_numpy(dtype="float64"), policy)
+    outliers = report.outliers["z"]
+    assert (outliers["low"], outliers["high"]) == (round(low, 6), round(high, 6))
+    assert outliers["count"] == 2 and outliers["action"] == action
+    if action == "clip":
+        assert parts["train"].loc[10, "z"] == pytest.approx(high)
+        assert parts["test"].loc[5, "z"] == pytest.approx(low)
+        assert report.clip_bounds["z"] == [low, high]
+    else:
+        assert not report.clip_bounds and parts["test"].loc[5, "z"] == -1e6
     if action == "drop":
-        assert report.rows_dropped_outliers == 1
+        # Only training rows go; a test row stays as a served row would come.
+        assert report.rows_dropped_outliers == 1 and len(parts["train"]) == 29
+        assert not kept[10] and kept.sum() == 29
+    if action == "keep":
+        assert parts["train"].loc[10, "z"] == 1e6 and kept.all()
 
 
 def test_outliers_are_not_searched_in_discrete_columns():
     frame = frame_with_gaps()
     frame["flag"] = [1.0] * 38 + [0.0, 0.0]
-    _, report = clean_table(frame, "y", "classification")
+    clean, _ = clean_table(frame, "y", "classification")
+    features = [*FEATURES, {"name": "flag", "kind": "numeric"}]
+    _, report, _ = fit_on_train(train_and_test(clean), features, CleaningPolicy())
     assert "flag" not in report.outliers
+
+
+def test_a_policy_survives_the_trip_through_the_bundle_metadata():
+    policy = CleaningPolicy(missing="knn", outlier_action="drop", keep_columns=("when",))
+    assert policy_from_dict(json.loads(json.dumps(policy_dict(policy)))) == policy
 
 
 def test_useless_columns_and_duplicates_are_removed_with_reasons():

@@ -38,8 +38,8 @@ def test_build_bundle_cleans_counts_and_encodes_string_labels():
     assert c.junk_values == {"size": 4}  # two of them in duplicated rows
     assert c.duplicate_rows == 5 and c.rows_without_label == 1
     assert c.columns_removed == {"constant": "constant (1.0)"}
-    assert c.imputed["size"]["strategy"] == "median"
-    assert c.imputed["colour"]["strategy"] == "most_frequent"
+    # Missing values are counted here and imputed after the split, fitted on train.
+    assert set(c.missing) == {"size", "colour"} and not c.imputed
     meta = result.meta
     assert meta[C.META_TASK] == "classification"
     assert meta[C.META_CLASS_NAMES] == ["cat", "dog"]
@@ -48,11 +48,19 @@ def test_build_bundle_cleans_counts_and_encodes_string_labels():
         "colour": "categorical",
     }
     frame = result.parts["data"].frame
-    assert len(frame) == c.rows_out == 59 and not frame.isna().any().any()
+    assert len(frame) == c.rows_out == 59 and frame.isna().sum().sum() == sum(c.missing.values())
     assert set(frame["label"]) == {0, 1}
     assert sum(report.class_counts.values()) == 59
     text = ingest.render_report("messy.csv", meta, report)
     assert "| duplicate_rows | 5 |" in text and "| constant | constant (1.0) |" in text
+    assert f"| size | {c.missing['size']} |" in text
+    splits = split.split_bundle(result, 0.2, 0.2, seed=0)
+    assert not any(p.frame.isna().any().any() for p in splits.parts.values())
+    fitted = splits.meta[split.CLEANING_REPORT]["imputed"]
+    assert fitted["size"]["strategy"] == "median"
+    assert fitted["colour"]["strategy"] == "most_frequent"
+    assert sum(v["count"] for v in fitted.values()) == sum(c.missing.values())
+    assert "| size | " in split.render_report(splits.meta)
 
 
 @pytest.mark.parametrize(
@@ -107,11 +115,11 @@ def test_new_data_are_validated_against_a_saved_schema_before_cleaning():
 def test_clip_bounds_reach_the_normalization_statistics():
     frame = messy_frame()
     frame.loc[10, "size"] = 1e6
-    data, report = ingest.build_bundle(RawData(frame=frame, label="label"))
-    bounds = data.meta["clip_bounds"]["size"]
-    assert report.cleaning.outliers["size"]["count"] == 1
-    stats = split.split_bundle(data, 0.2, 0.2, seed=0).meta[C.META_NORMALIZATION]
-    assert stats["size"]["clip"] == bounds
+    data, _ = ingest.build_bundle(RawData(frame=frame, label="label"))
+    assert "clip_bounds" not in data.meta  # bounds are fitted on the train split
+    meta = split.split_bundle(data, 0.2, 0.2, seed=0).meta
+    assert meta[split.CLEANING_REPORT]["outliers"]["size"]["count"] == 1
+    assert meta[C.META_NORMALIZATION]["size"]["clip"] == meta["clip_bounds"]["size"]
 
 
 def test_split_is_stratified_seeded_and_fits_on_train_only():
@@ -214,7 +222,8 @@ def test_each_image_method_changes_images_within_range(methods):
 
 def test_table_methods_noise_mixup_smote():
     data, _ = ingest.build_bundle(RawData(frame=messy_frame(), label="label"))
-    frame, meta = data.parts["data"].frame, data.meta
+    splits = split.split_bundle(data, 0.1, 0.1, seed=0)
+    frame, meta = splits.parts["train"].frame, splits.meta
     out = augment.augment_table(frame, meta, factor=3, seed=0, methods=("noise", "mixup", "smote"))
     n = len(frame)
     assert len(out) == 4 * n
