@@ -46,8 +46,11 @@ RUN_FLAGS = (
     ("--imbalance", str, "class_weights, smote (oversample the train split) or none"),
     ("--folds", int, "also assign k cross-validation folds (0: off)"),
     ("--slice-by", str, "also report test metrics per value of this column"),
-    ("--champion-tolerance", float, "how much worse than the champion a model may be and still "
-                                    "be blessed (default 0.01)"),
+    (
+        "--champion-tolerance",
+        float,
+        "how much worse than the champion a model may be and still be blessed (default 0.01)",
+    ),
     ("--model-name", str, "name of the served model"),
     ("--serving-dir", str, "TF Serving model base directory (default WORK_DIR/models)"),
     (
@@ -111,9 +114,13 @@ def build_parser() -> argparse.ArgumentParser:
     comp = sub.add_parser("compile", help="write the pipeline as KFP IR YAML")
     comp.add_argument("--output", "-o", default="pipeline.yaml", help="output YAML path")
     comp.add_argument("--image", default="", help="component image, e.g. REGISTRY/kerasflow:TAG")
-    comp.add_argument("--cluster-config", default="", metavar="FILE",
-                      help="cluster settings YAML (resources, retries, caching, secrets, GPU "
-                           "nodes, pipeline root), as for `kerasflow submit`")
+    comp.add_argument(
+        "--cluster-config",
+        default="",
+        metavar="FILE",
+        help="cluster settings YAML (resources, retries, caching, secrets, GPU "
+        "nodes, pipeline root), as for `kerasflow submit`",
+    )
     comp.set_defaults(func=cmd_compile)
 
     _register_optional(sub)
