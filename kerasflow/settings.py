@@ -173,6 +173,7 @@ def validate_config(cfg: RunConfig) -> None:
             raise UserError(f"config key '{name}' must be between 0 and 0.5")
     _validate_data_options(cfg)
     _validate_tuning(cfg)
+    _validate_cross_validation(cfg)
     if not isinstance(cfg.thresholds, dict):
         raise UserError("config key 'thresholds' must be a mapping of metric name to value")
     for metric, value in cfg.thresholds.items():
@@ -209,6 +210,27 @@ def _validate_data_options(cfg: RunConfig) -> None:
         raise UserError("k-fold splits ('folds') cannot be combined with a time-ordered split")
     dataoptions.parse_image_size(cfg.image_size)
     dataoptions.check_methods(dataoptions.parse_methods(cfg.augment_methods))
+
+
+def _validate_cross_validation(cfg: RunConfig) -> None:
+    """k-fold scores hold out each original row with its augmented copies; rows that SMOTE or
+    mixup synthesize from two rows belong to no single fold, so they would leak held-out rows
+    into training."""
+    if not (cfg.kfold or cfg.folds):
+        return
+    option = "kfold" if cfg.kfold else "folds"
+    if cfg.imbalance == "smote":
+        raise UserError(
+            f"'{option}' cannot be combined with imbalance 'smote': synthetic rows would mix "
+            "rows of different folds; use imbalance 'class_weights'"
+        )
+    methods = dataoptions.parse_methods(cfg.augment_methods)
+    mixing = [m for m in methods if m in ("smote", "mixup")]
+    if cfg.augment_factor and mixing:
+        raise UserError(
+            f"'{option}' cannot be combined with augment method '{mixing[0]}': synthetic rows "
+            "would mix rows of different folds; use 'noise'"
+        )
 
 
 def parse_thresholds(items: list[str]) -> dict[str, float]:

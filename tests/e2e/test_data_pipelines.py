@@ -74,6 +74,11 @@ def test_a_damaged_breast_cancer_csv_is_cleaned_and_trains(tmp_path):
     assert "| patient_id | identifier (unique per row) |" in text
     assert "| clinic | constant (north) |" in text
     assert "| duplicate_rows | 25 |" in text and "| mean texture | 8 |" in text
+    split_report = next((tmp_path / "work" / "pipeline_root").rglob("normalize-split/report"))
+    fitted = split_report.read_text()
+    assert "## Cleaning fitted on the train split" in fitted
+    # The 1e6 values planted in the first five columns are clipped to train-fitted bounds.
+    assert "| mean radius | " in fitted and "| clip |" in fitted
 
 
 def test_digits_as_a_png_class_tree_reach_097(tmp_path):

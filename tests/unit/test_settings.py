@@ -38,6 +38,23 @@ def test_bad_values_name_the_field(field, value, message):
         settings.RunConfig(**{field: value})
 
 
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"kfold": 3, "imbalance": "smote"}, "'kfold' cannot be combined with imbalance 'smote'"),
+        ({"folds": 4, "augment_methods": "noise,mixup"}, "augment method 'mixup'"),
+        ({"kfold": 3, "augment_methods": "smote"}, "augment method 'smote'"),
+    ],
+)
+def test_cross_validation_refuses_rows_synthesized_from_two_rows(values, message):
+    with pytest.raises(UserError, match=message):
+        settings.RunConfig(**values)
+    # Without augmentation copies the methods are never used, so nothing leaks.
+    if "augment_methods" in values:
+        settings.RunConfig(**values, augment_factor=0)
+    settings.RunConfig(kfold=3, augment_methods="noise", imbalance="class_weights")
+
+
 def test_config_file_round_trip_and_flags_override(tmp_path):
     path = tmp_path / "run.yaml"
     path.write_text("tuner: bayesian\nmax-trials: 4\nthresholds: {accuracy: 0.9}\n")
