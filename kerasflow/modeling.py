@@ -84,10 +84,12 @@ def load_model(path: Any, compile: bool = True) -> Any:
 
 
 def _fill_missing(x: Any, feats: list[dict], stats: dict, name: str) -> Any:
-    """NaN in served numbers becomes the train split's mean (0 after scaling)."""
+    """NaN in served numbers becomes the value training imputed with (`fill`, fitted on the
+    train split); metadata from before `fill` existed gives the Normalization mean."""
     from kerasflow.layers import FillMissing
 
-    return FillMissing([stats[f["input"]]["mean"] for f in feats], name=name)(x)
+    fills = [stats[f["input"]].get("fill", stats[f["input"]]["mean"]) for f in feats]
+    return FillMissing(fills, name=name)(x)
 
 
 def _clip_and_normalize(inputs: dict[str, Any], feats: list[dict], stats: dict) -> Any:

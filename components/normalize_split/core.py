@@ -144,8 +144,8 @@ def fit_normalization(meta: dict, train: bundle.Part, scaling: str = "zscore") -
 
     Numeric inputs get `mean` and `variance` for a Keras Normalization layer: the column's
     mean and variance (z-score) or its minimum and squared range (min-max, which the same layer
-    then maps onto 0..1). Categorical inputs get a vocabulary (most frequent first), text a
-    vocabulary and a sequence length.
+    then maps onto 0..1), and `fill`, the value a missing number becomes. Categorical inputs
+    get a vocabulary (most frequent first), text a vocabulary and a sequence length.
     """
     if train.frame is None:
         x = train.x.astype("float64")
@@ -154,7 +154,11 @@ def fit_normalization(meta: dict, train: bundle.Part, scaling: str = "zscore") -
     for feat in meta[C.META_FEATURES]:
         col = train.frame[feat["name"]]
         if feat["kind"] == "numeric":
-            stats[feat["input"]] = _scale_stats(col.to_numpy(dtype="float64"), scaling)
+            values = col.to_numpy(dtype="float64")
+            stats[feat["input"]] = _scale_stats(values, scaling)
+            # The served model fills a missing value as training imputed it.
+            fill = meta.get("fill_values", {}).get(feat["name"], float(values.mean()))
+            stats[feat["input"]]["fill"] = fill
             if feat["name"] in meta.get("clip_bounds", {}):
                 # Cleaning clipped this column; the model clips served values the same way.
                 stats[feat["input"]]["clip"] = meta["clip_bounds"][feat["name"]]
@@ -241,6 +245,7 @@ def split_bundle(
         parts = {name: bundle.Part(frame=frame) for name, frame in frames.items()}
         if report.clip_bounds:
             meta["clip_bounds"] = report.clip_bounds
+        meta["fill_values"] = report.fill_values
         if "folds" in meta and not kept.all():
             # Fold ids list the train rows, then the val rows: forget the dropped ones.
             ids = np.asarray(meta["folds"]["ids"])

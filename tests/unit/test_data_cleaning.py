@@ -99,6 +99,10 @@ def test_missing_values_are_imputed_with_statistics_of_train_only(policy, expect
     assert fitted.imputed["colour"]["count"] == 1
     assert parts["train"]["colour"].isin(["red", "blue", CONSTANT_FILL_CATEGORY]).all()
     train_x = frame.loc[:29, "x"]
+    # The served model fills a missing number with this value (KNN falls back to the mean).
+    fill = {"median": train_x.median(), "constant": 0.0}.get(policy, train_x.mean())
+    if policy != "most_frequent":
+        assert fitted.fill_values["x"] == pytest.approx(fill)
     filled = pd.concat([parts["train"].loc[[1, 2, 3], "x"], parts["test"].loc[[5], "x"]])
     if expected_x is not None:
         assert (filled == expected_x).all()

@@ -1,4 +1,4 @@
-"""A served row with a missing number is answered as if it held the train split's mean."""
+"""A served row with a missing number is answered as if it held the value training imputed."""
 
 import subprocess
 import sys
@@ -16,7 +16,8 @@ from kerasflow.sources import RawData
 pytestmark = pytest.mark.unit
 
 
-def test_nan_in_a_served_number_is_filled_with_the_train_mean(tmp_path):
+@pytest.mark.parametrize("scaling", ["zscore", "minmax"])
+def test_nan_in_a_served_number_is_filled_as_training_imputed(tmp_path, scaling):
     import tensorflow as tf
 
     rng = np.random.default_rng(1)
@@ -28,22 +29,28 @@ def test_nan_in_a_served_number_is_filled_with_the_train_mean(tmp_path):
         }
     )
     data, _ = ingest.build_bundle(RawData(frame=frame, label="y"))
-    meta = split.split_bundle(data, 0.2, 0.2, seed=0).meta
+    splits = split.split_bundle(data, 0.2, 0.2, seed=0, options=split.SplitOptions(scaling))
+    meta = splits.meta
+    train = splits.parts["train"].frame
+    stats = meta[C.META_NORMALIZATION]
+    names = {f["name"]: f["input"] for f in meta[C.META_FEATURES]}
+    for col in ("a", "b"):
+        # The default policy imputes the train median; min-max keeps its minimum apart.
+        assert stats[names[col]]["fill"] == pytest.approx(train[col].median())
+        assert stats[names[col]]["fill"] != pytest.approx(stats[names[col]]["mean"])
     model = modeling.build_model(
         modeling.fixed_hyperparameters({"num_layers": 1, "units_0": 8, "learning_rate": 0.01}), meta
     )
     model.save(tmp_path / "m.keras")
     model.export(str(tmp_path / "export"), verbose=False)
     served = tf.saved_model.load(str(tmp_path / "export")).signatures[C.SERVING_SIGNATURE]
-    stats = meta[C.META_NORMALIZATION]
-    names = {f["name"]: f["input"] for f in meta[C.META_FEATURES]}
     gap = {
         names["a"]: tf.constant([[np.nan], [1.0]], tf.float32),
         names["b"]: tf.constant([[0.5], [np.nan]], tf.float32),
     }
     filled = {
-        names["a"]: tf.constant([[stats[names["a"]]["mean"]], [1.0]], tf.float32),
-        names["b"]: tf.constant([[0.5], [stats[names["b"]]["mean"]]], tf.float32),
+        names["a"]: tf.constant([[stats[names["a"]]["fill"]], [1.0]], tf.float32),
+        names["b"]: tf.constant([[0.5], [stats[names["b"]]["fill"]]], tf.float32),
     }
     got = served(**gap)[C.SERVING_OUTPUT].numpy()
     assert not np.isnan(got).any()
