@@ -1,9 +1,10 @@
 """TF Serving's gRPC API: PredictionService and ModelService on grpc's asyncio server.
 
-The event loop thread only moves messages; the work of a call (decoding tensors, running the
-model through the batcher, encoding outputs) runs on a pool thread, which is what the batcher
-needs: concurrent calls wait in their threads while one of them runs the merged batch (see
-batching.py). grpc's threaded server spends more CPU per call than the asyncio one.
+Predict decodes and encodes tensors on the event loop and hands the model call to the
+signature's AsyncBatcher: concurrent calls wait as futures while one merged call runs on a pool
+thread, so the loop keeps taking requests meanwhile (see batching.py). The other methods are
+rare and may block (a config reload loads models), so they run whole on the pool. grpc's
+threaded server spends more CPU per call than the asyncio one, which caps throughput.
 """
 
 from __future__ import annotations
