@@ -344,7 +344,7 @@ def _categories(frame: Any) -> np.ndarray:
 
 
 def policy_dict(policy: CleaningPolicy) -> dict[str, Any]:
-    """`policy` as JSON-ready data; `CleaningPolicy(**policy_dict(p))` gives it back."""
+    """`policy` as JSON-ready data (the bundle metadata keeps it); `policy_from_dict` reverses."""
     import dataclasses
 
     values = dataclasses.asdict(policy)
