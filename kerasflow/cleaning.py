@@ -99,8 +99,8 @@ class CleaningReport:
     # Values left missing for `fit_on_train` to impute, by column.
     missing: dict[str, int] = field(default_factory=dict)
     imputed: dict[str, dict] = field(default_factory=dict)
-    # What a missing value of each numeric column becomes, for the served model to do the same.
-    fill_values: dict[str, float] = field(default_factory=dict)
+    # What a missing value of each column becomes, for the served model to do the same.
+    fill_values: dict[str, Any] = field(default_factory=dict)
     outliers: dict[str, dict] = field(default_factory=dict)
     clip_bounds: dict[str, list[float]] = field(default_factory=dict)
     columns_removed: dict[str, str] = field(default_factory=dict)
@@ -322,20 +322,32 @@ def _impute(parts: dict[str, Any], numeric: list[str], categorical: list[str], p
             report.imputed[col] = {"count": counts[col], "strategy": strategy}
 
 
-def _fill_values(train: Any, numeric: list[str], policy: CleaningPolicy) -> dict[str, float]:
-    """The value training gives a missing number of each column; KNN imputes row by row and
-    dropping keeps no such rows, so those two fall back to the train mean."""
+def _fill_values(
+    train: Any, numeric: list[str], categorical: list[str], policy: CleaningPolicy
+) -> dict[str, Any]:
+    """The value training gives a missing value of each column, for the served model to give
+    the same. Numbers: KNN imputes row by row and dropping keeps no such rows, so those two fall
+    back to the train mean. Categories: the constant, else the most frequent one."""
     from sklearn.impute import SimpleImputer
 
-    if not numeric:
-        return {}
-    strategy = policy.missing if policy.missing not in ("knn", "drop") else "mean"
-    imputer = SimpleImputer(
-        strategy=strategy,
-        fill_value=CONSTANT_FILL_NUMBER if strategy == "constant" else None,
-        keep_empty_features=True,
-    ).fit(train[numeric].to_numpy("float64"))
-    return {col: float(v) for col, v in zip(numeric, imputer.statistics_, strict=True)}
+    fills: dict[str, Any] = {}
+    if numeric:
+        strategy = policy.missing if policy.missing not in ("knn", "drop") else "mean"
+        imputer = SimpleImputer(
+            strategy=strategy,
+            fill_value=CONSTANT_FILL_NUMBER if strategy == "constant" else None,
+            keep_empty_features=True,
+        ).fit(train[numeric].to_numpy("float64"))
+        fills.update(zip(numeric, map(float, imputer.statistics_), strict=True))
+    if categorical:
+        imputer = SimpleImputer(
+            strategy="constant" if policy.missing == "constant" else "most_frequent",
+            fill_value=CONSTANT_FILL_CATEGORY,
+            missing_values=None,
+            keep_empty_features=True,
+        ).fit(_categories(train[categorical]))
+        fills.update(zip(categorical, map(str, imputer.statistics_), strict=True))
+    return fills
 
 
 def _categories(frame: Any) -> np.ndarray:
@@ -374,7 +386,7 @@ def fit_on_train(
     ]
     parts = {name: frame.copy() for name, frame in parts.items()}
     parts, train_kept = _handle_outliers(parts, numeric, policy, report)
-    report.fill_values = _fill_values(parts[TRAIN], numeric, policy)
+    report.fill_values = _fill_values(parts[TRAIN], numeric, categorical, policy)
     _impute(parts, numeric, categorical, policy, report)
     for frame in parts.values():
         for col in categorical:

@@ -26,3 +26,32 @@ class FillMissing(keras.layers.Layer):
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "values": self.values}
+
+
+@keras.saving.register_keras_serializable(package="kerasflow")
+class CleanCategory(keras.layers.Layer):
+    """Cleans served category strings the way ingest cleaned the training data.
+
+    Surrounding spaces go; an empty or junk value ('n/a', '?', 'NULL'...) becomes the category
+    training imputed for missing values, fitted on the train split.
+    """
+
+    def __init__(self, fill: str, junk: list[str], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.fill = str(fill)
+        self.junk = sorted(str(j) for j in junk)
+
+    def call(self, inputs: Any) -> Any:
+        import tensorflow as tf
+
+        text = tf.strings.strip(inputs)
+        lowered = tf.strings.lower(text, encoding="utf-8")
+        junk = tf.constant(self.junk, dtype=tf.string)
+        is_junk = tf.reduce_any(tf.equal(tf.expand_dims(lowered, -1), junk), axis=-1)
+        return tf.where(is_junk, tf.fill(tf.shape(text), self.fill), text)
+
+    def compute_output_shape(self, input_shape: Any) -> Any:
+        return input_shape
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "fill": self.fill, "junk": self.junk}

@@ -47,7 +47,7 @@ def build_inputs(meta: dict) -> tuple[dict[str, Any], Any]:
                 num_oov_indices=1,
                 name=f"lookup_{name}",
             )
-            encoded.append(lookup(inputs[name]))
+            encoded.append(lookup(_clean_category(inputs[name], stats[name], name)))
     plain = [f for f in numeric if "clip" not in stats[f["input"]]]
     clipped = [f for f in numeric if "clip" in stats[f["input"]]]
     parts = []
@@ -90,6 +90,17 @@ def _fill_missing(x: Any, feats: list[dict], stats: dict, name: str) -> Any:
 
     fills = [stats[f["input"]].get("fill", stats[f["input"]]["mean"]) for f in feats]
     return FillMissing(fills, name=name)(x)
+
+
+def _clean_category(x: Any, stats: dict, name: str) -> Any:
+    """Served categories cleaned as the training data were (see layers.CleanCategory);
+    metadata from before the train split recorded a `fill` passes values through."""
+    if "fill" not in stats:
+        return x
+    from kerasflow.cleaning import JUNK
+    from kerasflow.layers import CleanCategory
+
+    return CleanCategory(stats["fill"], sorted(JUNK), name=f"clean_{name}")(x)
 
 
 def _clip_and_normalize(inputs: dict[str, Any], feats: list[dict], stats: dict) -> Any:

@@ -171,6 +171,9 @@ def fit_normalization(meta: dict, train: bundle.Part, scaling: str = "zscore") -
             counts = Counter(col.astype(str))
             ranked = sorted(counts, key=lambda v: (-counts[v], v))[:MAX_VOCABULARY]
             stats[feat["input"]] = {"vocabulary": ranked}
+            if feat["name"] in meta.get("fill_values", {}):
+                # Served junk or empty values become what training imputed.
+                stats[feat["input"]]["fill"] = meta["fill_values"][feat["name"]]
     if meta[C.META_TASK] == "regression":
         y = train.labels(meta).astype("float64")
         stats["__target__"] = {"mean": float(y.mean()), "std": float(max(y.std(), 1e-6))}

@@ -105,6 +105,23 @@ def test_served_raw_rows_match_the_training_time_preprocessing(tmp_path):
     np.testing.assert_allclose(
         served(**test_request)[C.SERVING_OUTPUT].numpy(), keras_out, atol=1e-5
     )
+    # Junk, empty and space-padded categories are cleaned as ingest cleaned the training rows:
+    # stripped, and missing ones become the train split's most frequent category.
+    names = {f["name"]: f["input"] for f in meta[C.META_FEATURES]}
+    fill = meta[C.META_NORMALIZATION][names["plan"]]["fill"]
+    train_plans = result.parts["train"].frame["plan"]
+    assert fill == train_plans.value_counts().idxmax()
+
+    def answer(cities, plans):
+        request[names["city"]] = tf.constant(np.array(cities, dtype=object)[:, None])
+        request[names["plan"]] = tf.constant(np.array(plans, dtype=object)[:, None])
+        return served(**request)[C.SERVING_OUTPUT].numpy()
+
+    np.testing.assert_allclose(
+        answer(["  Lima", "Oslo", "Pune "], [" pro ", "N/A", ""]),
+        answer(["Lima", "Oslo", "Pune"], ["pro", fill, fill]),
+        atol=1e-6,
+    )
 
 
 def test_text_vectorization_sees_the_tokens_the_vocabulary_was_fitted_on():
