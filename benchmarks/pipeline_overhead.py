@@ -27,15 +27,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-STEPS = [
-    "ingest_clean",
-    "normalize_split",
-    "augment",
-    "hyperparameter_search",
-    "train",
-    "evaluate",
-    "deploy",
-]
+from kerasflow.pipelines.platform import STEPS
 
 
 def plain_script(args: argparse.Namespace, out: Path) -> None:

@@ -31,9 +31,9 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 Arrays = Mapping[str, np.ndarray]
+ModelFn = Callable[[Arrays], dict[str, np.ndarray]]
 # A lone request may run on the event loop itself when the last call was alone and this quick.
 INLINE_SECONDS = 0.002
-ModelFn = Callable[[Arrays], dict[str, np.ndarray]]
 
 
 @dataclasses.dataclass(frozen=True)

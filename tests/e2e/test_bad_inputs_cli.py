@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -17,19 +16,14 @@ import pytest
 
 from kerasflow import schema as schemas
 from kerasflow.cleaning import CleaningReport, coerce_types
+from tests.e2e import cli
 
 pytestmark = pytest.mark.e2e
 pytest_plugins = ["tests.gcs_emulator"]
 
 
 def kerasflow(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "kerasflow.pipelines.cli", "run", "--work-dir", "work", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    return cli.kerasflow("run", "--work-dir", "work", *args, cwd=cwd)
 
 
 def assert_refused(proc: subprocess.CompletedProcess, cwd: Path, message: str) -> None:

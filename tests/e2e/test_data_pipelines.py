@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
+
+from tests.e2e import cli
 
 pytestmark = pytest.mark.e2e
 pytest_plugins = ["tests.gcs_emulator"]
@@ -25,13 +26,7 @@ TINY = ["--tuner", "random", "--max-trials", "1", "--max-epochs", "3"]
 
 
 def kerasflow(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "kerasflow.pipelines.cli", "run", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    return cli.kerasflow("run", *args, cwd=cwd)
 
 
 def finished(proc: subprocess.CompletedProcess, cwd: Path) -> dict:

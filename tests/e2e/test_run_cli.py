@@ -3,26 +3,15 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import mlflow
 import pytest
 
 from kerasflow import constants as C
+from tests.e2e.cli import kerasflow
 
 pytestmark = pytest.mark.e2e
-
-
-def kerasflow(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "kerasflow.pipelines.cli", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
 
 
 def test_breast_cancer_runs_through_all_seven_steps_and_deploys(tmp_path):

@@ -4,14 +4,12 @@ search, a time budget, refit and a schedule; then the same run again fine-tuning
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import mlflow
 import pytest
 
 from kerasflow import constants as C
+from tests.e2e.cli import kerasflow
 
 pytestmark = pytest.mark.e2e
 
@@ -22,16 +20,6 @@ search_space:
   learning_rate: 0.01
   num_layers: 1
 """
-
-
-def kerasflow(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "kerasflow.pipelines.cli", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
 
 
 def step_run(client, summary: dict, step: str):

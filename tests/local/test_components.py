@@ -11,6 +11,7 @@ import pytest
 
 from kerasflow import bundle
 from kerasflow import constants as C
+from kerasflow.pipelines.platform import STEPS
 
 pytestmark = pytest.mark.local
 
@@ -151,15 +152,7 @@ def test_mlflow_holds_pipeline_step_and_trial_runs(chain, mlflow_store):
     exp = parent.info.experiment_id
     children = client.search_runs([exp], f"tags.mlflow.parentRunId = '{chain['run_id']}'")
     steps = {r.data.tags[C.TAG_STEP] for r in children}
-    assert steps == {
-        "ingest_clean",
-        "normalize_split",
-        "augment",
-        "hyperparameter_search",
-        "train",
-        "evaluate",
-        "deploy",
-    }
+    assert steps == set(STEPS)
     search = next(r for r in children if r.data.tags[C.TAG_STEP] == "hyperparameter_search")
     trials = client.search_runs([exp], f"tags.mlflow.parentRunId = '{search.info.run_id}'")
     assert len(trials) == 2
