@@ -27,7 +27,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from kerasflow.pipelines.platform import STEPS
+from kerasflow.settings import STEPS, AugmentSettings, SplitSettings
 
 
 def plain_script(args: argparse.Namespace, out: Path) -> None:
@@ -39,7 +39,6 @@ def plain_script(args: argparse.Namespace, out: Path) -> None:
     import tensorflow  # noqa: F401
 
     times["import"] = time.perf_counter() - t
-    from kerasflow import bundle, modeling
     from kerasflow.components.augment.core import augment_part
     from kerasflow.components.deploy.core import push
     from kerasflow.components.evaluate.core import evaluate, predict
@@ -47,8 +46,10 @@ def plain_script(args: argparse.Namespace, out: Path) -> None:
     from kerasflow.components.ingest_clean.core import build_bundle
     from kerasflow.components.normalize_split.core import split_bundle
     from kerasflow.components.train.core import export_model, fit_final
-    from kerasflow.sources import read_source
-    from kerasflow.trainingdata import class_weight_arg
+    from kerasflow.data import artifacts
+    from kerasflow.data.feeds import class_weight_arg
+    from kerasflow.data.sources import read_source
+    from kerasflow.modeling import builders
 
     def phase(name, fn):
         start = time.perf_counter()
@@ -57,16 +58,23 @@ def plain_script(args: argparse.Namespace, out: Path) -> None:
         return value
 
     data, _ = phase("ingest_clean", lambda: build_bundle(read_source(args.data)))
-    splits = phase("normalize_split", lambda: split_bundle(data, 0.15, 0.15, args.seed))
+    splits = phase("normalize_split", lambda: split_bundle(data, SplitSettings(seed=args.seed)))
     meta = splits.meta
-    train = phase("augment", lambda: augment_part(meta, splits.parts["train"], 1, args.seed, False))
+    train = phase(
+        "augment",
+        lambda: augment_part(
+            meta, splits.parts["train"], AugmentSettings(augment_factor=1, seed=args.seed)
+        ),
+    )
 
     def datasets():
-        tr = modeling.make_dataset(
-            bundle.model_inputs(meta, train), bundle.targets(meta, train), 32, True, args.seed
+        tr = builders.make_dataset(
+            artifacts.model_inputs(meta, train), artifacts.targets(meta, train), 32, True, args.seed
         )
         val = splits.parts["val"]
-        va = modeling.make_dataset(bundle.model_inputs(meta, val), bundle.targets(meta, val), 32)
+        va = builders.make_dataset(
+            artifacts.model_inputs(meta, val), artifacts.targets(meta, val), 32
+        )
         return tr, va
 
     train_ds, val_ds = datasets()
@@ -88,12 +96,21 @@ def plain_script(args: argparse.Namespace, out: Path) -> None:
     )
     model, _ = phase(
         "train",
-        lambda: fit_final(meta, train_ds, val_ds, best, 30, 3, args.seed, class_weight_arg(meta)),
+        lambda: fit_final(
+            meta,
+            train_ds,
+            val_ds,
+            best,
+            epochs=30,
+            patience=3,
+            seed=args.seed,
+            class_weight=class_weight_arg(meta),
+        ),
     )
     test = splits.parts["test"]
     result = phase(
         "evaluate",
-        lambda: evaluate(meta, bundle.targets(meta, test), predict(model, meta, test), {}),
+        lambda: evaluate(meta, artifacts.targets(meta, test), predict(model, meta, test), {}),
     )
     phase(
         "deploy",

@@ -34,7 +34,7 @@ def digits_bundle(path: Path, seed: int = 42) -> Path:
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
-    from kerasflow import bundle
+    from kerasflow.data import artifacts
 
     digits = load_digits()
     x = digits.images.astype("float32")[..., None]
@@ -53,10 +53,10 @@ def digits_bundle(path: Path, seed: int = 42) -> Path:
         "split_sizes": {"train": len(train), "val": len(val), "test": len(test)},
     }
     parts = {
-        name: bundle.Part(x=x[rows], y=y[rows])
+        name: artifacts.Part(x=x[rows], y=y[rows])
         for name, rows in (("train", train), ("val", val), ("test", test))
     }
-    bundle.save(path, bundle.Bundle(meta, parts))
+    artifacts.save(path, artifacts.Bundle(meta, parts))
     return path
 
 
@@ -64,14 +64,14 @@ def child_kerasflow(cfg: dict) -> dict:
     """One kerasflow search as the search step runs it; per-trial end times and scores."""
     quota, workers = cfg.get("quota", 5), cfg.get("workers", 1)
     if quota or workers > 1:
-        from kerasflow.tuning_parallel import warm_forkserver
+        from kerasflow.tuning.parallel import warm_forkserver
 
         warm_forkserver()  # as the step does, before its own TensorFlow import
     import keras  # noqa: F401  (imported before the clock starts, as a step does)
     import keras_tuner  # noqa: F401
 
-    from kerasflow import tuning
-    from kerasflow.trainingdata import DataFeed, load_training_arrays
+    from kerasflow.data.feeds import DataFeed, load_training_arrays
+    from kerasflow.tuning import tuners
 
     parent = ""
     if cfg.get("track"):
@@ -82,7 +82,7 @@ def child_kerasflow(cfg: dict) -> dict:
         parent = mlflow.start_run().info.run_id
     arrays = load_training_arrays(cfg["data"], cfg["data"])
     started = time.time()
-    spec = tuning.SearchSpec(
+    spec = tuners.SearchSpec(
         algorithm=cfg["algorithm"],
         objective="val_accuracy",
         direction="max",
@@ -99,11 +99,11 @@ def child_kerasflow(cfg: dict) -> dict:
         parent_run_id=parent,
     )
     if quota or workers > 1:
-        from kerasflow.tuning_parallel import run_parallel_search
+        from kerasflow.tuning.parallel import run_parallel_search
 
         run_parallel_search(spec, arrays.meta, workers, trials_per_process=quota)
     else:
-        tuning.run_search(spec, DataFeed(arrays, cfg["seed"]))
+        tuners.run_search(spec, DataFeed(arrays, cfg["seed"]))
     wall = time.time() - started
     rss = []
     if cfg.get("track"):
@@ -119,7 +119,7 @@ def child_kerasflow(cfg: dict) -> dict:
         "wall": wall,
         "trials": trial_times(Path(cfg["tuner_dir"]), started),
         "trial_rss": sorted(rss),
-        "chief_rss": tuning.rss_mb(),
+        "chief_rss": tuners.rss_mb(),
     }
 
 
@@ -143,8 +143,8 @@ def child_plain(cfg: dict) -> dict:
     import keras
     import keras_tuner as kt
 
-    from kerasflow import modeling
-    from kerasflow.trainingdata import DataFeed, class_weight_arg, load_training_arrays
+    from kerasflow.data.feeds import DataFeed, class_weight_arg, load_training_arrays
+    from kerasflow.modeling import builders
 
     arrays = load_training_arrays(cfg["data"], cfg["data"])
     meta = arrays.meta
@@ -152,7 +152,7 @@ def child_plain(cfg: dict) -> dict:
     started = time.time()
     keras.utils.set_random_seed(cfg["seed"])
     tuner = kt.RandomSearch(
-        hypermodel=lambda hp: modeling.build_model(hp, meta),
+        hypermodel=lambda hp: builders.build_model(hp, meta),
         objective=kt.Objective("val_accuracy", "max"),
         max_trials=cfg["max_trials"],
         seed=cfg["seed"],

@@ -42,7 +42,7 @@ TEXT_INPUT = "text"
 SERVING_SIGNATURE = "serving_default"
 SERVING_OUTPUT = "output_0"
 # Classification exports also answer with class names under this signature (see
-# kerasflow.labelled_export): outputs `scores`, `classes` and `class_names`.
+# kerasflow.modeling.export): outputs `scores`, `classes` and `class_names`.
 CLASSIFY_SIGNATURE = "classify"
 
 # MLflow tag names.
@@ -58,6 +58,18 @@ TAG_REGISTRY_VERSION = "kerasflow.registry_version"
 KIND_PIPELINE = "pipeline"
 KIND_STEP = "step"
 KIND_TRIAL = "trial"
+
+# Test metrics the evaluate step reports, and what blessing thresholds may name.
+CLASSIFICATION_METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc")
+REGRESSION_METRICS = ("mae", "rmse", "r2")
+# A metric whose name holds one of these words is better when lower (val_loss, mae, rmse...).
+LOWER_IS_BETTER_WORDS = ("loss", "mae", "mse", "rmse", "error", "crossentropy")
+
+
+def lower_is_better(metric: str) -> bool:
+    """Whether a smaller value of `metric` is better (losses and errors)."""
+    return any(word in metric.lower() for word in LOWER_IS_BETTER_WORDS)
+
 
 PIPELINE_NAME = "kerasflow-training"
 DEFAULT_EXPERIMENT = "kerasflow"

@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 import re
+import sys
 import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping
@@ -19,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from kerasflow.errors import UserError
+from kerasflow.runtime.errors import UserError
 
 TOKEN_ENV_VARS = ("KERASFLOW_KFP_TOKEN", "KF_PIPELINES_TOKEN")
 """Environment variables read for a bearer token, first one set wins."""
@@ -187,16 +188,6 @@ def connect(host: str, token: str | None = None, namespace: str | None = None) -
 # --- pipelines and parameters ------------------------------------------------------------
 
 
-def compile_for_cluster(pipeline_func: Any, package_path: str | Path) -> Path:
-    """Compiles a `@dsl.pipeline` function to a KFP package (YAML) at `package_path`."""
-    from kfp import compiler
-
-    path = Path(package_path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    compiler.Compiler().compile(pipeline_func=pipeline_func, package_path=str(path))
-    return path
-
-
 def read_package(package_path: str | Path) -> dict[str, Any]:
     """The pipeline spec (first YAML document) of a compiled package."""
     with open(package_path) as f:
@@ -241,37 +232,52 @@ def _coerce(name: str, raw: str, kind: str) -> Any:
 
 
 def parse_params(items: list[str] | None, declared: Mapping[str, str]) -> dict[str, Any]:
-    """Turns `key=value` strings into typed pipeline arguments.
+    """Turns `key=value` strings into typed pipeline arguments, checked as a run would be.
 
-    Values are converted to each parameter's declared type; settings that are also
-    `RunConfig` fields are checked against its rules.
+    Values are converted to each parameter's declared type. A setting's key that is no longer a
+    parameter of its own (`augment_factor=2`, from before the settings structures) goes into
+    its step's structure, with a warning. The result is validated like `kerasflow run`'s
+    settings, so a bad value fails here rather than in a step on the cluster.
 
     Raises:
-        UserError: for a malformed item, an unknown parameter or a value of the wrong type.
+        UserError: for a malformed item, an unknown parameter or a bad value.
     """
+    from kerasflow.settings import RunSettings
+    from kerasflow.settings.run import field_of, fold_flat_parameters, step_of_keys
+
     out: dict[str, Any] = {}
+    settings_keys = step_of_keys()
     for item in items or []:
         name, sep, raw = item.partition("=")
         name = name.strip().replace("-", "_")
         if not sep or not name:
             raise UserError(f"--param '{item}' is not of the form key=value")
-        if name not in declared:
+        if name in declared:
+            out[name] = _coerce(name, raw, declared[name])
+        elif name in settings_keys:
+            out[name] = _coerce(name, raw, _kfp_type(field_of(name)[1].annotation))
+        else:
             known = ", ".join(sorted(declared)) or "none"
             raise UserError(f"unknown pipeline parameter '{name}' (parameters: {known})")
-        out[name] = _coerce(name, raw, declared[name])
-    _check_against_run_config(out)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", FutureWarning)
+        out = fold_flat_parameters(out, declared)
+    for warning in caught:
+        print(f"kerasflow: warning: {warning.message}", file=sys.stderr)
+    RunSettings.from_pipeline_arguments(out)
     return out
 
 
-def _check_against_run_config(params: Mapping[str, Any]) -> None:
-    from kerasflow.settings import FIELDS, RunConfig
-
-    shared = {k: v for k, v in params.items() if k in FIELDS}
-    if shared:
-        try:
-            RunConfig(**shared)
-        except TypeError as exc:
-            raise UserError(f"bad parameter: {exc}") from None
+def _kfp_type(annotation: Any) -> str:
+    if annotation is bool:
+        return "BOOLEAN"
+    if annotation is int:
+        return "NUMBER_INTEGER"
+    if annotation is float:
+        return "NUMBER_DOUBLE"
+    if getattr(annotation, "__origin__", annotation) is dict:
+        return "STRUCT"
+    return "STRING"
 
 
 # --- runs --------------------------------------------------------------------------------

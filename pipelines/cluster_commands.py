@@ -16,9 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from kerasflow import constants as C
-from kerasflow.errors import UserError
 from kerasflow.pipelines import cluster
-from kerasflow.pipelines.platform import ClusterSettings, load_cluster_settings
+from kerasflow.pipelines.cluster_settings import ClusterSettings, load_cluster_settings
+from kerasflow.pipelines.compiling import compile_pipeline
+from kerasflow.runtime.errors import UserError
 
 DEFAULT_PIPELINE = "kerasflow.pipelines.dag:build_pipeline"
 DEFAULT_TIMEOUT_S = 6 * 3600
@@ -183,7 +184,9 @@ def _with_package(
     settings = _settings(args)
     pipeline = load_pipeline(args.pipeline, settings)
     with tempfile.TemporaryDirectory(prefix="kerasflow-submit-") as tmp:
-        package = cluster.compile_for_cluster(pipeline, Path(tmp, "pipeline.yaml"))
+        package = compile_pipeline(
+            Path(tmp, "pipeline.yaml"), pipeline=pipeline, step_settings=settings
+        )
         params = cluster.parse_params(args.param, cluster.declared_parameters(package))
         return body(package, params, settings)
 

@@ -10,22 +10,27 @@ import yaml
 from kerasflow.settings import DEFAULT_IMAGE
 
 
-def compile_pipeline(output: str | Path, image: str = "", step_settings: Any = None) -> Path:
-    """Compiles the training pipeline to `output` (KFP IR YAML) and returns the path.
+def compile_pipeline(
+    output: str | Path, *, pipeline: Any = None, image: str = "", step_settings: Any = None
+) -> Path:
+    """Compiles a pipeline (the training pipeline unless given) to KFP IR YAML at `output`.
 
     Args:
-        output: where to write the YAML (written atomically).
+        output: where to write the YAML (written atomically; folders are created).
+        pipeline: a `@dsl.pipeline` function; None builds the training pipeline for
+            `step_settings`.
         image: the component image (`REGISTRY/kerasflow:TAG`); the default image when empty.
         step_settings: optional cluster settings applied to every task.
     """
     from kfp import compiler
 
-    from kerasflow.fileio import write_bytes_atomic
     from kerasflow.pipelines.dag import build_pipeline
+    from kerasflow.runtime.fileio import write_bytes_atomic
 
     output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
     tmp = output.with_name(f".{output.name}.compiling.yaml")
-    compiler.Compiler().compile(build_pipeline(step_settings), str(tmp))
+    compiler.Compiler().compile(pipeline or build_pipeline(step_settings), str(tmp))
     docs = list(yaml.safe_load_all(tmp.read_text()))
     tmp.unlink()
     if image:

@@ -12,7 +12,9 @@ from typing import TextIO
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _KEEP = (
-    re.compile(r"\[\d\d:\d\d:\d\d\] \w+: "),  # progress lines of the steps (kerasflow.stepio)
+    re.compile(
+        r"\[\d\d:\d\d:\d\d\] \w+: "
+    ),  # progress lines of the steps (kerasflow.runtime.boundary)
     re.compile(r"Executing task '"),
     re.compile(r"finished with status"),
     re.compile(r"kerasflow: error"),

@@ -1,9 +1,11 @@
 """The training pipeline: a pure factory of the seven-step KFP DAG.
 
 ingest_clean -> normalize_split -> augment -> hyperparameter_search -> train -> evaluate
--> deploy (only when evaluate blesses the model). Every tunable is a typed pipeline parameter
-with a default; `kerasflow run` executes this very DAG under kfp.local and `kerasflow compile`
-/ `submit` send it to a cluster.
+-> deploy (only when evaluate blesses the model). A few headline settings are pipeline
+parameters of their own; every other setting travels in its step's settings structure, a
+`dict` parameter whose default holds the declared defaults (kerasflow.settings). `kerasflow
+run` executes this very DAG under kfp.local and `kerasflow compile` / `submit` send it to a
+cluster.
 """
 
 from typing import Any
@@ -22,103 +24,100 @@ from kerasflow.components.hyperparameter_search.component import (
 from kerasflow.components.ingest_clean.component import ingest_clean
 from kerasflow.components.normalize_split.component import normalize_split
 from kerasflow.components.train.component import train
-from kerasflow.settings import RunConfig
+from kerasflow.settings import (
+    STEP_SETTINGS,
+    EvaluateSettings,
+    IngestSettings,
+    SearchSettings,
+    TrainSettings,
+)
 
-_D = RunConfig()
+_INGEST, _SEARCH, _TRAIN, _EVALUATE = (
+    IngestSettings(),
+    SearchSettings(),
+    TrainSettings(),
+    EvaluateSettings(),
+)
+# The default of each step's settings structure: every setting that is not a headline one.
+_STRUCTURES = {step: model.kfp_defaults() for step, model in STEP_SETTINGS.items()}
 
 
 def build_pipeline(step_settings: Any = None):
     """Returns the `kerasflow-training` pipeline function.
 
+    The pipeline's parameters are a few headline settings (data, tuner, budgets, the served
+    model...) plus one structure per step holding the rest of that step's settings
+    (`<step>_settings`, keys as in kerasflow.settings), each editable in the KFP UI.
+
     Args:
-        step_settings: optional cluster settings (kerasflow.pipelines.platform.ClusterSettings)
-            applied to every task: resources, retries, caching, secrets, node selection.
+        step_settings: optional cluster settings
+            (kerasflow.pipelines.cluster_settings.ClusterSettings) applied to every task:
+            resources, retries, caching, secrets, node selection.
     """
 
     def configure(task: Any, step: str) -> Any:
         task.set_display_name(step)
         if step_settings is not None:
-            from kerasflow.pipelines import platform
+            from kerasflow.pipelines import cluster_settings
 
-            platform.apply_step_settings(task, step, step_settings)
+            cluster_settings.apply_step_settings(task, step, step_settings)
         return task
 
     @dsl.pipeline(
         name=C.PIPELINE_NAME, description="Tune, train, evaluate and deploy a Keras model."
     )
     def training_pipeline(
-        data: str = _D.data,
-        label: str = _D.label,
-        task: str = _D.task,
-        modality: str = _D.modality,
-        tuner: str = _D.tuner,
-        max_trials: int = _D.max_trials,
-        max_epochs: int = _D.max_epochs,
-        final_epochs: int = _D.final_epochs,
-        batch_size: int = _D.batch_size,
-        patience: int = _D.patience,
-        augment_factor: int = _D.augment_factor,
-        augment_flip: bool = _D.augment_flip,
-        augment_methods: str = _D.augment_methods,
-        synonyms: str = _D.synonyms,
-        val_fraction: float = _D.val_fraction,
-        test_fraction: float = _D.test_fraction,
-        image_size: str = _D.image_size,
-        text_column: str = _D.text_column,
-        time_column: str = _D.time_column,
-        missing_values: str = _D.missing_values,
-        outliers: str = _D.outliers,
-        outlier_action: str = _D.outlier_action,
-        drop_duplicates: bool = _D.drop_duplicates,
-        drop_id_columns: bool = _D.drop_id_columns,
-        schema: str = _D.schema,
-        max_missing_share: float = _D.max_missing_share,
-        max_anomaly_share: float = _D.max_anomaly_share,
-        min_class_rows: int = _D.min_class_rows,
-        scaling: str = _D.scaling,
-        imbalance: str = _D.imbalance,
-        folds: int = _D.folds,
-        thresholds: dict = {},  # noqa: B006  (KFP reads the default; it is never mutated)
-        model_name: str = _D.model_name,
-        champion_tolerance: float = _D.champion_tolerance,
-        slice_by: str = _D.slice_by,
-        serving_dir: str = _D.serving_dir,
-        tracking_uri: str = _D.tracking_uri,
-        experiment: str = _D.experiment,
-        tuner_dir: str = "",
-        seed: int = _D.seed,
-        search_space: dict = {},  # noqa: B006  (KFP reads the default; it is never mutated)
-        build_model: str = _D.build_model,
-        objective: str = _D.objective,
-        direction: str = _D.direction,
-        time_budget: str = _D.time_budget,
-        max_consecutive_failures: int = _D.max_consecutive_failures,
-        kfold: int = _D.kfold,
-        tuner_workers: int = _D.tuner_workers,
-        trials_per_process: int = _D.trials_per_process,
-        worker_pods: int = 0,
-        refit: bool = _D.refit,
-        lr_schedule: str = _D.lr_schedule,
-        warm_start: bool = _D.warm_start,
+        data: str = _INGEST.data,
+        label: str = _INGEST.label,
+        task: str = _INGEST.task,
+        tuner: str = _SEARCH.tuner,
+        max_trials: int = _SEARCH.max_trials,
+        final_epochs: int = _TRAIN.final_epochs,
+        seed: int = _SEARCH.seed,
+        thresholds: dict = _EVALUATE.thresholds,
+        model_name: str = _TRAIN.model_name,
+        serving_dir: str = _TRAIN.serving_dir,
+        tracking_uri: str = "",
+        experiment: str = C.DEFAULT_EXPERIMENT,
+        worker_pods: int = _SEARCH.worker_pods,
+        ingest_clean_settings: dict = _STRUCTURES["ingest_clean"],
+        normalize_split_settings: dict = _STRUCTURES["normalize_split"],
+        augment_settings: dict = _STRUCTURES["augment"],
+        hyperparameter_search_settings: dict = _STRUCTURES["hyperparameter_search"],
+        train_settings: dict = _STRUCTURES["train"],
+        evaluate_settings: dict = _STRUCTURES["evaluate"],
+        deploy_settings: dict = _STRUCTURES["deploy"],
     ) -> str:
+        """Tunes, trains, evaluates and deploys a Keras model.
+
+        Args:
+            data: Data URI: builtin:NAME, a file or class folder, local or gs://.
+            label: Label column of table data.
+            task: classification or regression (inferred when empty).
+            tuner: random, grid, bayesian or hyperband.
+            max_trials: Trials of random, grid and bayesian search.
+            final_epochs: Most epochs of the final fit.
+            seed: Random seed of the split, augmentation, search and fits.
+            thresholds: Blessing thresholds, metric -> value.
+            model_name: Name of the served model.
+            serving_dir: TF Serving model base directory (local path or gs://).
+            tracking_uri: MLflow tracking URI (else the steps' MLFLOW_TRACKING_URI).
+            experiment: MLflow experiment name.
+            worker_pods: Extra pods that run search trials beside the search step.
+            ingest_clean_settings: The ingest_clean step's other settings.
+            normalize_split_settings: The normalize_split step's other settings.
+            augment_settings: The augment step's other settings.
+            hyperparameter_search_settings: The hyperparameter_search step's other settings.
+            train_settings: The train step's other settings.
+            evaluate_settings: The evaluate step's other settings.
+            deploy_settings: The deploy step's other settings.
+        """
         ingest = configure(
             ingest_clean(
+                settings=ingest_clean_settings,
                 data=data,
                 label=label,
                 task=task,
-                modality=modality,
-                text_column=text_column,
-                time_column=time_column,
-                image_size=image_size,
-                missing_values=missing_values,
-                outliers=outliers,
-                outlier_action=outlier_action,
-                drop_duplicates=drop_duplicates,
-                drop_id_columns=drop_id_columns,
-                expected_schema=schema,
-                max_missing_share=max_missing_share,
-                max_anomaly_share=max_anomaly_share,
-                min_class_rows=min_class_rows,
                 tracking_uri=tracking_uri,
                 experiment=experiment,
                 kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
@@ -129,13 +128,8 @@ def build_pipeline(step_settings: Any = None):
         split = configure(
             normalize_split(
                 dataset=ingest.outputs["dataset"],
-                val_fraction=val_fraction,
-                test_fraction=test_fraction,
+                settings=normalize_split_settings,
                 seed=seed,
-                scaling=scaling,
-                imbalance=imbalance,
-                time_column=time_column,
-                folds=folds,
                 tracking_uri=tracking_uri,
                 parent_run_id=run_id,
             ),
@@ -144,11 +138,8 @@ def build_pipeline(step_settings: Any = None):
         aug = configure(
             augment(
                 splits=split.outputs["splits"],
-                factor=augment_factor,
+                settings=augment_settings,
                 seed=seed,
-                flip=augment_flip,
-                methods=augment_methods,
-                synonyms=synonyms,
                 tracking_uri=tracking_uri,
                 parent_run_id=run_id,
             ),
@@ -158,25 +149,13 @@ def build_pipeline(step_settings: Any = None):
             hyperparameter_search(
                 splits=split.outputs["splits"],
                 train_data=aug.outputs["train_data"],
+                settings=hyperparameter_search_settings,
                 tuner=tuner,
                 max_trials=max_trials,
-                max_epochs=max_epochs,
-                batch_size=batch_size,
-                patience=patience,
                 seed=seed,
-                tuner_dir=tuner_dir,
+                worker_pods=worker_pods,
                 tracking_uri=tracking_uri,
                 parent_run_id=run_id,
-                search_space=search_space,
-                build_model=build_model,
-                objective=objective,
-                direction=direction,
-                time_budget=time_budget,
-                max_consecutive_failures=max_consecutive_failures,
-                kfold=kfold,
-                tuner_workers=tuner_workers,
-                trials_per_process=trials_per_process,
-                worker_pods=worker_pods,
                 pipeline_root=dsl.PIPELINE_ROOT_PLACEHOLDER,
                 run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
             ),
@@ -204,20 +183,13 @@ def build_pipeline(step_settings: Any = None):
                 splits=split.outputs["splits"],
                 train_data=aug.outputs["train_data"],
                 best_hyperparameters=search.outputs["best_hyperparameters"],
-                epochs=final_epochs,
-                batch_size=batch_size,
-                patience=patience,
+                settings=train_settings,
+                final_epochs=final_epochs,
                 seed=seed,
+                model_name=model_name,
+                serving_dir=serving_dir,
                 tracking_uri=tracking_uri,
                 parent_run_id=run_id,
-                objective=objective,
-                direction=direction,
-                refit=refit,
-                lr_schedule=lr_schedule,
-                warm_start=warm_start,
-                serving_dir=serving_dir,
-                model_name=model_name,
-                build_model=build_model,
             ),
             "train",
         )
@@ -225,10 +197,9 @@ def build_pipeline(step_settings: Any = None):
             evaluate(
                 model=fit.outputs["model"],
                 splits=split.outputs["splits"],
+                settings=evaluate_settings,
                 thresholds=thresholds,
                 model_name=model_name,
-                champion_tolerance=champion_tolerance,
-                slice_by=slice_by,
                 tracking_uri=tracking_uri,
                 parent_run_id=run_id,
             ),
@@ -242,8 +213,9 @@ def build_pipeline(step_settings: Any = None):
                     model=fit.outputs["model"],
                     splits=split.outputs["splits"],
                     predictions=gate.outputs["predictions"],
-                    serving_dir=serving_dir,
+                    settings=deploy_settings,
                     model_name=model_name,
+                    serving_dir=serving_dir,
                     tracking_uri=tracking_uri,
                     parent_run_id=run_id,
                 ),

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from kerasflow.errors import UserError
+from kerasflow.runtime.errors import UserError
+from kerasflow.settings.run import DEFAULT_WORK_DIR
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -33,20 +34,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default="",
         help="MLflow URI (else MLFLOW_TRACKING_URI, else SQLite in WORK_DIR)",
     )
-    parser.add_argument("--work-dir", default="kerasflow-work", help="as for `kerasflow run`")
+    parser.add_argument("--work-dir", default=DEFAULT_WORK_DIR, help="as for `kerasflow run`")
     parser.set_defaults(func=cmd_rollback)
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
     """Moves the champion back and pins its serving version."""
-    from kerasflow import registry
-    from kerasflow.settings import RunConfig
+    from kerasflow.settings import RunSettings
+    from kerasflow.tracking import registry
 
-    cfg = RunConfig(
-        work_dir=args.work_dir,
-        serving_dir=args.serving_dir,
-        tracking_uri=args.tracking_uri,
-        model_name=args.model_name,
+    cfg = RunSettings.from_values(
+        {
+            "work_dir": args.work_dir,
+            "serving_dir": args.serving_dir,
+            "tracking_uri": args.tracking_uri,
+            "model_name": args.model_name,
+        }
     )
     uri = cfg.resolved_tracking_uri()
     target = None

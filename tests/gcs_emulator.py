@@ -1,7 +1,7 @@
 """A Google Cloud Storage emulator for tests: in-process, in memory, on a free local port.
 
 Test modules load this with `pytest_plugins = ["tests.gcs_emulator"]` and ask for the `gcs`
-fixture. It sets STORAGE_EMULATOR_HOST, which google-cloud-storage (and kerasflow.fileio)
+fixture. It sets STORAGE_EMULATOR_HOST, which google-cloud-storage (and kerasflow.runtime.fileio)
 honour, so gs:// URIs resolve against the emulator, in this process and in any subprocess the
 test starts (the CLI and its pipeline steps).
 """
@@ -28,7 +28,7 @@ class Emulator:
 
     def client(self):
         """A storage client bound to the emulator."""
-        from kerasflow.fileio import gcs_client
+        from kerasflow.runtime.fileio import gcs_client
 
         return gcs_client()
 

@@ -335,7 +335,7 @@ def build_standin_pipeline(step_settings: Any = None) -> Any:
 
     def apply(task: Any, step: str) -> Any:
         if step_settings is not None:
-            from kerasflow.pipelines.platform import apply_step_settings
+            from kerasflow.pipelines.cluster_settings import apply_step_settings
 
             apply_step_settings(task, step, step_settings)
         return task

@@ -18,9 +18,12 @@ from typing import Any
 
 import numpy as np
 
-from kerasflow import bundle, dataoptions, stepio, tracking
 from kerasflow import constants as C
-from kerasflow.errors import UserError
+from kerasflow.data import artifacts, choices
+from kerasflow.runtime import boundary
+from kerasflow.runtime.errors import UserError
+from kerasflow.settings import AugmentSettings
+from kerasflow.tracking import runs
 
 STEP = "augment"
 PREVIEW_IMAGES = 8
@@ -76,7 +79,7 @@ def augment_images(
     y: np.ndarray,
     factor: int,
     seed: int,
-    methods: tuple[str, ...] = dataoptions.DEFAULT_AUGMENT_METHODS["image"],
+    methods: tuple[str, ...] = choices.DEFAULT_AUGMENT_METHODS["image"],
     strength: ImageStrength | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Returns the originals followed by `factor` randomly transformed copies of each image.
@@ -216,7 +219,7 @@ def load_synonyms(uri: str) -> dict[str, list[str]]:
     """
     import yaml
 
-    from kerasflow.fileio import local_copy
+    from kerasflow.runtime.fileio import local_copy
 
     try:
         with local_copy(uri) as path:
@@ -296,7 +299,7 @@ def augment_text(frame, meta: dict, factor: int, seed: int, methods, synonyms=No
     return pd.concat(copies, ignore_index=True)
 
 
-def oversample(meta: dict, train: bundle.Part, seed: int) -> bundle.Part:
+def oversample(meta: dict, train: artifacts.Part, seed: int) -> artifacts.Part:
     """Balances the classes of the train split: SMOTE for tables and images, repeats for text."""
     if train.frame is None:
         from imblearn.over_sampling import SMOTE, RandomOverSampler
@@ -309,7 +312,7 @@ def oversample(meta: dict, train: bundle.Part, seed: int) -> bundle.Part:
             else RandomOverSampler(random_state=seed)
         )
         flat, y = sampler.fit_resample(train.x.reshape(len(train.x), -1), train.y)
-        return bundle.Part(x=flat.reshape(-1, *train.x.shape[1:]).astype("float32"), y=y)
+        return artifacts.Part(x=flat.reshape(-1, *train.x.shape[1:]).astype("float32"), y=y)
     import pandas as pd
 
     if meta[C.META_MODALITY] == "text":
@@ -318,25 +321,24 @@ def oversample(meta: dict, train: bundle.Part, seed: int) -> bundle.Part:
         label = meta[C.META_LABEL]
         sampler = RandomOverSampler(random_state=seed)
         xs, ys = sampler.fit_resample(train.frame.drop(columns=[label]), train.frame[label])
-        return bundle.Part(frame=xs.assign(**{label: ys.to_numpy()})[train.frame.columns])
+        return artifacts.Part(frame=xs.assign(**{label: ys.to_numpy()})[train.frame.columns])
     added = _smote(train.frame, meta, seed, "not majority")
-    return bundle.Part(frame=pd.concat([train.frame, added], ignore_index=True))
+    return artifacts.Part(frame=pd.concat([train.frame, added], ignore_index=True))
 
 
 def augment_part(
     meta: dict,
-    train: bundle.Part,
-    factor: int,
-    seed: int,
-    flip: bool = False,
-    methods: str = "",
+    train: artifacts.Part,
+    settings: AugmentSettings,
+    *,
     synonyms: dict[str, list[str]] | None = None,
     summary: AugmentSummary | None = None,
-) -> bundle.Part:
+) -> artifacts.Part:
     """Augments one train part according to its modality (and balances it first on request)."""
+    factor, seed = settings.augment_factor, settings.seed
     summary = summary if summary is not None else AugmentSummary()
     modality = meta[C.META_MODALITY]
-    chosen = dataoptions.resolve_methods(methods, modality, flip)
+    chosen = choices.resolve_methods(settings.augment_methods, modality, settings.augment_flip)
     summary.methods, summary.rows_in = chosen, len(train)
     if meta.get("imbalance") == "smote" and meta[C.META_TASK] == "classification":
         before = len(train)
@@ -345,16 +347,16 @@ def augment_part(
     if factor > 0 and chosen:
         if train.frame is None:
             x, y = augment_images(train.x, train.y, factor, seed, chosen)
-            train = bundle.Part(x=x, y=y)
+            train = artifacts.Part(x=x, y=y)
         elif modality == "text":
             if "synonym" in chosen and not synonyms:
                 summary.notes.append("synonym replacement skipped: no synonyms file given")
             frame = augment_text(train.frame, meta, factor, seed, chosen, synonyms)
-            train = bundle.Part(frame=frame)
+            train = artifacts.Part(frame=frame)
         else:
             if meta[C.META_TASK] == "regression" and "smote" in chosen:
                 summary.notes.append("SMOTE needs classes: regression copies use noise instead")
-            train = bundle.Part(frame=augment_table(train.frame, meta, factor, seed, chosen))
+            train = artifacts.Part(frame=augment_table(train.frame, meta, factor, seed, chosen))
     summary.rows_out = len(train)
     return train
 
@@ -369,7 +371,7 @@ def image_preview(x: np.ndarray, factor: int) -> Any:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from kerasflow.profile import _displayable
+    from kerasflow.data.profile import _displayable
 
     n_in = len(x) // (factor + 1)
     cols = min(PREVIEW_IMAGES, n_in)
@@ -419,39 +421,44 @@ def _cell(text: str, limit: int = 160) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-@stepio.step_entry(STEP)
+@boundary.step_entry(STEP)
 def run(
+    *,
+    settings: AugmentSettings | dict[str, Any],
     splits_dir: str,
     out_dir: str,
-    factor: int,
-    seed: int,
-    flip: bool,
     tracking_uri: str,
     parent_run_id: str,
-    methods: str = "",
-    synonyms: str = "",
 ) -> None:
-    """Runs the step: writes a bundle whose `train` part holds the augmented train split."""
-    with tracking.step_run(tracking_uri, parent_run_id, STEP):
-        meta = bundle.load_meta(splits_dir)
-        train = bundle.load_part(splits_dir, "train")
+    """Runs the step: writes a bundle whose `train` part holds the augmented train split.
+
+    Args:
+        settings: The step's settings (a mapping is validated into AugmentSettings).
+        splits_dir: The splits from normalize_split.
+        out_dir: Output folder of the augmented train split.
+        tracking_uri: MLflow tracking URI.
+        parent_run_id: The pipeline's MLflow run.
+    """
+    opts = AugmentSettings.parse(settings)
+    factor, synonyms = opts.augment_factor, opts.synonyms
+    with runs.step_run(tracking_uri, parent_run_id, STEP):
+        meta = artifacts.load_meta(splits_dir)
+        train = artifacts.load_part(splits_dir, "train")
         words = load_synonyms(synonyms) if synonyms else None
         summary = AugmentSummary()
-        result = augment_part(
-            meta, train, int(factor), int(seed), bool(flip), methods, words, summary
-        )
-        bundle.save(out_dir, bundle.Bundle(meta=meta, parts={"train": result}))
+        result = augment_part(meta, train, opts, synonyms=words, summary=summary)
+        artifacts.save(out_dir, artifacts.Bundle(meta=meta, parts={"train": result}))
         config = {
-            "augment_factor": int(factor),
-            "seed": int(seed),
+            "augment_factor": factor,
+            "seed": opts.seed,
             "augment_methods": ",".join(summary.methods),
             "synonyms": synonyms,
             "synonym_entries": len(words or {}),
             "imbalance": meta.get("imbalance", "none"),
             "modality": meta[C.META_MODALITY],
         }
-        tracking.log_params(config)
-        tracking.log_dict_artifact({**config, "notes": summary.notes}, "augment_config.json")
+        runs.log_params(config)
+        runs.log_dict_artifact({**config, "notes": summary.notes}, "augment_config.json")
         import mlflow
 
         mlflow.log_metrics(
@@ -462,17 +469,17 @@ def run(
             }
         )
         if result.frame is None:
-            if int(factor) > 0:
-                fig = image_preview(result.x, int(factor))
-                tracking.log_figure(fig, "augment_preview.png")
+            if factor > 0:
+                fig = image_preview(result.x, factor)
+                runs.log_figure(fig, "augment_preview.png")
         else:
-            tracking.log_text_artifact(
+            runs.log_text_artifact(
                 table_summary(meta, train.frame, result.frame), "augment_summary.md"
             )
         for note in summary.notes:
-            stepio.progress(STEP, f"note: {note}")
-        stepio.progress(
+            boundary.progress(STEP, f"note: {note}")
+        boundary.progress(
             STEP,
             f"train rows {summary.rows_in} -> {summary.rows_out} "
-            f"({', '.join(summary.methods) or 'no methods'}, x{int(factor)})",
+            f"({', '.join(summary.methods) or 'no methods'}, x{factor})",
         )

@@ -13,12 +13,16 @@ from __future__ import annotations
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from kerasflow import bundle, fileio, registry, stepio, tracking
 from kerasflow import constants as C
+from kerasflow.data import artifacts
+from kerasflow.runtime import boundary, fileio
 from kerasflow.serving.errors import InfraValidationError
+from kerasflow.settings import DeploySettings
+from kerasflow.tracking import registry, runs
 
 STEP = "deploy"
 VALIDATION_ROWS = 32
@@ -33,12 +37,14 @@ def existing_versions(model_base: str) -> list[int]:
     return sorted(int(n) for n in fileio.list_dir_names(model_base) if n.isdigit())
 
 
-def serving_inputs(meta: dict, part: bundle.Part, rows: int) -> dict[str, np.ndarray]:
+def serving_inputs(meta: dict, part: artifacts.Part, rows: int) -> dict[str, np.ndarray]:
     """The first `rows` rows of a split, as the serving signature takes them."""
-    return bundle.model_inputs(meta, part.take(np.arange(min(rows, len(part)))))
+    return artifacts.model_inputs(meta, part.take(np.arange(min(rows, len(part)))))
 
 
-def validate_export(export_dir: Path, meta: dict, test: bundle.Part, expected: np.ndarray) -> None:
+def validate_export(
+    export_dir: Path, meta: dict, test: artifacts.Part, expected: np.ndarray
+) -> None:
     """Serves the export with kerasflow.serving and compares its answers with evaluation's.
 
     Raises:
@@ -57,7 +63,9 @@ def validate_export(export_dir: Path, meta: dict, test: bundle.Part, expected: n
         )
 
 
-def stage_export(export: Path, model_name: str, meta: dict, test: bundle.Part, into: Path) -> Path:
+def stage_export(
+    export: Path, model_name: str, meta: dict, test: artifacts.Part, into: Path
+) -> Path:
     """A copy of the export with TF Serving warmup requests from test rows added."""
     from kerasflow.serving.validation import write_warmup_requests
 
@@ -88,7 +96,7 @@ def register(
     import mlflow
 
     parent = mlflow.MlflowClient().get_run(parent_run_id)
-    train_run = tracking.find_step_run(parent_run_id, "train")
+    train_run = runs.find_step_run(parent_run_id, "train")
     source = f"runs:/{train_run}/model" if train_run else path
     registry_version = registry.register_version(
         tracking_uri,
@@ -107,36 +115,47 @@ def register(
     return registry_version
 
 
-@stepio.step_entry(STEP, heavy_imports=("tensorflow",))
+@boundary.step_entry(STEP, heavy_imports=("tensorflow",))
 def run(
+    *,
+    settings: DeploySettings | dict[str, Any],
     model_dir: str,
     splits_dir: str,
     predictions_dir: str,
-    serving_dir: str,
-    model_name: str,
     tracking_uri: str,
     parent_run_id: str,
 ) -> str:
-    """Runs the step; returns the path of the published version."""
-    from kerasflow.errors import UserError
+    """Runs the step; returns the path of the published version.
 
+    Args:
+        settings: The step's settings (a mapping is validated into DeploySettings).
+        model_dir: The blessed model.
+        splits_dir: The splits from normalize_split (the test split).
+        predictions_dir: Evaluation's test predictions.
+        tracking_uri: MLflow tracking URI.
+        parent_run_id: The pipeline's MLflow run.
+    """
+    from kerasflow.runtime.errors import UserError
+
+    opts = DeploySettings.parse(settings)
+    serving_dir, model_name = opts.serving_dir, opts.model_name
     if not serving_dir:
         raise UserError("serving_dir is empty: pass the TF Serving base directory (or gs://)")
-    tracking_uri = tracking.resolve_uri(tracking_uri)
-    with tracking.step_run(tracking_uri, parent_run_id, STEP):
-        meta = bundle.load_meta(splits_dir)
-        test = bundle.load_part(splits_dir, "test")
+    tracking_uri = runs.resolve_uri(tracking_uri)
+    with runs.step_run(tracking_uri, parent_run_id, STEP):
+        meta = artifacts.load_meta(splits_dir)
+        test = artifacts.load_part(splits_dir, "test")
         expected = np.load(Path(predictions_dir, C.PREDICTIONS_FILE))["outputs"]
         with tempfile.TemporaryDirectory(prefix="kerasflow-deploy-") as tmp:
             staged = stage_export(
                 Path(model_dir, C.SAVED_MODEL_DIR), model_name, meta, test, Path(tmp)
             )
             validate_export(staged, meta, test, expected)
-            stepio.progress(STEP, "infra validation passed (loaded, warmed up, answers match)")
+            boundary.progress(STEP, "infra validation passed (loaded, warmed up, answers match)")
             version, path = push(staged, serving_dir, model_name)
         registry_version = register(tracking_uri, parent_run_id, model_name, version, path, meta)
         config_path = registry.pin_serving_version(serving_dir, model_name, version)
-        tracking.log_params({"model_name": model_name, "serving_dir": serving_dir})
+        runs.log_params({"model_name": model_name, "serving_dir": serving_dir})
         import mlflow
 
         tags = {
@@ -145,8 +164,8 @@ def run(
             C.TAG_REGISTRY_VERSION: registry_version,
         }
         mlflow.set_tags(tags)
-        tracking.set_pipeline_tags(parent_run_id, tags)
-        stepio.progress(
+        runs.set_pipeline_tags(parent_run_id, tags)
+        boundary.progress(
             STEP,
             f"published {model_name} version {version} at {path}; registry "
             f"version {registry_version} is now champion; pinned in "

@@ -10,10 +10,9 @@ from kerasflow.settings import DEFAULT_IMAGE
 def evaluate(
     model: Input[Model],
     splits: Input[Dataset],
+    settings: dict,
     thresholds: dict,
     model_name: str,
-    champion_tolerance: float,
-    slice_by: str,
     tracking_uri: str,
     parent_run_id: str,
     metrics: Output[Metrics],
@@ -21,20 +20,34 @@ def evaluate(
     report: Output[Markdown],
     predictions: Output[Dataset],
 ) -> bool:
-    """Evaluates on the test split against thresholds and the champion; returns the blessing."""
+    """Evaluates on the test split against thresholds and the champion; returns the blessing.
+
+    Args:
+        model: The trained model.
+        splits: The splits from normalize_split (the test split).
+        settings: The step's other settings (kerasflow.settings.EvaluateSettings keys).
+        thresholds: Blessing thresholds, metric -> value (empty: the task's default).
+        model_name: The served model whose champion the candidate must not fall behind.
+        tracking_uri: MLflow tracking URI.
+        parent_run_id: The pipeline's MLflow run.
+        metrics: Test metrics.
+        classification: Confusion matrix and ROC curve (classification).
+        report: The metrics and the reasons of the blessing.
+        predictions: The model's test predictions, which deploy checks the export against.
+
+    Returns:
+        Whether the model is blessed for deployment.
+    """
     from kerasflow.components.evaluate import core
 
     result = core.run(
-        model.path,
-        splits.path,
-        thresholds,
-        report.path,
-        predictions.path,
-        tracking_uri,
-        parent_run_id,
-        model_name,
-        champion_tolerance,
-        slice_by,
+        settings={**settings, "thresholds": thresholds, "model_name": model_name},
+        model_dir=model.path,
+        splits_dir=splits.path,
+        report_path=report.path,
+        predictions_dir=predictions.path,
+        tracking_uri=tracking_uri,
+        parent_run_id=parent_run_id,
     )
     for name, value in result.metrics.items():
         metrics.log_metric(name, value)

@@ -12,14 +12,17 @@ from typing import Any
 
 import numpy as np
 
-from kerasflow import bundle, modeling, registry, stepio, tracking
 from kerasflow import constants as C
-from kerasflow.errors import UserError
-from kerasflow.settings import LOWER_IS_BETTER, default_thresholds
+from kerasflow.data import artifacts
+from kerasflow.modeling import builders
+from kerasflow.runtime import boundary
+from kerasflow.runtime.errors import UserError
+from kerasflow.settings import EvaluateSettings, default_thresholds
+from kerasflow.tracking import registry, runs
 
 STEP = "evaluate"
-CLASSIFICATION_METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc")
-REGRESSION_METRICS = ("mae", "rmse", "r2")
+CLASSIFICATION_METRICS = C.CLASSIFICATION_METRICS
+REGRESSION_METRICS = C.REGRESSION_METRICS
 MAX_ROC_POINTS = 200
 
 
@@ -99,7 +102,7 @@ def decide_blessing(
             blessed = False
             reasons.append(f"{name}: not computed, cannot check threshold {limit}")
             continue
-        lower = name in LOWER_IS_BETTER
+        lower = C.lower_is_better(name)
         ok = value <= limit if lower else value >= limit
         blessed &= ok
         sign = "<=" if lower else ">="
@@ -107,10 +110,10 @@ def decide_blessing(
     return blessed, reasons
 
 
-def predict(model: Any, meta: dict, part: bundle.Part, batch_size: int = 256) -> np.ndarray:
+def predict(model: Any, meta: dict, part: artifacts.Part, batch_size: int = 256) -> np.ndarray:
     """Model outputs for every row of `part`."""
-    ds = modeling.make_dataset(
-        bundle.model_inputs(meta, part), bundle.targets(meta, part), batch_size
+    ds = builders.make_dataset(
+        artifacts.model_inputs(meta, part), artifacts.targets(meta, part), batch_size
     )
     return np.asarray(model.predict(ds, verbose=0))
 
@@ -158,7 +161,7 @@ def compare_with_champion(
         new, old = result.metrics.get(name), champion.get(name)
         if new is None or old is None:
             continue
-        lower = name in LOWER_IS_BETTER
+        lower = C.lower_is_better(name)
         ok = new <= old + tolerance if lower else new >= old - tolerance
         result.blessed &= ok
         verdict = "no regression against" if ok else "REGRESSES against"
@@ -167,12 +170,12 @@ def compare_with_champion(
         )
 
 
-def slice_metrics(meta: dict, part: bundle.Part, outputs: np.ndarray, column: str) -> dict:
+def slice_metrics(meta: dict, part: artifacts.Part, outputs: np.ndarray, column: str) -> dict:
     """Metrics per value of a categorical column of the test split."""
     if part.frame is None or column not in part.frame.columns:
         raise UserError(f"cannot slice by '{column}': no such column in the test split")
     values = part.frame[column].astype(str).to_numpy()
-    y = bundle.targets(meta, part)
+    y = artifacts.targets(meta, part)
     out = {}
     for value in sorted(set(values)):
         rows = values == value
@@ -214,7 +217,7 @@ def render_report(result: Evaluation) -> str:
 
 
 def champion_evaluation(
-    tracking_uri: str, model_name: str, meta: dict, test: bundle.Part
+    tracking_uri: str, model_name: str, meta: dict, test: artifacts.Part
 ) -> tuple[int, dict[str, float]] | None:
     """The current champion's metrics on this run's test split (None when there is none).
 
@@ -228,39 +231,49 @@ def champion_evaluation(
         return None
     local = Path(mlflow.artifacts.download_artifacts(artifact_uri=champion.source))
     if (local / C.KERAS_MODEL_FILE).is_file():
-        outputs = predict(modeling.load_model(local / C.KERAS_MODEL_FILE), meta, test)
+        outputs = predict(builders.load_model(local / C.KERAS_MODEL_FILE), meta, test)
     else:  # a registered SavedModel only (e.g. a serving version folder)
         import tensorflow as tf
 
         export = local / C.SAVED_MODEL_DIR if (local / C.SAVED_MODEL_DIR).is_dir() else local
         fn = tf.saved_model.load(str(export)).signatures[C.SERVING_SIGNATURE]
-        inputs = {k: tf.constant(v) for k, v in bundle.model_inputs(meta, test).items()}
+        inputs = {k: tf.constant(v) for k, v in artifacts.model_inputs(meta, test).items()}
         outputs = fn(**inputs)[C.SERVING_OUTPUT].numpy()
-    return champion.registry_version, task_metrics(meta, bundle.targets(meta, test), outputs)
+    return champion.registry_version, task_metrics(meta, artifacts.targets(meta, test), outputs)
 
 
-@stepio.step_entry(STEP, heavy_imports=("tensorflow", "keras"))
+@boundary.step_entry(STEP, heavy_imports=("tensorflow", "keras"))
 def run(
+    *,
+    settings: EvaluateSettings | dict[str, Any],
     model_dir: str,
     splits_dir: str,
-    thresholds: dict,
     report_path: str,
     predictions_dir: str,
     tracking_uri: str,
     parent_run_id: str,
-    model_name: str = "",
-    champion_tolerance: float = 0.01,
-    slice_by: str = "",
 ) -> Evaluation:
-    """Runs the step: evaluates on test, compares with the champion, logs, writes predictions."""
-    tracking_uri = tracking.resolve_uri(tracking_uri)
-    with tracking.step_run(tracking_uri, parent_run_id, STEP):
-        meta = bundle.load_meta(splits_dir)
-        test = bundle.load_part(splits_dir, "test")
-        model = modeling.load_model(Path(model_dir, C.KERAS_MODEL_FILE))
+    """Runs the step: evaluates on test, compares with the champion, logs, writes predictions.
+
+    Args:
+        settings: The step's settings (a mapping is validated into EvaluateSettings).
+        model_dir: The trained model.
+        splits_dir: The splits from normalize_split (the test split).
+        report_path: Output Markdown report.
+        predictions_dir: Output folder of the test predictions.
+        tracking_uri: MLflow tracking URI.
+        parent_run_id: The pipeline's MLflow run.
+    """
+    opts = EvaluateSettings.parse(settings)
+    model_name, slice_by = opts.model_name, opts.slice_by
+    tracking_uri = runs.resolve_uri(tracking_uri)
+    with runs.step_run(tracking_uri, parent_run_id, STEP):
+        meta = artifacts.load_meta(splits_dir)
+        test = artifacts.load_part(splits_dir, "test")
+        model = builders.load_model(Path(model_dir, C.KERAS_MODEL_FILE))
         outputs = predict(model, meta, test)
-        gate = thresholds or default_thresholds(meta[C.META_TASK])
-        result = evaluate(meta, bundle.targets(meta, test), outputs, gate)
+        gate = opts.thresholds or default_thresholds(meta[C.META_TASK])
+        result = evaluate(meta, artifacts.targets(meta, test), outputs, gate)
         if slice_by:
             result.slices = slice_metrics(meta, test, outputs, slice_by)
         if model_name:
@@ -274,9 +287,7 @@ def run(
                 if found is None:
                     result.reasons.append("no champion yet: thresholds only")
                 else:
-                    compare_with_champion(
-                        result, found[1], found[0], gate, float(champion_tolerance)
-                    )
+                    compare_with_champion(result, found[1], found[0], gate, opts.champion_tolerance)
         text = render_report(result)
         Path(report_path).parent.mkdir(parents=True, exist_ok=True)
         Path(report_path).write_text(text)
@@ -286,13 +297,13 @@ def run(
 
         mlflow.log_metrics({f"test_{k}": v for k, v in result.metrics.items()})
         mlflow.set_tag(C.TAG_BLESSED, str(result.blessed).lower())
-        tracking.log_text_artifact(text, "evaluation.md")
+        runs.log_text_artifact(text, "evaluation.md")
         if result.slices:
-            tracking.log_dict_artifact(result.slices, "slices.json")
-        tracking.log_pipeline_metrics(
+            runs.log_dict_artifact(result.slices, "slices.json")
+        runs.log_pipeline_metrics(
             parent_run_id, {f"test_{k}": v for k, v in result.metrics.items()}
         )
-        tracking.set_pipeline_tags(
+        runs.set_pipeline_tags(
             parent_run_id,
             {
                 C.TAG_BLESSED: str(result.blessed).lower(),
@@ -300,5 +311,5 @@ def run(
             },
         )
         verdict = "blessed" if result.blessed else "not blessed"
-        stepio.progress(STEP, f"{result.metrics} -> {verdict}: {'; '.join(result.reasons)}")
+        boundary.progress(STEP, f"{result.metrics} -> {verdict}: {'; '.join(result.reasons)}")
     return result

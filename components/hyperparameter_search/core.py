@@ -16,10 +16,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from kerasflow import budget, fileio, stepio, tracking, tuning
 from kerasflow import constants as C
-from kerasflow.errors import UserError
-from kerasflow.fileio import write_json_atomic
+from kerasflow.runtime import boundary, budget, fileio
+from kerasflow.runtime.errors import UserError
+from kerasflow.runtime.fileio import write_json_atomic
+from kerasflow.settings import SearchSettings
+from kerasflow.tracking import runs
+from kerasflow.tuning import tuners
 
 STEP = "hyperparameter_search"
 TUNING_DIR = "tuning"
@@ -61,10 +64,10 @@ def search(
     track: bool = True,
 ) -> tuple[dict, list[dict]]:
     """Searches the default space over ready-made pipelines; returns best values and trials."""
-    from kerasflow.trainingdata import FixedFeed
+    from kerasflow.data.feeds import FixedFeed
 
-    objective, direction = tuning.resolve_objective(meta)
-    spec = tuning.SearchSpec(
+    objective, direction = tuners.resolve_objective(meta)
+    spec = tuners.SearchSpec(
         algorithm=algorithm,
         objective=objective,
         direction=direction,
@@ -75,12 +78,12 @@ def search(
         tuner_dir=tuner_dir,
         track=track,
     )
-    result = tuning.run_search(spec, FixedFeed(meta, train_ds, val_ds))
+    result = tuners.run_search(spec, FixedFeed(meta, train_ds, val_ds))
     return result.best, result.rows
 
 
 def render_summary(
-    result: tuning.SearchOutcome, objective: str, direction: str, searched: list[str]
+    result: tuners.SearchOutcome, objective: str, direction: str, searched: list[str]
 ) -> str:
     """Markdown: the best hyperparameters and every trial, best first."""
     rows = result.rows
@@ -172,119 +175,117 @@ def resolve_tuner_dir(tuner_dir: str, pipeline_root: str, key: str, fallback: st
     return fallback
 
 
-@stepio.step_entry(STEP)
+@boundary.step_entry(STEP)
 def run(
+    *,
+    settings: SearchSettings | dict[str, Any],
     splits_dir: str,
     train_dir: str,
-    algorithm: str,
-    max_trials: int,
-    max_epochs: int,
-    batch_size: int,
-    patience: int,
-    seed: int,
-    tuner_dir: str,
     hparams_path: str,
     summary_path: str,
     tracking_uri: str,
     parent_run_id: str,
-    *,
-    search_space: dict | None = None,
-    build_model: str = "",
-    objective: str = "",
-    direction: str = "",
-    time_budget: str = "",
-    max_consecutive_failures: int = 3,
-    kfold: int = 0,
-    tuner_workers: int = 1,
-    worker_pods: int = 0,
     pipeline_root: str = "",
     run_id: str = "",
-    trials_per_process: int = 5,
 ) -> None:
     """Runs the step: search (resuming a killed attempt), write and log its results.
 
     Trials run in worker processes forked from a server that imports TensorFlow once, a fresh
     one every `trials_per_process` trials (0: every trial in this process, no workers).
+
+    Args:
+        settings: The step's settings (a mapping is validated into SearchSettings).
+        splits_dir: The splits from normalize_split (validation data).
+        train_dir: The augmented train split.
+        hparams_path: Output JSON of the best hyperparameters.
+        summary_path: Output Markdown summary of the trials.
+        tracking_uri: MLflow tracking URI.
+        parent_run_id: The pipeline's MLflow run.
+        pipeline_root: The pipeline root, home of resumable tuner directories.
+        run_id: The KFP run id, which names the worker pods' rendezvous.
     """
     started = time.time()
-    workers, pods, quota = int(tuner_workers), int(worker_pods), int(trials_per_process)
+    opts = SearchSettings.parse(settings)
+    algorithm, tuner_dir, time_budget = opts.tuner, opts.tuner_dir, opts.time_budget
+    build_model, seed = opts.build_model, opts.seed
+    workers, pods, quota = opts.tuner_workers, opts.worker_pods, opts.trials_per_process
     isolated = quota > 0 or workers > 1 or pods > 0
     if isolated:
-        from kerasflow.tuning_parallel import warm_forkserver
+        from kerasflow.tuning.parallel import warm_forkserver
 
         warm_forkserver()  # its TensorFlow import overlaps with this process's
     deadline = budget.deadline_after(budget.parse_time_budget(time_budget), started)
-    with tracking.step_run(tracking_uri, parent_run_id, STEP) as step:
-        from kerasflow import search_space as spaces
-        from kerasflow.hypermodel import check_user_build
-        from kerasflow.trainingdata import DataFeed, content_hash, load_training_arrays
+    with runs.step_run(tracking_uri, parent_run_id, STEP) as step:
+        from kerasflow.data.feeds import DataFeed, content_hash, load_training_arrays
+        from kerasflow.modeling import search_space as spaces
+        from kerasflow.modeling.hypermodel import check_user_build
 
         arrays = load_training_arrays(splits_dir, train_dir)
         meta = arrays.meta
         # Folds made by normalize_split (its `folds` option) turn on the cross-validated score.
-        kfold = int(kfold) or int((meta.get("folds") or {}).get("k", 0))
-        objective, direction = tuning.resolve_objective(meta, objective, direction)
-        overrides = dict(search_space or {})
+        kfold = opts.kfold or int((meta.get("folds") or {}).get("k", 0))
+        objective, direction = tuners.resolve_objective(meta, opts.objective, opts.direction)
+        overrides = dict(opts.search_space)
         if build_model:
             check_user_build(spaces.load_build_function(build_model), meta)
             searched: list[str] = []
         else:
-            tuning.check_objective(meta, objective)
+            tuners.check_objective(meta, objective)
             space = spaces.resolve_space(meta[C.META_MODALITY], overrides)
             searched = spaces.searched_names(space)
         shape = {
             "algorithm": algorithm,
             "objective": objective,
             "direction": direction,
-            "max_epochs": int(max_epochs),
-            "batch_size": int(batch_size),
-            "patience": int(patience),
-            "seed": int(seed),
+            "max_epochs": opts.max_epochs,
+            "batch_size": opts.batch_size,
+            "patience": opts.patience,
+            "seed": seed,
             "search_space": overrides,
             "build_model": build_model,
-            "kfold": int(kfold),
+            "kfold": kfold,
         }
         key = search_key(content_hash(arrays), shape)
         fallback = str(Path(summary_path).parent / "tuner")
         directory = resolve_tuner_dir(tuner_dir, pipeline_root, key, fallback)
-        spec = tuning.SearchSpec(
+        spec = tuners.SearchSpec(
             algorithm=algorithm,
             objective=objective,
             direction=direction,
-            max_trials=int(max_trials),
-            max_epochs=int(max_epochs),
-            batch_size=int(batch_size),
-            patience=int(patience),
-            seed=int(seed),
+            max_trials=opts.max_trials,
+            max_epochs=opts.max_epochs,
+            batch_size=opts.batch_size,
+            patience=opts.patience,
+            seed=seed,
             tuner_dir=directory,
             search_space=overrides,
             build_model=build_model,
-            kfold=int(kfold),
+            kfold=kfold,
             deadline=deadline,
-            max_consecutive_failures=int(max_consecutive_failures),
+            max_consecutive_failures=opts.max_consecutive_failures,
             splits_dir=splits_dir,
             train_dir=train_dir,
-            tracking_uri=tracking.resolve_uri(tracking_uri),
+            tracking_uri=runs.resolve_uri(tracking_uri),
             parent_run_id=step.info.run_id,
-            track=tracking.trial_tracking_enabled(),
+            track=runs.trial_tracking_enabled(),
         )
         params = {
             **{k: v for k, v in shape.items() if k != "algorithm"},
             "tuner": algorithm,
-            "max_trials": int(max_trials),
+            "max_trials": opts.max_trials,
             "time_budget": time_budget or "none",
-            "max_consecutive_failures": int(max_consecutive_failures),
+            "max_consecutive_failures": opts.max_consecutive_failures,
             "tuner_workers": workers,
             "worker_pods": pods,
             "trials_per_process": quota,
             "tuner_dir": directory,
         }
-        tracking.log_params(params, parent_run_id=parent_run_id)
-        stepio.progress(STEP, f"{algorithm} search on {objective} ({direction}) in {directory}")
+        runs.log_params(params, parent_run_id=parent_run_id)
+        boundary.progress(STEP, f"{algorithm} search on {objective} ({direction}) in {directory}")
         if not isolated:
-            result = tuning.run_search(spec, DataFeed(arrays, int(seed)))
+            result = tuners.run_search(spec, DataFeed(arrays, seed))
         else:
-            from kerasflow.tuning_parallel import run_parallel_search
+            from kerasflow.tuning.parallel import run_parallel_search
 
             local = 0 if pods and workers <= 1 else max(1, workers)
             result = run_parallel_search(
@@ -296,21 +297,22 @@ def run(
                 trials_per_process=quota,
             )
         if result.stop_reason:
-            stepio.progress(STEP, f"stopped early: {result.stop_reason}; keeping the best so far")
+            boundary.progress(STEP, f"stopped early: {result.stop_reason}; keeping the best so far")
         log_results(
             result,
-            objective,
-            direction,
-            searched,
-            hparams_path,
-            summary_path,
-            parent_run_id,
-            time.time() - started,
+            objective=objective,
+            direction=direction,
+            searched=searched,
+            hparams_path=hparams_path,
+            summary_path=summary_path,
+            parent_run_id=parent_run_id,
+            seconds=time.time() - started,
         )
 
 
 def log_results(
-    result: tuning.SearchOutcome,
+    result: tuners.SearchOutcome,
+    *,
     objective: str,
     direction: str,
     searched: list[str],
@@ -331,11 +333,11 @@ def log_results(
     summary = render_summary(result, objective, direction, searched)
     Path(summary_path).parent.mkdir(parents=True, exist_ok=True)
     Path(summary_path).write_text(summary)
-    tracking.log_dict_artifact(result.best, C.HPARAMS_FILE)
-    tracking.set_pipeline_tags(parent_run_id, {C.TAG_BEST_HPARAMS: result.best})
-    tracking.log_text_artifact(summary, "search_summary.md")
-    tracking.log_text_artifact(pd.DataFrame(result.rows).to_csv(index=False), C.TRIALS_FILE)
-    tracking.log_figure(
+    runs.log_dict_artifact(result.best, C.HPARAMS_FILE)
+    runs.set_pipeline_tags(parent_run_id, {C.TAG_BEST_HPARAMS: result.best})
+    runs.log_text_artifact(summary, "search_summary.md")
+    runs.log_text_artifact(pd.DataFrame(result.rows).to_csv(index=False), C.TRIALS_FILE)
+    runs.log_figure(
         plot_trials(result.rows, objective, searched), "objective_vs_hyperparameters.png"
     )
     scores = [r["score"] for r in result.rows if r["score"] is not None]
@@ -355,15 +357,15 @@ def log_results(
         mlflow.set_tag("stop_reason", result.stop_reason)
     if result.tuners:
         mlflow.set_tag("tuners", ",".join(result.tuners))
-    stepio.progress(STEP, f"best {objective} {best:.4f} with {result.best}")
+    boundary.progress(STEP, f"best {objective} {best:.4f} with {result.best}")
 
 
-@stepio.step_entry(STEP + "_worker", heavy_imports=("tensorflow", "keras", "keras_tuner"))
+@boundary.step_entry(STEP + "_worker", heavy_imports=("tensorflow", "keras", "keras_tuner"))
 def run_pod_worker(
-    splits_dir: str, train_dir: str, pipeline_root: str, run_id: str, worker_index: int | str
+    *, splits_dir: str, train_dir: str, pipeline_root: str, run_id: str, worker_index: int | str
 ) -> None:
     """Runs one worker pod of a search fanned out on a cluster."""
-    from kerasflow.tuning_parallel import run_pod_worker as join
+    from kerasflow.tuning.parallel import run_pod_worker as join
 
     if not pipeline_root:
         raise UserError("worker pods need the pipeline root to find the chief")

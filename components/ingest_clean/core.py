@@ -1,8 +1,8 @@
 """Ingest and clean: read the source, validate it, fix what can be fixed, count every change.
 
-Reading and modality inference live in kerasflow.sources, the cleaning policies in
-kerasflow.cleaning, schemas and anomaly checks in kerasflow.schema, profiles in
-kerasflow.profile. This step strings them together: read, coerce types, validate against a
+Reading and modality inference live in kerasflow.data.sources, the cleaning policies in
+kerasflow.data.cleaning, schemas and anomaly checks in kerasflow.data.schema, profiles in
+kerasflow.data.profile. This step strings them together: read, coerce types, validate against a
 saved schema when one is given (anomalies stop the run before any training), clean, check the
 label, infer the schema of this data, write the bundle, the Markdown report, the schema and the
 profile, and log all of it to MLflow.
@@ -17,52 +17,33 @@ from typing import Any
 
 import numpy as np
 
-from kerasflow import bundle, cleaning, dataoptions, markdown, profile, stepio, tracking
 from kerasflow import constants as C
-from kerasflow import schema as schemas
-from kerasflow.errors import UserError
-from kerasflow.fileio import write_bytes_atomic
-from kerasflow.settings import RunConfig
-from kerasflow.sources import RawData, read_source
+from kerasflow.data import artifacts, choices, cleaning, profile
+from kerasflow.data import schema as schemas
+from kerasflow.data.sources import RawData, read_source
+from kerasflow.runtime import boundary, markdown
+from kerasflow.runtime.errors import UserError
+from kerasflow.runtime.fileio import write_bytes_atomic
+from kerasflow.settings import IngestSettings
+from kerasflow.tracking import runs
 
 STEP = "ingest_clean"
 MAX_CLASSES_FOR_INFERENCE = 20
 MIN_ROWS = 10
 # Options the step resolves (inferred when empty): logged once, with the resolved value.
 _RESOLVED = (C.META_TASK, C.META_MODALITY)
-# The step's defaults are the run's defaults: one place defines them.
-_D = RunConfig()
 
 
-@dataclass
-class IngestOptions:
-    """The step's settings (see kerasflow.settings.RunConfig for their meaning)."""
-
-    task: str = _D.task
-    modality: str = _D.modality
-    text_column: str = _D.text_column
-    time_column: str = _D.time_column
-    image_size: str = _D.image_size
-    missing_values: str = _D.missing_values
-    outliers: str = _D.outliers
-    outlier_action: str = _D.outlier_action
-    drop_duplicates: bool = _D.drop_duplicates
-    drop_id_columns: bool = _D.drop_id_columns
-    schema: str = _D.schema
-    max_missing_share: float = _D.max_missing_share
-    max_anomaly_share: float = _D.max_anomaly_share
-    min_class_rows: int = _D.min_class_rows
-
-    def policy(self) -> cleaning.CleaningPolicy:
-        """The cleaning policy these options describe."""
-        return cleaning.CleaningPolicy(
-            missing=self.missing_values,
-            outliers=self.outliers,
-            outlier_action=self.outlier_action,
-            drop_duplicates=bool(self.drop_duplicates),
-            drop_id_columns=bool(self.drop_id_columns),
-            keep_columns=tuple(c for c in (self.time_column,) if c),
-        )
+def cleaning_policy(settings: IngestSettings) -> cleaning.CleaningPolicy:
+    """The cleaning policy the step's settings describe."""
+    return cleaning.CleaningPolicy(
+        missing=settings.missing_values,
+        outliers=settings.outliers,
+        outlier_action=settings.outlier_action,
+        drop_duplicates=settings.drop_duplicates,
+        drop_id_columns=settings.drop_id_columns,
+        keep_columns=tuple(c for c in (settings.time_column,) if c),
+    )
 
 
 @dataclass
@@ -130,16 +111,16 @@ def build_bundle(
     raw: RawData,
     task: str = "",
     modality: str = "",
-    options: IngestOptions | None = None,
+    options: IngestSettings | None = None,
     saved_schema: dict | None = None,
-) -> tuple[bundle.Bundle, IngestReport]:
+) -> tuple[artifacts.Bundle, IngestReport]:
     """Turns raw data into a clean bundle and a report.
 
     Raises:
         AnomalyError: when `saved_schema` is given and the data do not conform.
         UserError: unusable label, too few rows or classes, no feature left.
     """
-    options = options or IngestOptions()
+    options = options or IngestSettings()
     task = task or options.task
     modality = modality or options.modality or raw.modality
     if raw.x is not None:
@@ -176,13 +157,15 @@ def _image_bundle(raw, task, options, saved_schema):
         C.META_IMAGE_SHAPE: list(x.shape[1:]),
         C.META_ROWS: len(x),
     }
-    part = bundle.Part(x=x.astype("float32"), y=y if task == "classification" else y.astype(float))
-    meta[C.META_DATA_HASH] = bundle.hash_part(part)
+    part = artifacts.Part(
+        x=x.astype("float32"), y=y if task == "classification" else y.astype(float)
+    )
+    meta[C.META_DATA_HASH] = artifacts.hash_part(part)
     schema = schemas.infer_array_schema(
         x, meta[C.META_CLASS_NAMES], raw.label, options.min_class_rows
     )
     result = IngestReport(report, schema, class_counts=counts or {}, warnings=list(raw.warnings))
-    return bundle.Bundle(meta=meta, parts={"data": part}), result
+    return artifacts.Bundle(meta=meta, parts={"data": part}), result
 
 
 def _table_bundle(raw, task, modality, options, saved_schema):
@@ -202,7 +185,7 @@ def _table_bundle(raw, task, modality, options, saved_schema):
         if len(labels) == 1:
             schemas.raise_anomalies(schemas.check_labels(labels.to_dict(), 1))
     text_column = raw.text_column if modality == "text" else ""
-    policy = options.policy()
+    policy = cleaning_policy(options)
     if text_column:
         frame, report = cleaning.clean_text(raw.frame, label, text_column, policy, report)
     else:
@@ -232,7 +215,7 @@ def _table_bundle(raw, task, modality, options, saved_schema):
             features.append({"name": col, "input": C.TEXT_INPUT, "kind": "text"})
             continue
         kind = "numeric" if pd.api.types.is_numeric_dtype(frame[col]) else "categorical"
-        features.append({"name": col, "input": bundle.input_name(col), "kind": kind})
+        features.append({"name": col, "input": artifacts.input_name(col), "kind": kind})
     _check_unique_inputs(features)
     meta = {
         C.META_MODALITY: "text" if text_column else "tabular",
@@ -247,8 +230,8 @@ def _table_bundle(raw, task, modality, options, saved_schema):
     if not text_column:
         # Outliers and missing values are handled after the split, fitted on train.
         meta[C.META_CLEANING] = cleaning.policy_dict(policy)
-    part = bundle.Part(frame=frame)
-    meta[C.META_DATA_HASH] = bundle.hash_part(part)
+    part = artifacts.Part(frame=frame)
+    meta[C.META_DATA_HASH] = artifacts.hash_part(part)
     schema = schemas.infer_table_schema(
         coerced,
         label,
@@ -263,7 +246,7 @@ def _table_bundle(raw, task, modality, options, saved_schema):
     result = IngestReport(
         report, schema, class_counts=counts or {}, warnings=list(raw.warnings + report.warnings)
     )
-    return bundle.Bundle(meta=meta, parts={"data": part}), result
+    return artifacts.Bundle(meta=meta, parts={"data": part}), result
 
 
 def _natural_key(text: str):
@@ -317,28 +300,17 @@ def render_report(source: str, meta: dict, report: IngestReport) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _options(values: dict[str, Any]) -> IngestOptions:
-    fields = {f.name: f for f in dataclasses.fields(IngestOptions)}
-    out = {}
-    for name, value in values.items():
-        if name not in fields:
-            raise TypeError(f"unknown ingest option {name}")
-        kind = fields[name].type
-        out[name] = int(value) if kind == "int" else float(value) if kind == "float" else value
-    return IngestOptions(**out)
-
-
 def _write_text(path: str, text: str) -> None:
     if path:
         write_bytes_atomic(path, text.encode())
 
 
 def _log_failure(exc: AnomalyError) -> None:
-    tracking.log_text_artifact(schemas.render_anomalies(exc.anomalies), "anomalies.md")
-    tracking.log_dict_artifact([dataclasses.asdict(a) for a in exc.anomalies], "anomalies.json")
+    runs.log_text_artifact(schemas.render_anomalies(exc.anomalies), "anomalies.md")
+    runs.log_dict_artifact([dataclasses.asdict(a) for a in exc.anomalies], "anomalies.json")
 
 
-def _profile(result: bundle.Bundle) -> tuple[list[dict], Any]:
+def _profile(result: artifacts.Bundle) -> tuple[list[dict], Any]:
     meta, part = result.meta, result.parts["data"]
     if part.frame is None:
         names = meta[C.META_CLASS_NAMES] or ["all"]
@@ -360,10 +332,10 @@ def _profile(result: bundle.Bundle) -> tuple[list[dict], Any]:
     return stats, profile.table_figure(frame, meta[C.META_LABEL])
 
 
-@stepio.step_entry(STEP)
+@boundary.step_entry(STEP)
 def run(
-    source: str,
-    label: str,
+    *,
+    settings: IngestSettings | dict[str, Any],
     tracking_uri: str,
     experiment: str,
     kfp_run_id: str,
@@ -371,20 +343,31 @@ def run(
     report_path: str,
     schema_dir: str = "",
     profile_path: str = "",
-    **options: Any,
 ) -> str:
-    """Runs the step; returns the MLflow run id of the pipeline run (found or created)."""
-    opts = _options(options)
-    tracking_uri = tracking.resolve_uri(tracking_uri)
-    parent = tracking.find_or_create_pipeline_run(tracking_uri, experiment, kfp_run_id)
-    with tracking.step_run(tracking_uri, parent, STEP):
-        settings = {k: v for k, v in dataclasses.asdict(opts).items() if k not in _RESOLVED}
-        tracking.log_params({"data": source, "label": label, **settings}, parent_run_id=parent)
+    """Runs the step; returns the MLflow run id of the pipeline run (found or created).
+
+    Args:
+        settings: The step's settings (a mapping is validated into IngestSettings).
+        tracking_uri: MLflow tracking URI ("" for MLFLOW_TRACKING_URI).
+        experiment: MLflow experiment of the pipeline run.
+        kfp_run_id: The KFP run id the pipeline's MLflow run is found or created from.
+        dataset_dir: Output folder of the clean data.
+        report_path: Output Markdown report.
+        schema_dir: Output folder of the inferred schema ("" for none).
+        profile_path: Output HTML profile ("" for none).
+    """
+    opts = IngestSettings.parse(settings)
+    source, label = opts.data, opts.label
+    tracking_uri = runs.resolve_uri(tracking_uri)
+    parent = runs.find_or_create_pipeline_run(tracking_uri, experiment, kfp_run_id)
+    with runs.step_run(tracking_uri, parent, STEP):
+        logged = opts.model_dump(exclude={"data", "label", *_RESOLVED})
+        runs.log_params({"data": source, "label": label, **logged}, parent_run_id=parent)
         saved = schemas.load_schema(opts.schema) if opts.schema else None
-        size = dataoptions.parse_image_size(opts.image_size)
+        size = choices.parse_image_size(opts.image_size)
         if size is None and saved and saved.get("modality") == "image":
             size = tuple(saved["image_shape"][:2])
-        stepio.progress(STEP, f"reading {source}")
+        boundary.progress(STEP, f"reading {source}")
         raw = read_source(
             source,
             label,
@@ -394,14 +377,14 @@ def run(
             image_size=size,
         )
         for warning in raw.warnings:
-            stepio.progress(STEP, f"warning: {warning}")
+            boundary.progress(STEP, f"warning: {warning}")
         try:
             result, report = build_bundle(raw, options=opts, saved_schema=saved)
         except AnomalyError as exc:
             _log_failure(exc)
             raise
         report.validated_against = opts.schema
-        bundle.save(dataset_dir, result)
+        artifacts.save(dataset_dir, result)
         text = render_report(source, result.meta, report)
         _write_text(report_path, text)
         if schema_dir:
@@ -412,14 +395,14 @@ def run(
         _write_text(profile_path, page)
         import mlflow
 
-        tracking.log_params({k: result.meta[k] for k in _RESOLVED}, parent_run_id=parent)
+        runs.log_params({k: result.meta[k] for k in _RESOLVED}, parent_run_id=parent)
         mlflow.log_metrics(report.cleaning.metrics())
-        tracking.log_text_artifact(text, "ingest_report.md")
-        tracking.log_dict_artifact(report.as_dict(), "ingest_report.json")
-        tracking.log_dict_artifact(report.schema, C.SCHEMA_FILE)
-        tracking.log_text_artifact(page, "profile.html")
-        tracking.log_figure(fig, "profile.png")
-        stepio.progress(
+        runs.log_text_artifact(text, "ingest_report.md")
+        runs.log_dict_artifact(report.as_dict(), "ingest_report.json")
+        runs.log_dict_artifact(report.schema, C.SCHEMA_FILE)
+        runs.log_text_artifact(page, "profile.html")
+        runs.log_figure(fig, "profile.png")
+        boundary.progress(
             STEP,
             f"{report.cleaning.rows_out} rows, {result.meta[C.META_MODALITY]} "
             f"{result.meta[C.META_TASK]}",

@@ -4,7 +4,7 @@ Splits are seeded: stratified by class for classification, plain for regression,
 by a time column (oldest rows train, newest test) on request; with `folds` the rows outside the
 test split are also assigned to k folds (stratified when possible) for cross-validation.
 Cleaning that needs statistics runs here, after the split: outlier bounds and imputation values
-come from the train split and apply to every split (see kerasflow.cleaning.fit_on_train). The
+come from the train split and apply to every split (see kerasflow.data.cleaning.fit_on_train). The
 statistics (z-score or min-max parameters of numeric inputs, vocabularies of categorical and
 text inputs) go into the bundle metadata; the model builder turns them into Keras
 preprocessing layers, so the exported model takes raw rows and training and serving share one
@@ -15,29 +15,22 @@ step's oversampling when `imbalance` is 'smote'.
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
-from kerasflow import bundle, cleaning, markdown, stepio, textprep, tracking
 from kerasflow import constants as C
-from kerasflow.errors import UserError
-from kerasflow.fileio import write_bytes_atomic
+from kerasflow.data import artifacts, cleaning, textprep
+from kerasflow.runtime import boundary, markdown
+from kerasflow.runtime.errors import UserError
+from kerasflow.runtime.fileio import write_bytes_atomic
+from kerasflow.settings import SplitSettings
+from kerasflow.tracking import runs
 
 STEP = "normalize_split"
 MAX_VOCABULARY = 1000
 # What the train-fitted cleaning changed, kept in the split bundle's metadata.
 CLEANING_REPORT = "cleaning_report"
-
-
-@dataclass
-class SplitOptions:
-    """The step's settings (see kerasflow.settings.RunConfig for their meaning)."""
-
-    scaling: str = "zscore"
-    imbalance: str = "class_weights"
-    time_column: str = ""
-    folds: int = 0
 
 
 def split_indices(
@@ -139,7 +132,7 @@ def assign_folds(labels: np.ndarray, task: str, k: int, seed: int) -> np.ndarray
     return ids
 
 
-def fit_normalization(meta: dict, train: bundle.Part, scaling: str = "zscore") -> dict:
+def fit_normalization(meta: dict, train: artifacts.Part, scaling: str = "zscore") -> dict:
     """Statistics of the train split that the model's preprocessing layers are built from.
 
     Numeric inputs get `mean` and `variance` for a Keras Normalization layer: the column's
@@ -197,7 +190,7 @@ def _scale_stats(values: np.ndarray, scaling: str) -> dict:
     }
 
 
-def class_weights(meta: dict, train: bundle.Part) -> dict[str, float]:
+def class_weights(meta: dict, train: artifacts.Part) -> dict[str, float]:
     """Balanced class weights (n / (k * count)) from the train split."""
     from sklearn.utils.class_weight import compute_class_weight
 
@@ -207,15 +200,10 @@ def class_weights(meta: dict, train: bundle.Part) -> dict[str, float]:
     return {str(int(c)): float(w) for c, w in zip(classes, weights, strict=True)}
 
 
-def split_bundle(
-    data: bundle.Bundle,
-    val_fraction: float,
-    test_fraction: float,
-    seed: int,
-    options: SplitOptions | None = None,
-) -> bundle.Bundle:
+def split_bundle(data: artifacts.Bundle, settings: SplitSettings | None = None) -> artifacts.Bundle:
     """Splits the one part of a clean bundle and fits the preprocessing statistics on train."""
-    options = options or SplitOptions()
+    options = settings or SplitSettings()
+    val_fraction, test_fraction, seed = options.val_fraction, options.test_fraction, options.seed
     meta = dict(data.meta)
     part = data.parts["data"]
     task = meta[C.META_TASK]
@@ -238,14 +226,14 @@ def split_bundle(
     parts = {name: part.take(r) for name, r in rows.items()}
     if time_column:
         parts = {
-            n: bundle.Part(frame=p.frame.drop(columns=[time_column])) for n, p in parts.items()
+            n: artifacts.Part(frame=p.frame.drop(columns=[time_column])) for n, p in parts.items()
         }
     if C.META_CLEANING in meta:
         policy = cleaning.policy_from_dict(meta[C.META_CLEANING])
         frames, report, kept = cleaning.fit_on_train(
             {name: p.frame for name, p in parts.items()}, meta[C.META_FEATURES], policy
         )
-        parts = {name: bundle.Part(frame=frame) for name, frame in frames.items()}
+        parts = {name: artifacts.Part(frame=frame) for name, frame in frames.items()}
         if report.clip_bounds:
             meta["clip_bounds"] = report.clip_bounds
         meta["fill_values"] = report.fill_values
@@ -264,10 +252,10 @@ def split_bundle(
         meta.pop("class_weights", None)
     meta["split_sizes"] = {name: len(p) for name, p in parts.items()}
     meta["split_warnings"] = warnings
-    return bundle.Bundle(meta=meta, parts=parts)
+    return artifacts.Bundle(meta=meta, parts=parts)
 
 
-def _folds(part: bundle.Part, meta: dict, rows: dict, k: int, seed: int) -> tuple[dict, dict]:
+def _folds(part: artifacts.Part, meta: dict, rows: dict, k: int, seed: int) -> tuple[dict, dict]:
     """Fold 0 becomes the validation split; the ids of train+val rows go into the metadata."""
     pool = np.concatenate([rows["train"], rows["val"]])
     ids = assign_folds(part.labels(meta)[pool], meta[C.META_TASK], k, seed)
@@ -310,60 +298,51 @@ def render_report(meta: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _options(values: dict) -> SplitOptions:
-    opts = SplitOptions(**values)
-    opts.folds = int(opts.folds)
-    return opts
-
-
-@stepio.step_entry(STEP)
+@boundary.step_entry(STEP)
 def run(
+    *,
+    settings: SplitSettings | dict[str, Any],
     dataset_dir: str,
     splits_dir: str,
     report_path: str,
-    val_fraction: float,
-    test_fraction: float,
-    seed: int,
     tracking_uri: str,
     parent_run_id: str,
-    **options,
 ) -> None:
-    """Runs the step: reads the clean bundle, writes the split bundle."""
-    opts = _options(options)
-    with tracking.step_run(tracking_uri, parent_run_id, STEP):
-        tracking.log_params(
-            {
-                "val_fraction": val_fraction,
-                "test_fraction": test_fraction,
-                "seed": int(seed),
-                "scaling": opts.scaling,
-                "imbalance": opts.imbalance,
-                "time_column": opts.time_column,
-                "folds": opts.folds,
-            }
-        )
-        data = bundle.load(dataset_dir, ("data",))
-        result = split_bundle(data, val_fraction, test_fraction, int(seed), opts)
-        bundle.save(splits_dir, result)
+    """Runs the step: reads the clean data, writes the split artifacts.
+
+    Args:
+        settings: The step's settings (a mapping is validated into SplitSettings).
+        dataset_dir: The clean data from ingest_clean.
+        splits_dir: Output folder of the splits.
+        report_path: Output Markdown report of what was fitted on train.
+        tracking_uri: MLflow tracking URI.
+        parent_run_id: The pipeline's MLflow run.
+    """
+    opts = SplitSettings.parse(settings)
+    with runs.step_run(tracking_uri, parent_run_id, STEP):
+        runs.log_params(opts.model_dump())
+        data = artifacts.load(dataset_dir, ("data",))
+        result = split_bundle(data, opts)
+        artifacts.save(splits_dir, result)
         for warning in result.meta["split_warnings"]:
-            stepio.progress(STEP, f"warning: {warning}")
+            boundary.progress(STEP, f"warning: {warning}")
         import mlflow
 
         mlflow.log_param("split_strategy", result.meta["split"]["strategy"])
         mlflow.log_metrics({f"{k}_rows": v for k, v in result.meta["split_sizes"].items()})
-        tracking.log_dict_artifact(result.meta[C.META_NORMALIZATION], "normalization.json")
+        runs.log_dict_artifact(result.meta[C.META_NORMALIZATION], "normalization.json")
         if "class_weights" in result.meta:
-            tracking.log_dict_artifact(result.meta["class_weights"], "class_weights.json")
+            runs.log_dict_artifact(result.meta["class_weights"], "class_weights.json")
         text = render_report(result.meta)
         write_bytes_atomic(report_path, text.encode())
-        tracking.log_text_artifact(text, "split_report.md")
+        runs.log_text_artifact(text, "split_report.md")
         fitted = result.meta.get(CLEANING_REPORT)
         if fitted:
             counts = cleaning.CleaningReport(**fitted).metrics()
             fitted_counts = ("values_imputed", "outlier_values", "rows_dropped_outliers")
             mlflow.log_metrics({k: counts[k] for k in fitted_counts})
-            tracking.log_dict_artifact(fitted, "cleaning_fitted_on_train.json")
-        stepio.progress(
+            runs.log_dict_artifact(fitted, "cleaning_fitted_on_train.json")
+        boundary.progress(
             STEP,
             f"{result.meta['split']['strategy']} split, sizes {result.meta['split_sizes']}",
         )

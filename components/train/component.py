@@ -11,44 +11,47 @@ def train(
     splits: Input[Dataset],
     train_data: Input[Dataset],
     best_hyperparameters: Input[Artifact],
-    epochs: int,
-    batch_size: int,
-    patience: int,
+    settings: dict,
+    final_epochs: int,
     seed: int,
+    model_name: str,
+    serving_dir: str,
     tracking_uri: str,
     parent_run_id: str,
     model: Output[Model],
     history: Output[HTML],
-    objective: str = "",
-    direction: str = "",
-    refit: bool = False,
-    lr_schedule: str = "",
-    warm_start: bool = False,
-    serving_dir: str = "",
-    model_name: str = "",
-    build_model: str = "",
 ):
-    """Fits the model on the best hyperparameters and exports it for serving."""
+    """Fits the model on the best hyperparameters and exports it for serving.
+
+    Args:
+        splits: The splits from normalize_split (validation data).
+        train_data: The augmented train split.
+        best_hyperparameters: The search's best hyperparameters.
+        settings: The step's other settings (kerasflow.settings.TrainSettings keys).
+        final_epochs: Most epochs of the final fit.
+        seed: Random seed of the fit.
+        model_name: The served model, fine-tuned on a warm start.
+        serving_dir: TF Serving model base directory, read on a warm start.
+        tracking_uri: MLflow tracking URI.
+        parent_run_id: The pipeline's MLflow run.
+        model: model.keras and the SavedModel export.
+        history: The train and validation curves.
+    """
     from kerasflow.components.train import core
 
     core.run(
-        splits.path,
-        train_data.path,
-        best_hyperparameters.path,
-        epochs,
-        batch_size,
-        patience,
-        seed,
-        model.path,
-        history.path,
-        tracking_uri,
-        parent_run_id,
-        objective=objective,
-        direction=direction,
-        refit=refit,
-        lr_schedule=lr_schedule,
-        warm_start=warm_start,
-        serving_dir=serving_dir,
-        model_name=model_name,
-        build_model=build_model,
+        settings={
+            **settings,
+            "final_epochs": final_epochs,
+            "seed": seed,
+            "model_name": model_name,
+            "serving_dir": serving_dir,
+        },
+        splits_dir=splits.path,
+        train_dir=train_data.path,
+        hparams_path=best_hyperparameters.path,
+        model_dir=model.path,
+        history_path=history.path,
+        tracking_uri=tracking_uri,
+        parent_run_id=parent_run_id,
     )

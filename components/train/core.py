@@ -16,25 +16,29 @@ from pathlib import Path
 from typing import Any
 
 from kerasflow import constants as C
-from kerasflow import fileio, modeling, stepio, tracking, tuning
-from kerasflow.errors import UserError
-from kerasflow.fileio import write_json_atomic
-from kerasflow.trainingdata import class_weight_arg
+from kerasflow.data.feeds import class_weight_arg
+from kerasflow.modeling import builders
+from kerasflow.runtime import boundary, fileio
+from kerasflow.runtime.errors import UserError
+from kerasflow.runtime.fileio import write_json_atomic
+from kerasflow.settings import TrainSettings
+from kerasflow.settings.base import choices_of
+from kerasflow.tracking import runs
+from kerasflow.tuning import tuners
 
 STEP = "train"
-LR_SCHEDULES = ("", "cosine", "exponential")
 WARM_START_LR_FACTOR = 0.1
 """Fine-tuning a champion starts at this fraction of the tuned learning rate."""
 
 
 def build_final_model(meta: dict, hparams: dict, build_fn: Any = None) -> Any:
     """The model the best hyperparameters describe, compiled."""
-    hp = modeling.fixed_hyperparameters(hparams)
+    hp = builders.fixed_hyperparameters(hparams)
     if build_fn is not None:
-        from kerasflow.hypermodel import call_user_build
+        from kerasflow.modeling.hypermodel import call_user_build
 
         return call_user_build(build_fn, hp, meta)
-    return modeling.build_model(hp, meta)
+    return builders.build_model(hp, meta)
 
 
 def schedule_for(name: str, learning_rate: float, epochs: int, steps_per_epoch: int) -> Any:
@@ -50,7 +54,8 @@ def schedule_for(name: str, learning_rate: float, epochs: int, steps_per_epoch: 
         return keras.optimizers.schedules.ExponentialDecay(
             learning_rate, decay_steps=steps, decay_rate=0.9
         )
-    raise UserError(f"unknown lr_schedule '{name}' (choose from cosine, exponential)")
+    known = ", ".join(c for c in choices_of(TrainSettings, "lr_schedule") if c)
+    raise UserError(f"unknown lr_schedule '{name}' (choose from {known})")
 
 
 def set_learning_rate(model: Any, learning_rate: Any) -> None:
@@ -73,12 +78,12 @@ def fit_final(
     train_ds: Any,
     val_ds: Any,
     hparams: dict,
+    *,
     epochs: int,
     patience: int,
     seed: int,
     class_weight: dict | None = None,
     extra_callbacks: list | None = None,
-    *,
     objective: str = "",
     direction: str = "",
     lr_schedule: str = "",
@@ -96,7 +101,7 @@ def fit_final(
     model = (
         initial_model if initial_model is not None else build_final_model(meta, hparams, build_fn)
     )
-    monitor, mode = tuning.resolve_objective(meta, objective, direction)
+    monitor, mode = tuners.resolve_objective(meta, objective, direction)
     if not monitor.startswith("val_"):
         monitor = f"val_{monitor}"
     if lr_schedule:
@@ -149,10 +154,10 @@ def refit_on_all(
     meta: dict,
     merged_ds: Any,
     hparams: dict,
+    *,
     epochs: int,
     seed: int,
     class_weight: dict | None = None,
-    *,
     lr_schedule: str = "",
     build_fn: Any = None,
     extra_callbacks: list | None = None,
@@ -220,7 +225,7 @@ def load_champion(path: str, meta: dict, hparams: dict, build_fn: Any = None) ->
     """The champion ready to fine-tune, or (None, why not) when it does not fit this data."""
 
     try:
-        champion = modeling.load_model(path, compile=False)
+        champion = builders.load_model(path, compile=False)
     except Exception as exc:
         return None, f"the champion does not load ({type(exc).__name__})"
     fresh = build_final_model(meta, hparams, build_fn)
@@ -245,7 +250,7 @@ def export_model(model: Any, model_dir: Path, meta: dict) -> None:
 
     Classification exports also get a `classify` signature that answers with class names.
     """
-    from kerasflow.labelled_export import export_saved_model
+    from kerasflow.modeling.export import export_saved_model
 
     model_dir.mkdir(parents=True, exist_ok=True)
     model.save(model_dir / C.KERAS_MODEL_FILE)
@@ -297,98 +302,102 @@ def history_html(fig: Any) -> str:
     )
 
 
-@stepio.step_entry(STEP, heavy_imports=("tensorflow", "keras"))
+@boundary.step_entry(STEP, heavy_imports=("tensorflow", "keras"))
 def run(
+    *,
+    settings: TrainSettings | dict[str, Any],
     splits_dir: str,
     train_dir: str,
     hparams_path: str,
-    epochs: int,
-    batch_size: int,
-    patience: int,
-    seed: int,
     model_dir: str,
     history_path: str,
     tracking_uri: str,
     parent_run_id: str,
-    *,
-    objective: str = "",
-    direction: str = "",
-    refit: bool = False,
-    lr_schedule: str = "",
-    warm_start: bool = False,
-    serving_dir: str = "",
-    model_name: str = "",
-    build_model: str = "",
 ) -> None:
-    """Runs the step: fit on the best hyperparameters, export, log curves and the model."""
-    if lr_schedule not in LR_SCHEDULES:
-        raise UserError(f"unknown lr_schedule '{lr_schedule}' (choose from cosine, exponential)")
-    with tracking.step_run(tracking_uri, parent_run_id, STEP):
+    """Runs the step: fit on the best hyperparameters, export, log curves and the model.
+
+    Args:
+        settings: The step's settings (a mapping is validated into TrainSettings).
+        splits_dir: The splits from normalize_split (validation data).
+        train_dir: The augmented train split.
+        hparams_path: The search's best hyperparameters (JSON).
+        model_dir: Output folder: model.keras, the SavedModel, history and metadata.
+        history_path: Output HTML of the train and validation curves.
+        tracking_uri: MLflow tracking URI.
+        parent_run_id: The pipeline's MLflow run.
+    """
+    opts = TrainSettings.parse(settings)
+    epochs, seed, lr_schedule = opts.final_epochs, opts.seed, opts.lr_schedule
+    with runs.step_run(tracking_uri, parent_run_id, STEP):
         import mlflow
 
-        from kerasflow import search_space
-        from kerasflow.trainingdata import DataFeed, load_training_arrays, merged_arrays
+        from kerasflow.data.feeds import DataFeed, load_training_arrays, merged_arrays
+        from kerasflow.modeling import search_space
 
         arrays = load_training_arrays(splits_dir, train_dir)
         meta = arrays.meta
         hparams = json.loads(Path(hparams_path).read_text())
-        batch = int(hparams.get("batch_size", batch_size))
-        train_ds, val_ds = DataFeed(arrays, int(seed)).datasets(batch)
-        build_fn = search_space.load_build_function(build_model) if build_model else None
+        batch = int(hparams.get("batch_size", opts.batch_size))
+        train_ds, val_ds = DataFeed(arrays, seed).datasets(batch)
+        build_fn = search_space.load_build_function(opts.build_model) if opts.build_model else None
         champion, why_not = None, ""
-        if warm_start:
-            path = find_champion(serving_dir, model_name, parent_run_id) if serving_dir else ""
+        if opts.warm_start:
+            path = (
+                find_champion(opts.serving_dir, opts.model_name, parent_run_id)
+                if opts.serving_dir
+                else ""
+            )
             if path:
                 champion, why_not = load_champion(path, meta, hparams, build_fn)
             else:
                 why_not = "no champion is serving yet"
-            stepio.progress(
+            boundary.progress(
                 STEP,
                 "fine-tuning the champion"
                 if champion is not None
                 else f"training from scratch: {why_not}",
             )
-        tracking.log_params(
+        runs.log_params(
             {
                 **{f"hp_{k}": v for k, v in hparams.items()},
-                "epochs": int(epochs),
+                "epochs": epochs,
                 "batch_size": batch,
-                "refit": bool(refit),
+                "refit": opts.refit,
                 "lr_schedule": lr_schedule or "none",
-                "warm_start": bool(warm_start),
+                "warm_start": opts.warm_start,
                 "warm_started": champion is not None,
             }
         )
-        stepio.progress(STEP, f"fitting up to {int(epochs)} epochs on {hparams}")
+        boundary.progress(STEP, f"fitting up to {epochs} epochs on {hparams}")
         model, history = fit_final(
             meta,
             train_ds,
             val_ds,
             hparams,
-            int(epochs),
-            int(patience),
-            int(seed),
-            class_weight_arg(meta),
-            extra_callbacks=[tuning.EpochLogger.make()],
-            objective=objective,
-            direction=direction,
+            epochs=epochs,
+            patience=opts.patience,
+            seed=seed,
+            class_weight=class_weight_arg(meta),
+            extra_callbacks=[tuners.EpochLogger.make()],
+            objective=opts.objective,
+            direction=opts.direction,
             lr_schedule=lr_schedule,
             build_fn=build_fn,
             initial_model=champion,
         )
         best = int(history["best_epoch"][0])
         mlflow.log_metric("best_epoch", best)
-        if refit and champion is None:
-            stepio.progress(STEP, f"refitting on train+val for {best} epochs")
+        if opts.refit and champion is None:
+            boundary.progress(STEP, f"refitting on train+val for {best} epochs")
             x, y = merged_arrays(arrays)
-            merged = modeling.make_dataset(x, y, batch, True, int(seed))
+            merged = builders.make_dataset(x, y, batch, True, seed)
             model, extra = refit_on_all(
                 meta,
                 merged,
                 hparams,
-                best,
-                int(seed),
-                class_weight_arg(meta),
+                epochs=best,
+                seed=seed,
+                class_weight=class_weight_arg(meta),
                 lr_schedule=lr_schedule,
                 build_fn=build_fn,
             )
@@ -400,13 +409,13 @@ def run(
         fig = plot_history(history)
         Path(history_path).parent.mkdir(parents=True, exist_ok=True)
         Path(history_path).write_text(history_html(fig))
-        tracking.log_figure(fig, "training_history.png")
+        runs.log_figure(fig, "training_history.png")
         summary: list[str] = []
         model.summary(print_fn=lambda line, *_: summary.append(line))
-        tracking.log_text_artifact("\n".join(summary), "model_summary.txt")
+        runs.log_text_artifact("\n".join(summary), "model_summary.txt")
         mlflow.log_artifact(str(out / C.KERAS_MODEL_FILE), "model")
-        tracking.log_dir_artifacts(out / C.SAVED_MODEL_DIR, "model/saved_model")
-        stepio.progress(
+        runs.log_dir_artifacts(out / C.SAVED_MODEL_DIR, "model/saved_model")
+        boundary.progress(
             STEP,
             f"trained {len(history['loss'])} epochs (best {best}); "
             f"last val_loss {history['val_loss'][-1]:.4f}",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from kerasflow.errors import UserError
+from kerasflow.runtime.errors import UserError
 from kerasflow.serving.commands import register
 
 

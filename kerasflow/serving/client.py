@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from kerasflow.errors import UserError
+from kerasflow.runtime.errors import UserError
 from kerasflow.serving import dtypes
 from kerasflow.serving.signature import DEFAULT_SIGNATURE, TensorSpec
 

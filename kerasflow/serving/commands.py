@@ -13,8 +13,8 @@ import sys
 import threading
 from pathlib import Path
 
-from kerasflow.errors import UserError
-from kerasflow.fileio import is_gcs
+from kerasflow.runtime.errors import UserError
+from kerasflow.runtime.fileio import is_gcs
 
 DEFAULT_REST_URL = "http://127.0.0.1:8501"
 

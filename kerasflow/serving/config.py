@@ -11,8 +11,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from types import MappingProxyType
 
-from kerasflow.errors import UserError
-from kerasflow.fileio import is_gcs, local_copy
+from kerasflow.runtime.errors import UserError
+from kerasflow.runtime.fileio import is_gcs, local_copy
 
 LATEST = "latest"
 ALL = "all"

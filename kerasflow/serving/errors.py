@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import enum
 
-from kerasflow.errors import UserError
+from kerasflow.runtime.errors import UserError
 
 
 class Code(enum.IntEnum):

@@ -24,7 +24,7 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
-from kerasflow.errors import UserError
+from kerasflow.runtime.errors import UserError
 from kerasflow.serving import protocol, tensors
 from kerasflow.serving.config import ModelConfig, configs_from_proto
 from kerasflow.serving.errors import Code, ServingError, invalid_argument

@@ -19,7 +19,7 @@ import re
 import threading
 from collections.abc import Callable, Iterable
 
-from kerasflow import fileio
+from kerasflow.runtime import fileio
 from kerasflow.serving.batching import BatchingOptions
 from kerasflow.serving.config import ModelConfig
 from kerasflow.serving.errors import Code, ServingError, not_found

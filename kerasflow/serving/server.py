@@ -13,7 +13,7 @@ import dataclasses
 import logging
 import threading
 
-from kerasflow.errors import UserError
+from kerasflow.runtime.errors import UserError
 from kerasflow.serving.batching import BatchingOptions
 from kerasflow.serving.config import ModelConfig, load_model_config_file
 from kerasflow.serving.manager import ModelManager

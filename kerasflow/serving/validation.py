@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from kerasflow import fileio
-from kerasflow.errors import UserError
+from kerasflow.runtime import fileio
+from kerasflow.runtime.errors import UserError
 from kerasflow.serving.errors import InfraValidationError, ServingError
 from kerasflow.serving.signature import DEFAULT_SIGNATURE
 

@@ -24,7 +24,7 @@ import pytest
 import yaml
 from google.protobuf import text_format
 
-from kerasflow.pipelines.platform import POD_LABEL_KEY, ClusterSettings
+from kerasflow.pipelines.cluster_settings import POD_LABEL_KEY, ClusterSettings
 
 pytestmark = pytest.mark.compile
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from kerasflow import schema as schemas
-from kerasflow.cleaning import CleaningReport, coerce_types
+from kerasflow.data import schema as schemas
+from kerasflow.data.cleaning import CleaningReport, coerce_types
 from tests.e2e import cli
 
 pytestmark = pytest.mark.e2e

@@ -130,7 +130,7 @@ def census(path: Path, n: int = 900) -> None:
 def test_string_categories_from_gs_train_and_the_served_model_takes_raw_strings(tmp_path, gcs):
     import tensorflow as tf
 
-    from kerasflow.fileio import local_copy
+    from kerasflow.runtime.fileio import local_copy
 
     census(tmp_path / "census.csv")
     data = gcs.upload(tmp_path / "census.csv", "in/census.csv")

@@ -11,14 +11,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kerasflow import bundle, modeling, registry, tracking
 from kerasflow import constants as C
 from kerasflow.components.deploy import core as deploy
 from kerasflow.components.evaluate import core as evaluate
 from kerasflow.components.ingest_clean.core import build_bundle
 from kerasflow.components.normalize_split.core import split_bundle
+from kerasflow.data import artifacts
+from kerasflow.data.sources import RawData
+from kerasflow.modeling import builders
 from kerasflow.pipelines.cli import main
-from kerasflow.sources import RawData
+from kerasflow.settings import SplitSettings
+from kerasflow.tracking import registry, runs
 
 pytestmark = pytest.mark.e2e
 
@@ -43,15 +46,17 @@ def world(tmp_path_factory, mlflow_store):
         {"a": x[:, 0], "b": x[:, 1], "y": np.where(x[:, 0] + x[:, 1] > 0, "pos", "neg")}
     )
     data, _ = build_bundle(RawData(frame=frame, label="y"))
-    splits = split_bundle(data, 0.2, 0.2, seed=0)
-    bundle.save(root / "splits", splits)
+    splits = split_bundle(data, SplitSettings(val_fraction=0.2, test_fraction=0.2, seed=0))
+    artifacts.save(root / "splits", splits)
     meta = splits.meta
     train = splits.parts["train"]
-    ds = modeling.make_dataset(bundle.model_inputs(meta, train), bundle.targets(meta, train), 32)
+    ds = builders.make_dataset(
+        artifacts.model_inputs(meta, train), artifacts.targets(meta, train), 32
+    )
     keras.utils.set_random_seed(0)
-    good = modeling.build_model(modeling.fixed_hyperparameters(HPARAMS), meta)
+    good = builders.build_model(builders.fixed_hyperparameters(HPARAMS), meta)
     good.fit(ds, epochs=40, verbose=0)
-    bad = modeling.build_model(modeling.fixed_hyperparameters(HPARAMS), meta)
+    bad = builders.build_model(builders.fixed_hyperparameters(HPARAMS), meta)
     bad.get_layer("output").set_weights(
         [np.zeros(w.shape) for w in bad.get_layer("output").get_weights()]
     )
@@ -61,7 +66,7 @@ def world(tmp_path_factory, mlflow_store):
         dirs[name].mkdir()
         model.save(dirs[name] / C.KERAS_MODEL_FILE)
         model.export(str(dirs[name] / C.SAVED_MODEL_DIR), verbose=False)
-    parent = tracking.find_or_create_pipeline_run(mlflow_store, "gate-tests", "kfp-gate-1")
+    parent = runs.find_or_create_pipeline_run(mlflow_store, "gate-tests", "kfp-gate-1")
     return {
         "root": root,
         "splits": root / "splits",
@@ -126,7 +131,7 @@ def test_push_registers_champion_pins_config_and_rollback_returns(world, tmp_pat
     mv = mlflow.MlflowClient(world["uri"]).get_model_version(name, "2")
     assert mv.tags[C.TAG_KFP_RUN_ID] == "kfp-gate-1"
     assert mv.tags["kerasflow.mlflow_run_id"] == world["parent"]
-    assert mv.tags["kerasflow.data_hash"] == bundle.load_meta(world["splits"])[C.META_DATA_HASH]
+    assert mv.tags["kerasflow.data_hash"] == artifacts.load_meta(world["splits"])[C.META_DATA_HASH]
     # rollback: the previous champion serves again
     common = ["--model-name", name, "--serving-dir", str(serving), "--tracking-uri", world["uri"]]
     assert main(["rollback", *common]) == 0
@@ -178,7 +183,7 @@ def test_corrupt_export_is_not_pushed(world, tmp_path, capsys):
 
 
 def test_slices_report_metrics_per_value(world):
-    splits = bundle.load(world["splits"], ("test",))
+    splits = artifacts.load(world["splits"], ("test",))
     test = splits.parts["test"]
     test.frame["bucket"] = np.where(test.frame["a"] > 0, "high", "low")
     outputs = np.tile([0.2, 0.8], (len(test), 1))

@@ -78,14 +78,14 @@ def assert_served_like_evaluated(work: Path) -> None:
     import tensorflow as tf
     from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
-    from kerasflow import bundle
+    from kerasflow.data import artifacts
     from kerasflow.serving import ModelServer, ServerOptions, load_model_config_file
 
     splits = next(work.joinpath("pipeline_root").rglob("normalize-split/splits"))
-    meta, test = bundle.load_meta(splits), bundle.load_part(splits, "test")
+    meta, test = artifacts.load_meta(splits), artifacts.load_part(splits, "test")
     preds = next(work.joinpath("pipeline_root").rglob("evaluate/predictions"))
     expected = np.load(preds / C.PREDICTIONS_FILE)["outputs"][:5]
-    inputs = bundle.model_inputs(meta, test.take(np.arange(5)))
+    inputs = artifacts.model_inputs(meta, test.take(np.arange(5)))
     instances = [{k: v[i].tolist() for k, v in inputs.items()} for i in range(5)]
     configs = load_model_config_file(str(work / "models" / "models.config"))
     options = ServerOptions(models=configs, grpc_port=0, rest_port=0, poll_seconds=0)

@@ -50,7 +50,7 @@ def test_versions_under_a_gs_base_path_load_swap_and_validate(gcs, serving_expor
 
 
 def test_a_model_config_file_on_gs_is_read(gcs, tmp_path):
-    from kerasflow.errors import UserError
+    from kerasflow.runtime.errors import UserError
     from kerasflow.serving.config import load_model_config_file
 
     local = tmp_path / "models.config"

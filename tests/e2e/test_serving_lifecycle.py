@@ -261,7 +261,7 @@ def test_reload_config_request_serves_a_new_model_list(serving_exports, tmp_path
 
 
 def test_a_rewritten_model_config_file_is_applied_while_serving(serving_exports, tmp_path):
-    from kerasflow.fileio import write_bytes_atomic
+    from kerasflow.runtime.fileio import write_bytes_atomic
     from kerasflow.serving.config import load_model_config_file
 
     base = tmp_path / "digits"

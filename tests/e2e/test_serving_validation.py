@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 from tensorflow_serving.apis import prediction_log_pb2
 
-from kerasflow.errors import UserError
+from kerasflow.runtime.errors import UserError
 from kerasflow.serving import InfraValidationError, validate_export, write_warmup_requests
 from kerasflow.serving.warmup import read_warmup_requests
 from tests.serving_fixtures import digits_batch, publish_corrupt, table_batch

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from kerasflow.errors import UserError
-from kerasflow.pipelines.platform import STEPS
+from kerasflow.pipelines.cluster_settings import STEPS
+from kerasflow.runtime.errors import UserError
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from kfp_api_stub import KfpApiStub  # noqa: E402

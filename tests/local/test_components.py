@@ -9,9 +9,9 @@ import mlflow
 import numpy as np
 import pytest
 
-from kerasflow import bundle
 from kerasflow import constants as C
-from kerasflow.pipelines.platform import STEPS
+from kerasflow.data import artifacts
+from kerasflow.pipelines.cluster_settings import STEPS
 
 pytestmark = pytest.mark.local
 
@@ -100,7 +100,7 @@ def chain(run_component, tmp_path_factory, mlflow_store):
 
 def test_ingest_writes_a_bundle_and_a_report(chain):
     path = chain["ingest"].paths["dataset"]
-    meta = bundle.load_meta(path)
+    meta = artifacts.load_meta(path)
     assert meta[C.META_TASK] == "classification" and meta[C.META_ROWS] == 569
     report = Path(chain["ingest"].paths["report"]).read_text()
     assert "| rows_in | 569 |" in report and "## Schema" in report
@@ -109,10 +109,10 @@ def test_ingest_writes_a_bundle_and_a_report(chain):
 
 
 def test_split_and_augment(chain):
-    meta = bundle.load_meta(chain["split"].paths["splits"])
+    meta = artifacts.load_meta(chain["split"].paths["splits"])
     sizes = meta["split_sizes"]
     assert sum(sizes.values()) == 569 and sizes["test"] == pytest.approx(114, abs=1)
-    train = bundle.load_part(chain["augment"].paths["train_data"], "train")
+    train = artifacts.load_part(chain["augment"].paths["train_data"], "train")
     assert len(train) == 2 * sizes["train"]
 
 

@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kerasflow import bundle
 from kerasflow import constants as C
+from kerasflow.data import artifacts
 
 pytestmark = pytest.mark.local
 
@@ -82,7 +82,7 @@ def test_data_components_write_schema_profile_and_balanced_train(
         folds=0,
         **common,
     )
-    meta = bundle.load_meta(split.paths["splits"])
+    meta = artifacts.load_meta(split.paths["splits"])
     assert meta["scaling"] == "minmax" and "class_weights" not in meta
     assert "| x | 2 | mean |" in split.paths["report"].read_text()
     aug = run_component(
@@ -95,7 +95,7 @@ def test_data_components_write_schema_profile_and_balanced_train(
         synonyms="",
         **common,
     )
-    train = bundle.load_part(aug.paths["train_data"], "train")
+    train = artifacts.load_part(aug.paths["train_data"], "train")
     counts = np.bincount(train.frame["y"])
     assert counts[0] == counts[1] and len(train) == 2 * counts.max()
     client = mlflow.MlflowClient(mlflow_store)
@@ -104,8 +104,8 @@ def test_data_components_write_schema_profile_and_balanced_train(
         f"tags.mlflow.parentRunId = '{run_id}'",
     )
     by_step = {r.data.tags[C.TAG_STEP]: r for r in steps}
-    artifacts = {a.path for a in client.list_artifacts(by_step["ingest_clean"].info.run_id)}
-    assert {"ingest_report.md", "schema.json", "profile.html", "profile.png"} <= artifacts
+    logged = {a.path for a in client.list_logged(by_step["ingest_clean"].info.run_id)}
+    assert {"ingest_report.md", "schema.json", "profile.html", "profile.png"} <= logged
     assert by_step["ingest_clean"].data.metrics["junk_values"] == 2
     assert by_step["ingest_clean"].data.metrics["values_missing"] == 2
     fitted = by_step["normalize_split"]

@@ -13,7 +13,7 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from kerasflow import tracking
+from kerasflow.tracking import runs
 from tests.unit.test_tuning import make_tabular_bundle
 
 pytestmark = pytest.mark.local
@@ -43,7 +43,7 @@ def finished(root: Path) -> dict[str, float]:
 def test_killed_search_resumes_without_rerunning_finished_trials(tmp_path, mlflow_store):
     data = make_tabular_bundle(tmp_path / "data", rows=240, seed=2)
     root = tmp_path / "pipeline_root"
-    parent = tracking.find_or_create_pipeline_run(mlflow_store, "search-resume", "resume-1")
+    parent = runs.find_or_create_pipeline_run(mlflow_store, "search-resume", "resume-1")
     args = dict(
         splits_dir=str(data),
         train_dir=str(data),

@@ -7,7 +7,7 @@ import json
 import mlflow
 import pytest
 
-from kerasflow import tracking
+from kerasflow.tracking import runs
 from tests.local.test_search_resume import finished
 from tests.unit.test_tuning import make_tabular_bundle
 
@@ -19,7 +19,7 @@ def test_two_workers_share_one_search(tmp_path, mlflow_store, capfd):
 
     data = make_tabular_bundle(tmp_path / "data", rows=160, seed=4)
     root = tmp_path / "pipeline_root"
-    parent = tracking.find_or_create_pipeline_run(mlflow_store, "search-workers", "workers-1")
+    parent = runs.find_or_create_pipeline_run(mlflow_store, "search-workers", "workers-1")
     core.run(
         str(data),
         str(data),
@@ -55,16 +55,16 @@ def test_two_workers_share_one_search(tmp_path, mlflow_store, capfd):
 DYING_MODEL = """
 import os, signal
 import keras
-from kerasflow import modeling
+from kerasflow.modeling import builders
 
 
 def build(hp, meta):
-    inputs, x = modeling.build_inputs(meta)
+    inputs, x = builders.build_inputs(meta)
     x = keras.layers.Dense(hp.Choice("units", [4, 8]))(x)
     if hp.Choice("die", [False, True]) and os.environ.get("KERASTUNER_TUNER_ID") != "chief":
         os.kill(os.getpid(), signal.SIGKILL)  # as the kernel's out-of-memory killer does
-    return modeling.compile_model(
-        keras.Model(inputs, modeling.build_head(meta, x)), meta, "adam", 1e-2
+    return builders.compile_model(
+        keras.Model(inputs, builders.build_head(meta, x)), meta, "adam", 1e-2
     )
 """
 
@@ -76,7 +76,7 @@ def test_a_trial_that_kills_its_process_is_recorded_failed_and_the_search_goes_o
 
     data = make_tabular_bundle(tmp_path / "data", rows=80, seed=5)
     (tmp_path / "dying.py").write_text(DYING_MODEL)
-    parent = tracking.find_or_create_pipeline_run(mlflow_store, "search-crash", "crash-1")
+    parent = runs.find_or_create_pipeline_run(mlflow_store, "search-crash", "crash-1")
     core.run(
         str(data),
         str(data),

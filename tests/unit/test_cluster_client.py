@@ -6,10 +6,10 @@ import kfp_server_api
 import pytest
 import urllib3
 
-from kerasflow.errors import UserError
 from kerasflow.pipelines import cluster
 from kerasflow.pipelines.cluster_commands import load_pipeline
-from kerasflow.pipelines.platform import ClusterSettings
+from kerasflow.pipelines.cluster_settings import ClusterSettings
+from kerasflow.runtime.errors import UserError
 
 pytestmark = pytest.mark.unit
 
@@ -255,7 +255,7 @@ def test_load_pipeline_reports_bad_references():
     with pytest.raises(UserError, match="neither"):
         load_pipeline("kerasflow.settings:DEFAULT_IMAGE", settings)
     with pytest.raises(UserError, match="neither"):
-        load_pipeline("kerasflow.pipelines.platform:ClusterSettings", settings)
+        load_pipeline("kerasflow.pipelines.cluster_settings:ClusterSettings", settings)
     with pytest.raises(UserError, match="did not return a pipeline"):
         load_pipeline(f"{__name__}:not_a_factory", settings)
 

@@ -7,8 +7,7 @@ import pytest
 import yaml
 from kfp import compiler
 
-from kerasflow.errors import UserError
-from kerasflow.pipelines.platform import (
+from kerasflow.pipelines.cluster_settings import (
     MLFLOW_CREDENTIALS_SECRET,
     POD_LABEL_KEY,
     STEPS,
@@ -16,6 +15,7 @@ from kerasflow.pipelines.platform import (
     apply_step_settings,
     load_cluster_settings,
 )
+from kerasflow.runtime.errors import UserError
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from kfp_api_stub import build_standin_pipeline  # noqa: E402

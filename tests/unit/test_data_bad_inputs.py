@@ -17,8 +17,9 @@ from PIL import Image
 from kerasflow import settings
 from kerasflow.components.ingest_clean import core as ingest
 from kerasflow.components.normalize_split import core as split
-from kerasflow.errors import UserError
-from kerasflow.sources import check_source, read_source
+from kerasflow.data.sources import check_source, read_source
+from kerasflow.runtime.errors import UserError
+from kerasflow.settings import IngestSettings, SplitSettings
 
 pytestmark = pytest.mark.unit
 pytest_plugins = ["tests.gcs_emulator"]
@@ -29,7 +30,7 @@ def ingest_file(path, label="y", **options):
 
     def call():
         check_source(str(path), label)
-        opts = ingest.IngestOptions(**options)
+        opts = IngestSettings(**options)
         raw = read_source(str(path), label, modality=opts.modality, text_column=opts.text_column)
         return ingest.build_bundle(raw, options=opts)
 
@@ -183,7 +184,9 @@ def case_missing_time_column(tmp_path):
 def case_time_column_not_dates(tmp_path):
     text = "when,a,y\n" + "".join(f"soon{i},{i * 1.5},{i * 0.5}\n" for i in range(30))
     call = ingest_file(table(tmp_path, text), time_column="when")
-    return lambda: split.split_bundle(call()[0], 0.2, 0.2, 0)
+    return lambda: split.split_bundle(
+        call()[0], SplitSettings(val_fraction=0.2, test_fraction=0.2, seed=0)
+    )
 
 
 def case_missing_schema_file(tmp_path):
@@ -192,11 +195,11 @@ def case_missing_schema_file(tmp_path):
 
 
 def case_unknown_augmentation(tmp_path):
-    return lambda: settings.RunConfig(augment_methods="rotation,blur")
+    return lambda: settings.RunSettings.from_values({"augment_methods": "rotation,blur"})
 
 
 def case_bad_image_size(tmp_path):
-    return lambda: settings.RunConfig(image_size="big")
+    return lambda: settings.RunSettings.from_values({"image_size": "big"})
 
 
 CASES = [

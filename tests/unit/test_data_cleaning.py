@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kerasflow.cleaning import (
+from kerasflow.data.cleaning import (
     CONSTANT_FILL_CATEGORY,
     CleaningPolicy,
     clean_table,
@@ -20,7 +20,7 @@ from kerasflow.cleaning import (
     policy_dict,
     policy_from_dict,
 )
-from kerasflow.cleaning import CleaningReport as Report
+from kerasflow.data.cleaning import CleaningReport as Report
 
 pytestmark = pytest.mark.unit
 

@@ -7,11 +7,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kerasflow import bundle, modeling, textprep
 from kerasflow import constants as C
 from kerasflow.components.ingest_clean import core as ingest
 from kerasflow.components.normalize_split import core as split
-from kerasflow.sources import RawData
+from kerasflow.data import artifacts, textprep
+from kerasflow.data.sources import RawData
+from kerasflow.modeling import builders
+from kerasflow.settings import SplitSettings
 
 pytestmark = pytest.mark.unit
 
@@ -58,17 +60,19 @@ def test_served_raw_rows_match_the_training_time_preprocessing(tmp_path):
     import tensorflow as tf
 
     data, _ = ingest.build_bundle(RawData(frame=raw_rows(), label="churn"))
-    result = split.split_bundle(data, 0.2, 0.2, seed=0)
+    result = split.split_bundle(data, SplitSettings(val_fraction=0.2, test_fraction=0.2, seed=0))
     meta = result.meta
     assert "income" in meta["clip_bounds"]
     keras.utils.set_random_seed(0)
-    inputs, x = modeling.build_inputs(meta)
+    inputs, x = builders.build_inputs(meta)
     head = keras.layers.Dense(2, activation="softmax", name="output")
     model = keras.Model(inputs, head(x))
     model.compile("adam", "sparse_categorical_crossentropy")
     train = result.parts["train"]
     model.fit(
-        modeling.make_dataset(bundle.model_inputs(meta, train), bundle.targets(meta, train), 16),
+        builders.make_dataset(
+            artifacts.model_inputs(meta, train), artifacts.targets(meta, train), 16
+        ),
         epochs=1,
         verbose=0,
     )
@@ -98,10 +102,12 @@ def test_served_raw_rows_match_the_training_time_preprocessing(tmp_path):
     # and the Keras model on the bundle's own inputs agrees with the export on the test split
     test = result.parts["test"]
     keras_out = model.predict(
-        modeling.make_dataset(bundle.model_inputs(meta, test), bundle.targets(meta, test), 64),
+        builders.make_dataset(
+            artifacts.model_inputs(meta, test), artifacts.targets(meta, test), 64
+        ),
         verbose=0,
     )
-    test_request = {k: tf.constant(v) for k, v in bundle.model_inputs(meta, test).items()}
+    test_request = {k: tf.constant(v) for k, v in artifacts.model_inputs(meta, test).items()}
     np.testing.assert_allclose(
         served(**test_request)[C.SERVING_OUTPUT].numpy(), keras_out, atol=1e-5
     )
@@ -133,7 +139,7 @@ def test_text_vectorization_sees_the_tokens_the_vocabulary_was_fitted_on():
         C.META_MODALITY: "text",
         C.META_NORMALIZATION: {C.TEXT_INPUT: {"vocabulary": vocabulary, "sequence_length": length}},
     }
-    inputs, ids = modeling.build_inputs(meta)
+    inputs, ids = builders.build_inputs(meta)
     assert list(inputs) == [C.TEXT_INPUT] and ids.shape[1:] == (length,)
     assert str(ids.dtype) == "int64"
     import keras
@@ -152,18 +158,18 @@ def test_a_classification_export_also_answers_with_class_names(tmp_path):
     import keras
     import tensorflow as tf
 
-    from kerasflow.labelled_export import export_saved_model
+    from kerasflow.modeling.export import export_saved_model
 
     data, _ = ingest.build_bundle(RawData(frame=raw_rows(), label="churn"))
-    result = split.split_bundle(data, 0.2, 0.2, seed=0)
+    result = split.split_bundle(data, SplitSettings(val_fraction=0.2, test_fraction=0.2, seed=0))
     meta = result.meta
     keras.utils.set_random_seed(1)
-    inputs, x = modeling.build_inputs(meta)
+    inputs, x = builders.build_inputs(meta)
     model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(x))
     export_saved_model(model, tmp_path / "export", meta)
     loaded = tf.saved_model.load(str(tmp_path / "export"))
     test = result.parts["test"]
-    request = {k: tf.constant(v) for k, v in bundle.model_inputs(meta, test).items()}
+    request = {k: tf.constant(v) for k, v in artifacts.model_inputs(meta, test).items()}
     scores = loaded.signatures[C.SERVING_SIGNATURE](**request)[C.SERVING_OUTPUT].numpy()
     np.testing.assert_allclose(scores, model.predict(request, verbose=0), atol=1e-6)
     named = loaded.signatures[C.CLASSIFY_SIGNATURE](**request)

@@ -4,13 +4,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kerasflow import bundle
 from kerasflow import constants as C
 from kerasflow.components.augment import core as augment
 from kerasflow.components.ingest_clean import core as ingest
 from kerasflow.components.normalize_split import core as split
-from kerasflow.errors import UserError
-from kerasflow.sources import RawData, read_source
+from kerasflow.data import artifacts
+from kerasflow.data.sources import RawData, read_source
+from kerasflow.runtime.errors import UserError
+from kerasflow.settings import AugmentSettings, IngestSettings, SplitSettings
 
 pytestmark = pytest.mark.unit
 
@@ -54,7 +55,7 @@ def test_build_bundle_cleans_counts_and_encodes_string_labels():
     text = ingest.render_report("messy.csv", meta, report)
     assert "| duplicate_rows | 5 |" in text and "| constant | constant (1.0) |" in text
     assert f"| size | {c.missing['size']} |" in text
-    splits = split.split_bundle(result, 0.2, 0.2, seed=0)
+    splits = split.split_bundle(result, SplitSettings(val_fraction=0.2, test_fraction=0.2, seed=0))
     assert not any(p.frame.isna().any().any() for p in splits.parts.values())
     fitted = splits.meta[split.CLEANING_REPORT]["imputed"]
     assert fitted["size"]["strategy"] == "median"
@@ -117,15 +118,15 @@ def test_clip_bounds_reach_the_normalization_statistics():
     frame.loc[10, "size"] = 1e6
     data, _ = ingest.build_bundle(RawData(frame=frame, label="label"))
     assert "clip_bounds" not in data.meta  # bounds are fitted on the train split
-    meta = split.split_bundle(data, 0.2, 0.2, seed=0).meta
+    meta = split.split_bundle(data, SplitSettings(val_fraction=0.2, test_fraction=0.2, seed=0)).meta
     assert meta[split.CLEANING_REPORT]["outliers"]["size"]["count"] == 1
     assert meta[C.META_NORMALIZATION]["size"]["clip"] == meta["clip_bounds"]["size"]
 
 
 def test_split_is_stratified_seeded_and_fits_on_train_only():
     data, _ = ingest.build_bundle(read_source("builtin:iris"))
-    a = split.split_bundle(data, 0.2, 0.2, seed=7)
-    b = split.split_bundle(data, 0.2, 0.2, seed=7)
+    a = split.split_bundle(data, SplitSettings(val_fraction=0.2, test_fraction=0.2, seed=7))
+    b = split.split_bundle(data, SplitSettings(val_fraction=0.2, test_fraction=0.2, seed=7))
     for name in C.SPLITS:
         pd.testing.assert_frame_equal(a.parts[name].frame, b.parts[name].frame)
     sizes = a.meta["split_sizes"]
@@ -142,7 +143,9 @@ def test_split_is_stratified_seeded_and_fits_on_train_only():
 
 def test_minmax_scaling_is_a_normalization_onto_zero_one():
     data, _ = ingest.build_bundle(read_source("builtin:wine"))
-    result = split.split_bundle(data, 0.2, 0.2, 0, split.SplitOptions(scaling="minmax"))
+    result = split.split_bundle(
+        data, SplitSettings(val_fraction=0.2, test_fraction=0.2, seed=0, scaling="minmax")
+    )
     feat = result.meta[C.META_FEATURES][0]
     s = result.meta[C.META_NORMALIZATION][feat["input"]]
     train = result.parts["train"].frame[feat["name"]]
@@ -159,10 +162,10 @@ def test_time_split_puts_the_newest_rows_in_test():
             "y": [0.5 * i for i in range(n)],
         }
     )
-    options = ingest.IngestOptions(time_column="when")
+    options = IngestSettings(time_column="when")
     data, _ = ingest.build_bundle(RawData(frame=frame, label="y"), options=options)
-    assert "when" not in bundle.feature_columns(data.meta)
-    result = split.split_bundle(data, 0.2, 0.2, seed=0)
+    assert "when" not in artifacts.feature_columns(data.meta)
+    result = split.split_bundle(data, SplitSettings(val_fraction=0.2, test_fraction=0.2, seed=0))
     assert result.meta["split"] == {"strategy": "time", "column": "when"}
     train, test = result.parts["train"].frame, result.parts["test"].frame
     assert "when" not in train.columns
@@ -171,14 +174,16 @@ def test_time_split_puts_the_newest_rows_in_test():
 
 def test_folds_keep_val_as_fold_zero_and_cut_other_folds_from_the_same_rows():
     data, _ = ingest.build_bundle(read_source("builtin:iris"))
-    result = split.split_bundle(data, 0.2, 0.2, seed=0, options=split.SplitOptions(folds=4))
+    result = split.split_bundle(
+        data, SplitSettings(val_fraction=0.2, test_fraction=0.2, seed=0, folds=4)
+    )
     meta, parts = result.meta, result.parts
     assert meta["folds"]["k"] == 4
     assert len(meta["folds"]["ids"]) == len(parts["train"]) + len(parts["val"])
-    train0, val0 = bundle.fold_parts(meta, parts["train"], parts["val"], 0)
+    train0, val0 = artifacts.fold_parts(meta, parts["train"], parts["val"], 0)
     pd.testing.assert_frame_equal(val0.frame, parts["val"].frame.reset_index(drop=True))
     for fold in range(1, 4):
-        train_k, val_k = bundle.fold_parts(meta, parts["train"], parts["val"], fold)
+        train_k, val_k = artifacts.fold_parts(meta, parts["train"], parts["val"], fold)
         assert len(train_k) + len(val_k) == len(train0) + len(val0)
         assert abs(len(val_k) - len(val0)) <= 3
 
@@ -194,11 +199,18 @@ def test_smote_replaces_class_weights_and_balances_the_train_split():
         }
     )
     data, _ = ingest.build_bundle(RawData(frame=frame, label="y"))
-    result = split.split_bundle(data, 0.2, 0.2, 0, split.SplitOptions(imbalance="smote"))
+    result = split.split_bundle(
+        data, SplitSettings(val_fraction=0.2, test_fraction=0.2, seed=0, imbalance="smote")
+    )
     assert "class_weights" not in result.meta and result.meta["imbalance"] == "smote"
     before = np.bincount(result.parts["train"].frame["y"])
     summary = augment.AugmentSummary()
-    out = augment.augment_part(result.meta, result.parts["train"], 0, 0, summary=summary)
+    out = augment.augment_part(
+        result.meta,
+        result.parts["train"],
+        AugmentSettings(augment_factor=0, seed=0),
+        summary=summary,
+    )
     assert np.bincount(out.frame["y"]).tolist() == [before.max(), before.max()]
     assert summary.oversampled == before.max() - before.min()
     assert set(out.frame["kind"]) <= {"u", "v"}
@@ -222,7 +234,7 @@ def test_each_image_method_changes_images_within_range(methods):
 
 def test_table_methods_noise_mixup_smote():
     data, _ = ingest.build_bundle(RawData(frame=messy_frame(), label="label"))
-    splits = split.split_bundle(data, 0.1, 0.1, seed=0)
+    splits = split.split_bundle(data, SplitSettings(val_fraction=0.1, test_fraction=0.1, seed=0))
     frame, meta = splits.parts["train"].frame, splits.meta
     out = augment.augment_table(frame, meta, factor=3, seed=0, methods=("noise", "mixup", "smote"))
     n = len(frame)
@@ -292,7 +304,7 @@ def test_previews_show_before_and_after():
 
 def test_bundle_round_trip(tmp_path):
     data, _ = ingest.build_bundle(read_source("builtin:wine"))
-    bundle.save(tmp_path, data)
-    back = bundle.load(tmp_path, ("data",))
+    artifacts.save(tmp_path, data)
+    back = artifacts.load(tmp_path, ("data",))
     assert back.meta == data.meta
     pd.testing.assert_frame_equal(back.parts["data"].frame, data.parts["data"].frame)

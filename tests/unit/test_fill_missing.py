@@ -7,11 +7,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kerasflow import bundle, modeling
 from kerasflow import constants as C
 from kerasflow.components.ingest_clean import core as ingest
 from kerasflow.components.normalize_split import core as split
-from kerasflow.sources import RawData
+from kerasflow.data import artifacts
+from kerasflow.data.sources import RawData
+from kerasflow.modeling import builders
+from kerasflow.settings import SplitSettings
 
 pytestmark = pytest.mark.unit
 
@@ -29,7 +31,9 @@ def test_nan_in_a_served_number_is_filled_as_training_imputed(tmp_path, scaling)
         }
     )
     data, _ = ingest.build_bundle(RawData(frame=frame, label="y"))
-    splits = split.split_bundle(data, 0.2, 0.2, seed=0, options=split.SplitOptions(scaling))
+    splits = split.split_bundle(
+        data, SplitSettings(val_fraction=0.2, test_fraction=0.2, seed=0, scaling=scaling)
+    )
     meta = splits.meta
     train = splits.parts["train"].frame
     stats = meta[C.META_NORMALIZATION]
@@ -38,8 +42,8 @@ def test_nan_in_a_served_number_is_filled_as_training_imputed(tmp_path, scaling)
         # The default policy imputes the train median; min-max keeps its minimum apart.
         assert stats[names[col]]["fill"] == pytest.approx(train[col].median())
         assert stats[names[col]]["fill"] != pytest.approx(stats[names[col]]["mean"])
-    model = modeling.build_model(
-        modeling.fixed_hyperparameters({"num_layers": 1, "units_0": 8, "learning_rate": 0.01}), meta
+    model = builders.build_model(
+        builders.fixed_hyperparameters({"num_layers": 1, "units_0": 8, "learning_rate": 0.01}), meta
     )
     model.save(tmp_path / "m.keras")
     model.export(str(tmp_path / "export"), verbose=False)
@@ -59,12 +63,12 @@ def test_nan_in_a_served_number_is_filled_as_training_imputed(tmp_path, scaling)
     np.save(tmp_path / "got.npy", got)
     script = (
         "import numpy as np, sys\n"
-        "from kerasflow import modeling\n"
-        f"m = modeling.load_model({str(tmp_path / 'm.keras')!r})\n"
+        "from kerasflow.modeling import builders\n"
+        f"m = builders.load_model({str(tmp_path / 'm.keras')!r})\n"
         f"gap = {{{names['a']!r}: np.array([[np.nan], [1.0]], 'float32'),"
         f" {names['b']!r}: np.array([[0.5], [np.nan]], 'float32')}}\n"
         f"want = np.load({str(tmp_path / 'got.npy')!r})\n"
         "np.testing.assert_allclose(m.predict(gap, verbose=0), want, atol=1e-6)\n"
     )
     subprocess.run([sys.executable, "-c", script], check=True, capture_output=True)
-    assert bundle.feature_columns(meta) == ["a", "b"]
+    assert artifacts.feature_columns(meta) == ["a", "b"]

@@ -1,10 +1,10 @@
 import numpy as np
 import pytest
 
-from kerasflow import fileio
 from kerasflow.components.deploy import core as deploy
 from kerasflow.components.evaluate import core as evaluate
-from kerasflow.errors import UserError
+from kerasflow.runtime import fileio
+from kerasflow.runtime.errors import UserError
 
 pytestmark = pytest.mark.unit
 

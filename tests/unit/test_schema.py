@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kerasflow import schema as S
-from kerasflow.cleaning import CleaningReport, coerce_types
-from kerasflow.errors import UserError
+from kerasflow.data import schema as S
+from kerasflow.data.cleaning import CleaningReport, coerce_types
+from kerasflow.runtime.errors import UserError
 
 pytestmark = pytest.mark.unit
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from kerasflow import budget, modeling, search_space
-from kerasflow.errors import UserError
-from kerasflow.settings import RunConfig
+from kerasflow.modeling import builders, search_space
+from kerasflow.runtime import budget
+from kerasflow.runtime.errors import UserError
+from kerasflow.settings import RunSettings
 
 pytestmark = pytest.mark.unit
 
@@ -80,7 +81,7 @@ def test_bad_specs_raise_one_clear_user_error(overrides, message):
     with pytest.raises(UserError, match=message):
         search_space.validate_overrides(overrides)
     with pytest.raises(UserError, match=message):
-        RunConfig(search_space=overrides)
+        RunSettings.from_values({"search_space": overrides})
 
 
 def test_defaults_cover_every_dimension_and_overrides_win():
@@ -139,7 +140,7 @@ def test_image_families_build_and_predict(family):
         "optimizer": "rmsprop",
         "learning_rate": 1e-3,
     }
-    model = modeling.build_from_values(values, image_meta())
+    model = builders.build_from_values(values, image_meta())
     out = model.predict({"image": np.zeros((2, 8, 8, 1), "float32")}, verbose=0)
     assert out.shape == (2, 3)
     kinds = {type(layer).__name__ for layer in model.layers}
@@ -167,7 +168,7 @@ def test_text_families_take_raw_strings(family):
         "optimizer": "adamw",
         "learning_rate": 1e-3,
     }
-    model = modeling.build_from_values(values, text_meta())
+    model = builders.build_from_values(values, text_meta())
     embedding = next(la for la in model.layers if type(la).__name__ == "Embedding")
     assert embedding.input_dim == 3 + 2  # vocabulary, padding and out-of-vocabulary
     out = model.predict({"text": tf.constant([["good movie"], ["bad"]])}, verbose=0)
@@ -188,7 +189,7 @@ def test_text_body_on_token_ids_from_a_hand_made_input():
         "dropout": 0.0,
         "batch_norm": False,
     }
-    x = modeling.build_text(ids, values, text_meta())
+    x = builders.build_text(ids, values, text_meta())
     assert tuple(x.shape) == (None, 4)
 
 
@@ -197,7 +198,7 @@ def test_regression_default_model_trains_with_sgd():
 
     hp = kt.HyperParameters()
     hp.Fixed("optimizer", "sgd")
-    model = modeling.build_model(hp, tabular_meta("regression"))
+    model = builders.build_model(hp, tabular_meta("regression"))
     assert type(model.optimizer).__name__ == "SGD"
     x = {f"x{i}": np.random.default_rng(i).normal(size=(16, 1)).astype("float32") for i in range(3)}
     hist = model.fit(x, np.zeros(16, "float32"), epochs=1, verbose=0)

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from kerasflow.errors import UserError
+from kerasflow.runtime.errors import UserError
 from kerasflow.serving import dtypes
 from kerasflow.serving.client import build_inputs, predictions_from_outputs, read_rows
 from kerasflow.serving.commands import register, server_options_from_args

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from kerasflow.errors import UserError
+from kerasflow.runtime.errors import UserError
 from kerasflow.serving.config import (
     ALL,
     LATEST,

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from kerasflow.sources import check_source, read_source
+from kerasflow.data.sources import check_source, read_source
 
 pytestmark = pytest.mark.unit
 pytest_plugins = ["tests.gcs_emulator"]

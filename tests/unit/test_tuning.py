@@ -11,10 +11,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kerasflow import bundle, tuning
 from kerasflow import constants as C
-from kerasflow.errors import UserError
-from kerasflow.trainingdata import DataFeed, fold_of_groups, load_training_arrays
+from kerasflow.data import artifacts
+from kerasflow.data.feeds import DataFeed, fold_of_groups, load_training_arrays
+from kerasflow.runtime.errors import UserError
+from kerasflow.tuning import tuners
 
 pytestmark = pytest.mark.unit
 
@@ -38,10 +39,10 @@ def make_tabular_bundle(path: Path, rows: int = 120, seed: int = 0, copies: int 
         "split_sizes": {"train": n_train, "val": rows - n_train},
     }
     parts = {
-        "train": bundle.Part(frame=train),
-        "val": bundle.Part(frame=frame.iloc[n_train:].reset_index(drop=True)),
+        "train": artifacts.Part(frame=train),
+        "val": artifacts.Part(frame=frame.iloc[n_train:].reset_index(drop=True)),
     }
-    bundle.save(path, bundle.Bundle(meta, parts))
+    artifacts.save(path, artifacts.Bundle(meta, parts))
     return path
 
 
@@ -55,7 +56,7 @@ def feed(data_dir) -> DataFeed:
     return DataFeed(load_training_arrays(str(data_dir), str(data_dir)), seed=1)
 
 
-def spec_for(tmp_path, **kw) -> tuning.SearchSpec:
+def spec_for(tmp_path, **kw) -> tuners.SearchSpec:
     base = dict(
         algorithm="random",
         objective="val_accuracy",
@@ -67,7 +68,7 @@ def spec_for(tmp_path, **kw) -> tuning.SearchSpec:
         tuner_dir=str(tmp_path / "tuner"),
         track=False,
     )
-    return tuning.SearchSpec(**{**base, **kw})
+    return tuners.SearchSpec(**{**base, **kw})
 
 
 @pytest.mark.parametrize("algorithm", ["random", "grid", "bayesian", "hyperband"])
@@ -78,7 +79,7 @@ def test_every_algorithm_finds_best_values(tmp_path, feed, algorithm):
         max_epochs=2,
         search_space={"units": [8, 16], "num_layers": [1, 2]},
     )
-    result = tuning.run_search(spec, feed)
+    result = tuners.run_search(spec, feed)
     assert {"learning_rate", "units", "optimizer", "family"} <= set(result.best)
     assert result.best["units"] in (8, 16)
     assert not any(k.startswith("tuner/") for k in result.best)
@@ -87,8 +88,8 @@ def test_every_algorithm_finds_best_values(tmp_path, feed, algorithm):
 
 
 def test_a_search_over_the_same_directory_resumes(tmp_path, feed):
-    first = tuning.run_search(spec_for(tmp_path, max_trials=2), feed)
-    again = tuning.run_search(spec_for(tmp_path, max_trials=3), feed)
+    first = tuners.run_search(spec_for(tmp_path, max_trials=2), feed)
+    again = tuners.run_search(spec_for(tmp_path, max_trials=3), feed)
     assert again.kept == 2
     assert [r["trial_id"] for r in again.rows] == ["0", "1", "2"]
     for before in first.rows:
@@ -108,26 +109,26 @@ def test_equal_scores_pick_the_trial_that_ran_first_whatever_the_reload_order():
             objective=SimpleNamespace(direction=direction),
             trials={t.trial_id: t for t in trials},
         )
-        assert [t.trial_id for t in tuning.best_completed(oracle)] == expected
+        assert [t.trial_id for t in tuners.best_completed(oracle)] == expected
 
 
 NAN_OR_VALID = """
 import keras
-from kerasflow import modeling
+from kerasflow.modeling import builders
 
 CALLS = []
 
 
 def build(hp, meta):
     CALLS.append(1)
-    inputs, x = modeling.build_inputs(meta)
+    inputs, x = builders.build_inputs(meta)
     x = keras.layers.Dense(4)(x)
     if hp.Choice("poison", [True, False]):
         x = keras.layers.Lambda(lambda t: t * float("nan"))(x)
     if hp.Choice("mode", ["ok", "raise"]) == "raise" or (BROKEN and len(CALLS) > 1):
         raise ValueError("no")
-    model = keras.Model(inputs, modeling.build_head(meta, x))
-    return modeling.compile_model(model, meta, "adam", 1e-2)
+    model = keras.Model(inputs, builders.build_head(meta, x))
+    return builders.compile_model(model, meta, "adam", 1e-2)
 """
 
 
@@ -145,7 +146,7 @@ def test_failed_trials_are_recorded_and_the_search_goes_on(tmp_path, feed):
         build_model=user_model(tmp_path, False),
         max_consecutive_failures=3,
     )
-    result = tuning.run_search(spec, feed)
+    result = tuners.run_search(spec, feed)
     status = {(r["poison"], r["mode"]): (r["status"], r["error"]) for r in result.rows}
     assert status[(True, "ok")][0] == "FAILED" and "loss became nan" in status[(True, "ok")][1]
     assert status[(True, "raise")] == ("FAILED", "ValueError: no")
@@ -159,13 +160,13 @@ def test_consecutive_failures_stop_the_search_with_one_clear_error(tmp_path, fee
         tmp_path, max_trials=10, build_model=user_model(tmp_path, True), max_consecutive_failures=2
     )
     with pytest.raises(UserError, match=r"2 consecutive trials failed.*ValueError: no"):
-        tuning.run_search(spec, feed)
+        tuners.run_search(spec, feed)
     assert len(list((tmp_path / "tuner" / "search").glob("trial_*"))) == 2
 
 
 def test_a_spent_budget_stops_cleanly_and_keeps_the_best(tmp_path, feed):
     spec = spec_for(tmp_path, max_trials=200, max_epochs=3, deadline=time.time() + 6)
-    result = tuning.run_search(spec, feed)
+    result = tuners.run_search(spec, feed)
     assert result.stop_reason == "time budget spent"
     done = [r for r in result.rows if r["status"] == "COMPLETED"]
     assert 1 <= len(done) < 200 and result.best
@@ -173,13 +174,13 @@ def test_a_spent_budget_stops_cleanly_and_keeps_the_best(tmp_path, feed):
 
 def test_a_budget_already_spent_runs_no_trial(tmp_path, feed):
     with pytest.raises(UserError, match="no trial finished \\(time budget spent\\)"):
-        tuning.run_search(spec_for(tmp_path, deadline=time.time() - 1), feed)
+        tuners.run_search(spec_for(tmp_path, deadline=time.time() - 1), feed)
 
 
 def test_deadline_callback_stops_training_mid_fit(feed):
     import keras
 
-    from kerasflow.hypermodel import DeadlineCallback
+    from kerasflow.modeling.hypermodel import DeadlineCallback
 
     model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
     model.compile("sgd", "mse")
@@ -192,7 +193,7 @@ def test_deadline_callback_stops_training_mid_fit(feed):
 
 def test_kfold_scores_trials_by_cross_validation(tmp_path, feed):
     spec = spec_for(tmp_path, kfold=3, max_trials=1)
-    result = tuning.run_search(spec, feed)
+    result = tuners.run_search(spec, feed)
     assert result.rows[0]["status"] == "COMPLETED"
     assert 0.0 <= result.rows[0]["score"] <= 1.0
 
@@ -220,14 +221,14 @@ def test_folds_are_stratified():
 
 def test_objective_and_direction():
     meta = {C.META_TASK: "regression"}
-    assert tuning.resolve_objective(meta) == ("val_loss", "min")
-    assert tuning.resolve_objective(meta, "val_mae") == ("val_mae", "min")
-    assert tuning.resolve_objective({C.META_TASK: "classification"}, "val_accuracy", "") == (
+    assert tuners.resolve_objective(meta) == ("val_loss", "min")
+    assert tuners.resolve_objective(meta, "val_mae") == ("val_mae", "min")
+    assert tuners.resolve_objective({C.META_TASK: "classification"}, "val_accuracy", "") == (
         "val_accuracy",
         "max",
     )
     with pytest.raises(UserError, match="objective 'val_auc' is not a metric here"):
-        tuning.check_objective({C.META_TASK: "classification"}, "val_auc")
+        tuners.check_objective({C.META_TASK: "classification"}, "val_auc")
 
 
 def test_trials_are_nested_mlflow_runs(tmp_path, feed, mlflow_store):
@@ -235,7 +236,7 @@ def test_trials_are_nested_mlflow_runs(tmp_path, feed, mlflow_store):
     mlflow.set_experiment("tuning-unit")
     with mlflow.start_run() as parent:
         spec = spec_for(tmp_path, track=True, max_epochs=2)
-        tuning.run_search(spec, feed)
+        tuners.run_search(spec, feed)
     client = mlflow.MlflowClient()
     trials = client.search_runs(
         [parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'"

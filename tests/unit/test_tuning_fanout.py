@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from kerasflow import tuning_parallel
 from kerasflow.components.hyperparameter_search import core
+from kerasflow.tuning import parallel
 
 pytestmark = pytest.mark.unit
 
@@ -51,8 +51,8 @@ def test_worker_pods_fan_out_beside_the_search_step(tmp_path):
 
 def test_rendezvous_round_trip_and_a_finished_search_releases_pods(tmp_path, capsys):
     path = core.rendezvous_path(str(tmp_path), "run-1")
-    assert tuning_parallel.read_rendezvous(path) is None
-    tuning_parallel.write_rendezvous(path, {"address": "10.0.0.5:4000", "finished": True})
-    assert tuning_parallel.read_rendezvous(path)["address"] == "10.0.0.5:4000"
+    assert parallel.read_rendezvous(path) is None
+    parallel.write_rendezvous(path, {"address": "10.0.0.5:4000", "finished": True})
+    assert parallel.read_rendezvous(path)["address"] == "10.0.0.5:4000"
     core.run_pod_worker("unused", "unused", str(tmp_path), "run-1", "0")
     assert "search already finished" in capsys.readouterr().out

@@ -8,7 +8,7 @@ import pytest
 
 from kerasflow import constants as C
 from kerasflow.components.train import core
-from kerasflow.trainingdata import DataFeed, load_training_arrays, merged_arrays
+from kerasflow.data.feeds import DataFeed, load_training_arrays, merged_arrays
 from tests.unit.test_tuning import make_tabular_bundle
 
 pytestmark = pytest.mark.unit
@@ -48,11 +48,11 @@ def test_best_epoch_weights_are_restored_with_a_cosine_schedule(arrays):
 
 
 def test_refit_on_train_and_val_runs_the_best_epoch_count(arrays):
-    from kerasflow import modeling
+    from kerasflow.modeling import builders
 
     x, y = merged_arrays(arrays)
     assert len(y) == len(arrays.train_y) + len(arrays.val_y)
-    merged = modeling.make_dataset(x, y, 16, True, 1)
+    merged = builders.make_dataset(x, y, 16, True, 1)
     _, history = core.refit_on_all(arrays.meta, merged, HPARAMS, 3, 1, lr_schedule="exponential")
     assert len(history["refit_loss"]) == 3 and "refit_val_loss" not in history
 

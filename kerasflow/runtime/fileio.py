@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from kerasflow.errors import UserError
+from kerasflow.runtime.errors import UserError
 
 GCS_PREFIX = "gs://"
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from kerasflow.errors import UserError
+from kerasflow.runtime.errors import UserError
 
 DELIMITED_SUFFIXES = (".csv", ".tsv", ".tab", ".txt")
 PARQUET_SUFFIXES = (".parquet", ".pq")

@@ -12,7 +12,7 @@ from typing import Any
 
 from kerasflow import constants as C
 from kerasflow.pipelines.console import _ANSI, quiet_console
-from kerasflow.settings import RunConfig
+from kerasflow.settings import RunSettings
 
 
 class PipelineFailed(Exception):
@@ -57,17 +57,7 @@ def failure_message(kfp_message: str, log_path: Path) -> str:
     return found or _ANSI.sub("", kfp_message).splitlines()[0]
 
 
-def pipeline_arguments(cfg: RunConfig) -> dict[str, Any]:
-    """The pipeline parameters for a config (the CLI-only fields resolved or left out)."""
-    args = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)}
-    args.pop("work_dir")
-    args["serving_dir"] = cfg.resolved_serving_dir()
-    args["tracking_uri"] = cfg.resolved_tracking_uri()
-    args["tuner_dir"] = ""
-    return args
-
-
-def run_pipeline(cfg: RunConfig, verbose: bool = False) -> RunSummary:
+def run_pipeline(cfg: RunSettings, verbose: bool = False) -> RunSummary:
     """Runs the very DAG `kerasflow compile` emits, each step in a subprocess, and summarizes."""
     from kfp import local
 
@@ -87,7 +77,7 @@ def run_pipeline(cfg: RunConfig, verbose: bool = False) -> RunSummary:
     log_path = work / "logs" / f"run-{time.strftime('%Y%m%d-%H%M%S')}.log"
     try:
         with quiet_console(log_path, verbose):
-            result = training_pipeline(**pipeline_arguments(cfg))
+            result = training_pipeline(**cfg.pipeline_arguments())
     except RuntimeError as exc:
         raise PipelineFailed(failure_message(str(exc), log_path), log_path) from None
     run_id = result.output if hasattr(result, "output") else result

@@ -12,9 +12,10 @@ from typing import Any
 
 import numpy as np
 
-from kerasflow import bundle, modeling
 from kerasflow import constants as C
-from kerasflow.errors import UserError
+from kerasflow.data import artifacts
+from kerasflow.modeling import builders
+from kerasflow.runtime.errors import UserError
 
 
 @dataclasses.dataclass
@@ -35,18 +36,18 @@ class TrainingArrays:
 
 def load_training_arrays(splits_dir: str, train_dir: str) -> TrainingArrays:
     """Reads the metadata, the augmented train split and the val split into memory."""
-    meta = bundle.load_meta(splits_dir)
-    train = bundle.load_part(train_dir, "train")
-    val = bundle.load_part(splits_dir, "val")
+    meta = artifacts.load_meta(splits_dir)
+    train = artifacts.load_part(train_dir, "train")
+    val = artifacts.load_part(splits_dir, "val")
     originals = int(meta.get("split_sizes", {}).get("train", len(train))) or len(train)
     if len(train) % originals:
         originals = len(train)
     return TrainingArrays(
         meta=meta,
-        train_x=bundle.model_inputs(meta, train),
-        train_y=bundle.targets(meta, train),
-        val_x=bundle.model_inputs(meta, val),
-        val_y=bundle.targets(meta, val),
+        train_x=artifacts.model_inputs(meta, train),
+        train_y=artifacts.targets(meta, train),
+        val_x=artifacts.model_inputs(meta, val),
+        val_y=artifacts.targets(meta, val),
         originals=originals,
     )
 
@@ -114,8 +115,8 @@ class DataFeed:
         if batch_size not in self._cache:
             a = self.arrays
             self._cache[batch_size] = (
-                modeling.make_dataset(a.train_x, a.train_y, batch_size, True, self.seed),
-                modeling.make_dataset(a.val_x, a.val_y, batch_size),
+                builders.make_dataset(a.train_x, a.train_y, batch_size, True, self.seed),
+                builders.make_dataset(a.val_x, a.val_y, batch_size),
             )
         return self._cache[batch_size]
 
@@ -153,10 +154,10 @@ class DataFeed:
             out_idx = np.flatnonzero(held & original)
             pairs.append(
                 (
-                    modeling.make_dataset(
+                    builders.make_dataset(
                         _take(x, fit_idx), y[fit_idx], batch_size, True, self.seed + i
                     ),
-                    modeling.make_dataset(_take(x, out_idx), y[out_idx], batch_size),
+                    builders.make_dataset(_take(x, out_idx), y[out_idx], batch_size),
                 )
             )
         return pairs

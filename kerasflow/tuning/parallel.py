@@ -27,9 +27,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from kerasflow import fileio, stepio
-from kerasflow.errors import UserError
-from kerasflow.tuning import (
+from kerasflow.runtime import boundary, fileio
+from kerasflow.runtime.errors import UserError
+from kerasflow.tuning.tuners import (
     CHIEF_ID,
     SearchOutcome,
     SearchSpec,
@@ -74,7 +74,7 @@ def serve_oracle(oracle: Any, bind: str) -> tuple[Any, Any]:
 
 
 def _meta_feed(meta: dict) -> Any:
-    from kerasflow.trainingdata import FixedFeed
+    from kerasflow.data.feeds import FixedFeed
 
     return FixedFeed(meta, None, None)
 
@@ -84,10 +84,10 @@ PRELOAD = [
     "keras",
     "keras_tuner",
     "mlflow",
-    "kerasflow.hypermodel",
-    "kerasflow.trainingdata",
-    "kerasflow.tuning",
-    "kerasflow.tuning_parallel",
+    "kerasflow.modeling.hypermodel",
+    "kerasflow.data.feeds",
+    "kerasflow.tuning.tuners",
+    "kerasflow.tuning.parallel",
 ]
 """What the fork server imports once, so that forked workers start without importing."""
 
@@ -199,7 +199,7 @@ class RecordWriter:
                     experiment = client.get_run(self.spec.parent_run_id).info.experiment_id
                 write_trial_record(client, experiment, self.spec.parent_run_id, record)
             except Exception as exc:  # tracking must not end the search
-                stepio.progress(self.spec.step_name, f"could not record a trial: {exc}")
+                boundary.progress(self.spec.step_name, f"could not record a trial: {exc}")
 
     def close(self) -> None:
         """Writes what is queued, then stops the thread."""
@@ -256,7 +256,9 @@ class WorkerSlot:
             self.failures_in_row += 1
             self._record_crash(oracle, code, step)
             if self.failures_in_row > MAX_CRASHES + 1:
-                stepio.progress(step, f"{self.tuner_id} keeps failing (exit code {code}); stopped")
+                boundary.progress(
+                    step, f"{self.tuner_id} keeps failing (exit code {code}); stopped"
+                )
                 self.done = True
                 return
         self.start()
@@ -264,7 +266,7 @@ class WorkerSlot:
     def _record_crash(self, oracle: Any, code: int, step: str) -> None:
         trial = oracle.ongoing_trials.get(self.tuner_id)
         if trial is None:
-            stepio.progress(step, f"{self.tuner_id} exited with code {code}; restarting it")
+            boundary.progress(step, f"{self.tuner_id} exited with code {code}; restarting it")
             return
         count = self.crashes[trial.trial_id] = self.crashes.get(trial.trial_id, 0) + 1
         why = f"the trial's process died (exit code {code}, e.g. out of memory)"
@@ -284,9 +286,9 @@ class WorkerSlot:
             )
         )
         if count < MAX_CRASHES:
-            stepio.progress(step, f"trial {trial.trial_id}: {why}; running it again")
+            boundary.progress(step, f"trial {trial.trial_id}: {why}; running it again")
             return
-        stepio.progress(step, f"trial {trial.trial_id}: {why} again; recorded as failed")
+        boundary.progress(step, f"trial {trial.trial_id}: {why} again; recorded as failed")
         trial.status = "FAILED"
         trial.message = f"WorkerDied: {why}"
         oracle.end_trial(trial)
@@ -326,7 +328,7 @@ def run_parallel_search(
     oracle = tuner.oracle
     kept = finished_trials(oracle)
     if kept:
-        stepio.progress(spec.step_name, f"resuming: {kept} finished trials kept")
+        boundary.progress(spec.step_name, f"resuming: {kept} finished trials kept")
     server, servicer = serve_oracle(oracle, f"{'0.0.0.0' if pods else host}:{port}")
     threads = 0 if workers <= 1 else max(1, (os.cpu_count() or 1) // workers)
     writer = RecordWriter(ctx, spec)
@@ -338,7 +340,7 @@ def run_parallel_search(
         )
     try:
         if workers > 1 or pods:
-            stepio.progress(
+            boundary.progress(
                 spec.step_name,
                 f"chief oracle at {address}: {workers} workers"
                 + (f" and {pods} worker pods" if pods else ""),
@@ -450,8 +452,8 @@ def run_worker(
     if threads:
         tf.config.threading.set_intra_op_parallelism_threads(threads)
         tf.config.threading.set_inter_op_parallelism_threads(threads)
-    from kerasflow.trainingdata import DataFeed, load_training_arrays
-    from kerasflow.tuning import TrialQuotaReached, fit_kwargs
+    from kerasflow.data.feeds import DataFeed, load_training_arrays
+    from kerasflow.tuning.tuners import TrialQuotaReached, fit_kwargs
 
     if spec.track and record_sink is None:
         import mlflow

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from kerasflow.errors import UserError
+from kerasflow.runtime.errors import UserError
 
 OPTIMIZERS = ("adam", "rmsprop", "sgd", "adamw")
 ACTIVATIONS = ("relu", "gelu", "elu", "selu", "tanh", "swish", "leaky_relu", "sigmoid")

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from kerasflow.errors import UserError
+from kerasflow.runtime.errors import UserError
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -78,7 +78,7 @@ def load_model(path: Any, compile: bool = True) -> Any:
     """Loads a `.keras` model saved by kerasflow (its custom layers registered first)."""
     import keras
 
-    import kerasflow.layers  # noqa: F401  (registers the custom layers for deserialization)
+    import kerasflow.modeling.layers  # noqa: F401  (registers the custom layers for deserialization)
 
     return keras.models.load_model(path, compile=compile)
 
@@ -86,7 +86,7 @@ def load_model(path: Any, compile: bool = True) -> Any:
 def _fill_missing(x: Any, feats: list[dict], stats: dict, name: str) -> Any:
     """NaN in served numbers becomes the value training imputed with (`fill`, fitted on the
     train split); metadata from before `fill` existed gives the Normalization mean."""
-    from kerasflow.layers import FillMissing
+    from kerasflow.modeling.layers import FillMissing
 
     fills = [stats[f["input"]].get("fill", stats[f["input"]]["mean"]) for f in feats]
     return FillMissing(fills, name=name)(x)
@@ -97,8 +97,8 @@ def _clean_category(x: Any, stats: dict, name: str) -> Any:
     metadata from before the train split recorded a `fill` passes values through."""
     if "fill" not in stats:
         return x
-    from kerasflow.cleaning import JUNK
-    from kerasflow.layers import CleanCategory
+    from kerasflow.data.cleaning import JUNK
+    from kerasflow.modeling.layers import CleanCategory
 
     return CleanCategory(stats["fill"], sorted(JUNK), name=f"clean_{name}")(x)
 
@@ -259,9 +259,10 @@ def build_model(hp: Any, meta: dict, space: dict | None = None) -> Any:
     Args:
         hp: KerasTuner HyperParameters; their values win over the space's defaults.
         meta: the bundle metadata.
-        space: a parsed search space (kerasflow.search_space); the modality's default when None.
+        space: a parsed search space (kerasflow.modeling.search_space); the modality's
+            default when None.
     """
-    from kerasflow import search_space
+    from kerasflow.modeling import search_space
 
     if space is None:
         space = search_space.resolve_space(meta[C.META_MODALITY])

@@ -8,7 +8,7 @@ records are written in one batch when it ends, so tracking costs a few writes pe
 The oracle (the part that proposes trials and keeps their results in the tuner directory) is
 extended to stop cleanly when the wall-clock budget is spent or after too many consecutive
 failed trials; the best trial so far is kept. The same code runs in one process or, with
-`kerasflow.tuning_parallel`, as a chief oracle with worker processes.
+`kerasflow.tuning.parallel`, as a chief oracle with worker processes.
 
 A search resumes by itself: the tuner directory holds every finished trial, and a new search
 over the same directory reloads them and runs only what is left (the interrupted trial again).
@@ -28,16 +28,14 @@ from pathlib import Path
 from typing import Any
 
 from kerasflow import constants as C
-from kerasflow import stepio
-from kerasflow.errors import UserError
+from kerasflow.runtime import boundary
+from kerasflow.runtime.errors import UserError
 
 HYPERBAND_ROUNDS_WITH_BUDGET = 100
 """Hyperband iterations when a time budget ends the search instead."""
 
 CHIEF_ID = "chief"
 """Tuner id of the process that owns the oracle (in one process, or the chief of workers)."""
-
-LOWER_IS_BETTER = ("loss", "mae", "mse", "rmse", "error", "crossentropy")
 
 
 @dataclasses.dataclass
@@ -92,8 +90,7 @@ class SearchOutcome:
 
 def infer_direction(objective: str) -> str:
     """`min` for losses and errors, `max` for everything else (accuracy, AUC, R2...)."""
-    base = objective.removeprefix("val_")
-    return "min" if any(word in base for word in LOWER_IS_BETTER) else "max"
+    return "min" if C.lower_is_better(objective.removeprefix("val_")) else "max"
 
 
 def resolve_objective(meta: dict, objective: str = "", direction: str = "") -> tuple[str, str]:
@@ -273,7 +270,7 @@ class TrackedTrialsMixin:
     def run_trial(self, trial: Any, *args: Any, **kwargs: Any) -> Any:
         total = f"/{self.total_trials}" if self.total_trials else ""
         number = int(trial.trial_id) + 1 if str(trial.trial_id).isdigit() else trial.trial_id
-        stepio.progress(
+        boundary.progress(
             self.step_name,
             f"trial {number}{total} ({trial.trial_id}, {self.tuner_id}): "
             f"{display_values(trial.hyperparameters.values)}",
@@ -289,7 +286,7 @@ class TrackedTrialsMixin:
             result = super().run_trial(trial, *args, **kwargs)
         except Exception as exc:
             status, error = "FAILED", f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
-            stepio.progress(self.step_name, f"trial {number} failed: {error}")
+            boundary.progress(self.step_name, f"trial {number} failed: {error}")
             raise
         finally:
             duration = time.perf_counter() - fit_started
@@ -312,7 +309,7 @@ class TrackedTrialsMixin:
                 self.record_sink(record)
             else:
                 self._write_record(record)
-            stepio.add_tracking_time(time.perf_counter() - started)
+            boundary.add_tracking_time(time.perf_counter() - started)
         return result
 
     def _write_record(self, record: dict) -> None:
@@ -439,9 +436,9 @@ def tuner_identity(tuner_id: str, oracle_address: str = "") -> Iterator[None]:
 
 
 def make_hypermodel(spec: SearchSpec, feed: Any) -> Any:
-    """The HyperModel of a spec over a data feed (kerasflow.trainingdata)."""
-    from kerasflow import search_space
-    from kerasflow.hypermodel import TrialModel
+    """The HyperModel of a spec over a data feed (kerasflow.data.feeds)."""
+    from kerasflow.modeling import search_space
+    from kerasflow.modeling.hypermodel import TrialModel
 
     build_fn = search_space.load_build_function(spec.build_model) if spec.build_model else None
     space = None
@@ -517,7 +514,7 @@ def fit_kwargs(spec: SearchSpec, meta: dict) -> dict[str, Any]:
     """What `tuner.search` passes to every trial's fit: epochs, early stopping, class weights."""
     import keras
 
-    from kerasflow.trainingdata import class_weight_arg
+    from kerasflow.data.feeds import class_weight_arg
 
     stop = keras.callbacks.EarlyStopping(
         monitor=spec.objective,
@@ -552,7 +549,7 @@ def run_search(spec: SearchSpec, feed: Any) -> SearchOutcome:
     tuner.save()
     kept = finished_trials(tuner.oracle)
     if kept:
-        stepio.progress(spec.step_name, f"resuming: {kept} finished trials kept")
+        boundary.progress(spec.step_name, f"resuming: {kept} finished trials kept")
     try:
         tuner.search(**fit_kwargs(spec, feed.meta))
     except kt.errors.FatalError as exc:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kerasflow.errors import UserError
+from kerasflow.runtime.errors import UserError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 TEXT_SUFFIXES = (".txt",)

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from kerasflow import constants as C
-from kerasflow.fileio import write_bytes_atomic, write_json_atomic
+from kerasflow.runtime.fileio import write_bytes_atomic, write_json_atomic
 
 
 @dataclass

@@ -13,8 +13,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from kerasflow import fileio
-from kerasflow.errors import UserError
+from kerasflow.runtime import fileio
+from kerasflow.runtime.errors import UserError
 
 CHAMPION = "champion"
 HISTORY_TAG = "kerasflow.champion_history"

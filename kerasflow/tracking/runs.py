@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from kerasflow import constants as C
-from kerasflow.stepio import add_tracking_time, timed_tracking
+from kerasflow.runtime.boundary import add_tracking_time, timed_tracking
 
 _MAX_PARAM_LEN = 6000
 
@@ -130,7 +130,7 @@ def resolve_uri(tracking_uri: str) -> str:
     """
     uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI", "")
     if not uri:
-        from kerasflow.errors import UserError
+        from kerasflow.runtime.errors import UserError
 
         raise UserError("no MLflow tracking URI: pass tracking_uri or set MLFLOW_TRACKING_URI")
     return uri

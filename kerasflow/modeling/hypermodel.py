@@ -1,7 +1,7 @@
 """The KerasTuner HyperModel of a search: builds a trial's model and fits it.
 
-`build` uses the config-declared space (kerasflow.search_space) with kerasflow's model bodies,
-or the user's own `build_model(hp)`. `fit` picks the trial's batch size and epochs, stops at
+`build` uses the config-declared space (kerasflow.modeling.search_space) with kerasflow's model
+bodies, or the user's own `build_model(hp)`. `fit` picks the trial's batch size and epochs, stops at
 the search's deadline, fails the trial on a non-finite loss and, on request, scores the trial
 by k-fold cross-validation.
 """
@@ -18,8 +18,8 @@ import keras
 import keras_tuner as kt
 import numpy as np
 
-from kerasflow import modeling
-from kerasflow.errors import UserError
+from kerasflow.modeling import builders
+from kerasflow.runtime.errors import UserError
 
 
 class DeadlineCallback(keras.callbacks.Callback):
@@ -48,7 +48,7 @@ def call_user_build(fn: Callable[..., Any], hp: Any, meta: dict) -> Any:
             f"build_model returned {type(model).__name__}, not a keras.Model"
         )
     if not getattr(model, "compiled", False):
-        modeling.compile_model(model, meta, "adam", 1e-3)
+        builders.compile_model(model, meta, "adam", 1e-3)
     return model
 
 
@@ -61,7 +61,7 @@ def best_of(values: list[float], direction: str) -> float:
 
 
 class TrialModel(kt.HyperModel):
-    """Builds and fits one trial's model over a data feed (kerasflow.trainingdata)."""
+    """Builds and fits one trial's model over a data feed (kerasflow.data.feeds)."""
 
     def __init__(
         self,
@@ -89,7 +89,7 @@ class TrialModel(kt.HyperModel):
         """The trial's compiled model."""
         if self.build_fn is not None:
             return call_user_build(self.build_fn, hp, self.meta)
-        return modeling.build_model(hp, self.meta, self.space)
+        return builders.build_model(hp, self.meta, self.space)
 
     def fit(self, hp: Any, model: Any, *args: Any, **kwargs: Any) -> Any:
         """Fits on the feed's data (positional data arguments are ignored)."""

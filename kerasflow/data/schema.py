@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from kerasflow.constants import SCHEMA_FILE
-from kerasflow.errors import UserError
+from kerasflow.runtime.errors import UserError
 
 SCHEMA_VERSION = 1
 # Above this many distinct values a text column is free text: no category check.
@@ -124,7 +124,7 @@ def infer_array_schema(
 
 def save_schema(schema: dict, path: str) -> None:
     """Writes the schema as JSON (atomically)."""
-    from kerasflow.fileio import write_json_atomic
+    from kerasflow.runtime.fileio import write_json_atomic
 
     write_json_atomic(path, schema)
 
@@ -136,7 +136,7 @@ def load_schema(uri: str) -> dict:
     Raises:
         UserError: when the file is missing or is not a kerasflow schema.
     """
-    from kerasflow.fileio import local_copy
+    from kerasflow.runtime.fileio import local_copy
 
     try:
         with local_copy(uri) as path:

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from kerasflow.errors import UserError
+from kerasflow.runtime.errors import UserError
 
 JUNK = frozenset(
     {

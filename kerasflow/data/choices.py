@@ -6,7 +6,7 @@ module imports nothing heavy: the CLI checks options before any step starts.
 
 from __future__ import annotations
 
-from kerasflow.errors import UserError
+from kerasflow.runtime.errors import UserError
 
 MISSING_POLICIES = ("drop", "mean", "median", "most_frequent", "constant", "knn")
 OUTLIER_METHODS = ("iqr", "zscore", "none")

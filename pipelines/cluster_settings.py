@@ -20,18 +20,8 @@ from typing import Any
 
 import yaml
 
-from kerasflow.errors import UserError
-
-STEPS = (
-    "ingest_clean",
-    "normalize_split",
-    "augment",
-    "hyperparameter_search",
-    "train",
-    "evaluate",
-    "deploy",
-)
-"""Task names of the kerasflow training DAG, in order."""
+from kerasflow.runtime.errors import UserError
+from kerasflow.settings import STEPS
 
 POD_LABEL_KEY = "kerasflow.io/component"
 """Label put on every step's pod; k8s/ NetworkPolicies let pods with it reach MLflow."""

@@ -15,9 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from kerasflow import readers
-from kerasflow.errors import UserError
-from kerasflow.fileio import exists, is_gcs, local_copy
+from kerasflow.data import readers
+from kerasflow.runtime.errors import UserError
+from kerasflow.runtime.fileio import exists, is_gcs, local_copy
 
 BUILTINS = ("digits", "breast_cancer", "wine", "iris", "diabetes")
 BUILTIN_PREFIX = "builtin:"
@@ -77,7 +77,7 @@ def check_source(
     if not path.exists():
         raise UserError(f"data not found: {uri}")
     if path.is_dir():
-        from kerasflow.classfolders import folder_modality, list_classes
+        from kerasflow.data.class_folders import folder_modality, list_classes
 
         folder_modality(list_classes(path))
         return
@@ -247,7 +247,7 @@ def _read_npz(path: Path, label: str) -> RawData:
 def _read_folder(path: Path, image_size: tuple[int, int] | None) -> RawData:
     import pandas as pd
 
-    from kerasflow.classfolders import read_class_folder
+    from kerasflow.data.class_folders import read_class_folder
 
     data = read_class_folder(path, image_size)
     if data.x is not None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import time
 
-from kerasflow.errors import UserError
+from kerasflow.runtime.errors import UserError
 
 _PART = re.compile(r"(\d+(?:\.\d+)?)([hms]?)")
 _UNIT = {"h": 3600.0, "m": 60.0, "s": 1.0, "": 1.0}

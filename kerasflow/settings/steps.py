@@ -1,0 +1,313 @@
+"""Every setting of every step, declared once.
+
+Each step has one settings class; a setting that several steps read (the seed, the batch size,
+the served model's name...) is declared once in a small mixin that those steps inherit, so its
+name, default and help exist in one place. `STEP_SETTINGS` maps the pipeline's step names to
+their classes in DAG order. Nothing here imports TensorFlow or Keras.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any, Literal
+
+from pydantic import field_validator
+
+from kerasflow import constants as C
+from kerasflow.data import choices
+from kerasflow.runtime.errors import UserError
+from kerasflow.settings.base import Flag, Integer, Number, StepSettings, Text, setting
+
+# --- settings several steps read ---------------------------------------------------------
+
+
+class Seeded(StepSettings):
+    """Steps whose results depend on a random seed."""
+
+    seed: Integer = setting(42, "random seed of the split, augmentation, search and fits", ge=0)
+
+
+class TimeOrdered(StepSettings):
+    """Steps that know the data's time column."""
+
+    time_column: Text = setting("", "split by time: oldest rows train, newest test")
+
+
+class Fitting(StepSettings):
+    """Steps that fit models (the search's trials and the final fit)."""
+
+    batch_size: Integer = setting(32, "batch size when the search space does not tune it", ge=1)
+    patience: Integer = setting(3, "epochs without improvement before early stopping", ge=1)
+
+
+class Objective(StepSettings):
+    """Steps that rank models by a validation metric."""
+
+    objective: Text = setting("", "metric to optimize (val_accuracy; regression val_loss)")
+    direction: Literal["", "max", "min"] = setting("", "max or min (inferred from the objective)")
+
+    @field_validator("objective")
+    @classmethod
+    def _metric_name(cls, value: str) -> str:
+        if value and not value.replace("_", "").isalnum():
+            raise UserError(f"objective '{value}' is not a metric name")
+        return value
+
+
+class UserModel(StepSettings):
+    """Steps that build the user's own model when one is given."""
+
+    build_model: Text = setting(
+        "", "your own model: module:function or file.py:function taking hp (and meta)"
+    )
+
+    @field_validator("build_model")
+    @classmethod
+    def _reference(cls, value: str) -> str:
+        if value and ":" not in value:
+            raise UserError(f"build_model '{value}' is not of the form module:function")
+        return value
+
+
+class ModelName(StepSettings):
+    """Steps that know the served model's name."""
+
+    model_name: Text = setting("kerasflow-model", "name of the served model")
+
+    @field_validator("model_name")
+    @classmethod
+    def _servable_name(cls, value: str) -> str:
+        if not value.replace("-", "").replace("_", "").replace(".", "").isalnum():
+            raise UserError(f"model name '{value}' may hold only letters, digits, '-', '_' and '.'")
+        return value
+
+
+class ServingDir(StepSettings):
+    """Steps that read or write the TF Serving model directory."""
+
+    serving_dir: Text = setting("", "TF Serving model base directory (default WORK_DIR/models)")
+
+
+# --- the steps ---------------------------------------------------------------------------
+
+
+# `schema` is the user's key; pydantic's deprecated `BaseModel.schema()` is never used here.
+warnings.filterwarnings("ignore", message='Field name "schema"', category=UserWarning)
+
+
+class IngestSettings(TimeOrdered):
+    """ingest_clean: where the data are, how to read, validate and clean them."""
+
+    HEADLINE = ("data", "label", "task")
+
+    data: Text = setting(
+        "builtin:digits",
+        "data URI: builtin:NAME, a local file or folder, or gs://...",
+        min_length=1,
+    )
+    label: Text = setting("", "label column (table data)")
+    task: Literal["", "classification", "regression"] = setting(
+        "", "classification or regression (inferred when absent)"
+    )
+    modality: Literal["", "tabular", "image", "text"] = setting(
+        "", "tabular, image or text (inferred when absent)"
+    )
+    text_column: Text = setting("", "the free-text column of a table (inferred when absent)")
+    image_size: Text = setting("", "resize images to N or HxW (default: the most common size)")
+    missing_values: Literal["drop", "mean", "median", "most_frequent", "constant", "knn"] = setting(
+        "median", "missing numbers: drop, mean, median, most_frequent, constant or knn"
+    )
+    outliers: Literal["iqr", "zscore", "none"] = setting(
+        "iqr", "outlier rule: iqr (3 IQR), zscore (4 sd) or none"
+    )
+    outlier_action: Literal["clip", "drop", "keep"] = setting(
+        "clip", "what to do with outliers: clip, drop or keep"
+    )
+    drop_duplicates: Flag = setting(True, "drop repeated rows")
+    drop_id_columns: Flag = setting(True, "drop columns whose value is unique per row")
+    schema: Text = setting("", "saved schema to validate the data against (schema.json or folder)")
+    max_missing_share: Number = setting(
+        0.3, "schema limit on a column's share of missing values", ge=0.0, le=1.0
+    )
+    max_anomaly_share: Number = setting(
+        0.01, "share of out-of-range or new-category values allowed", ge=0.0, le=1.0
+    )
+    min_class_rows: Integer = setting(3, "fewest rows a class may have", ge=1)
+
+    @field_validator("image_size")
+    @classmethod
+    def _image_size(cls, value: str) -> str:
+        choices.parse_image_size(value)
+        return value
+
+
+class SplitSettings(Seeded, TimeOrdered):
+    """normalize_split: the train/val/test split and what is fitted on the train split."""
+
+    HEADLINE = ("seed",)
+
+    val_fraction: Number = setting(0.15, "share of rows for validation", gt=0.0, lt=0.5)
+    test_fraction: Number = setting(0.15, "share of rows for the test split", gt=0.0, lt=0.5)
+    scaling: Literal["zscore", "minmax"] = setting(
+        "zscore", "numeric scaling inside the model: zscore or minmax"
+    )
+    imbalance: Literal["class_weights", "smote", "none"] = setting(
+        "class_weights", "class_weights, smote (oversample the train split) or none"
+    )
+    folds: Integer = setting(0, "also assign k cross-validation folds (0: off)", ge=0)
+
+    @field_validator("folds")
+    @classmethod
+    def _fold_count(cls, value: int) -> int:
+        if value == 1:
+            raise UserError("config key 'folds' must be 0 (no k-fold) or at least 2")
+        return value
+
+
+class AugmentSettings(Seeded):
+    """augment: seeded copies of the train split."""
+
+    HEADLINE = ("seed",)
+
+    augment_factor: Integer = setting(
+        1, "augmented copies of each training row (0 turns it off)", ge=0
+    )
+    augment_flip: Flag = setting(False, "add image flips to the augmentation methods")
+    augment_methods: Text = setting(
+        "",
+        "comma list: image flip,rotation,zoom,translation,contrast,noise; table noise,smote,"
+        "mixup; text deletion,swap,insertion,synonym (default: per modality)",
+    )
+    synonyms: Text = setting("", "JSON/YAML word map (word: [synonyms]) for synonym replacement")
+
+    @field_validator("augment_methods")
+    @classmethod
+    def _methods(cls, value: str) -> str:
+        choices.check_methods(choices.parse_methods(value))
+        return value
+
+
+class SearchSettings(Seeded, Fitting, Objective, UserModel):
+    """hyperparameter_search: KerasTuner over the search space."""
+
+    HEADLINE = ("tuner", "max_trials", "seed", "worker_pods")
+
+    tuner: Literal["random", "grid", "bayesian", "hyperband"] = setting(
+        "hyperband", "random, grid, bayesian or hyperband"
+    )
+    max_trials: Integer = setting(10, "trials for random, grid and bayesian search", ge=1)
+    max_epochs: Integer = setting(9, "epochs per trial (hyperband: the most a trial gets)", ge=1)
+    search_space: dict[str, Any] = setting(
+        {}, "hyperparameter -> value, list or {min, max} (YAML only)", flag=False
+    )
+    time_budget: Text = setting("", "wall-clock budget of the search, e.g. 90s, 10m, 1h30m (none)")
+    max_consecutive_failures: Integer = setting(
+        3, "failed trials in a row that stop the search", ge=1
+    )
+    kfold: Integer = setting(0, "score each trial by k-fold cross-validation (0: off)", ge=0)
+    tuner_workers: Integer = setting(1, "trial processes in parallel inside the search step", ge=1)
+    trials_per_process: Integer = setting(
+        5, "trials a worker process runs before a fresh one takes over (0: all in the step)", ge=0
+    )
+    tuner_dir: Text = setting(
+        "", "tuner directory on storage the worker pods share", cluster_only=True
+    )
+    worker_pods: Integer = setting(
+        0, "extra pods that run trials beside the search step", cluster_only=True, ge=0
+    )
+
+    @field_validator("time_budget", mode="before")
+    @classmethod
+    def _budget(cls, value: Any) -> Any:
+        from kerasflow.runtime.budget import parse_time_budget
+
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            value = f"{value}s"  # a bare YAML number means seconds
+        parse_time_budget(value)
+        return value
+
+    @field_validator("kfold")
+    @classmethod
+    def _fold_count(cls, value: int) -> int:
+        if value == 1:
+            raise UserError("config key 'kfold' must be 0 (no cross-validation) or at least 2")
+        return value
+
+    @field_validator("search_space")
+    @classmethod
+    def _space(cls, value: dict) -> dict:
+        from kerasflow.modeling.search_space import validate_overrides
+
+        validate_overrides(value)
+        return value
+
+
+class TrainSettings(Seeded, Fitting, Objective, UserModel, ModelName, ServingDir):
+    """train: the final fit on the best hyperparameters."""
+
+    HEADLINE = ("final_epochs", "seed", "model_name", "serving_dir")
+
+    final_epochs: Integer = setting(
+        30, "most epochs of the final fit (early stopping ends it sooner)", ge=1
+    )
+    lr_schedule: Literal["", "cosine", "exponential"] = setting(
+        "", "learning-rate schedule of the final fit: cosine or exponential"
+    )
+    refit: Flag = setting(False, "refit the final model on train+val for the best epoch count")
+    warm_start: Flag = setting(
+        False, "fine-tune the serving champion instead of training from scratch"
+    )
+
+
+class EvaluateSettings(ModelName):
+    """evaluate: test metrics and the promotion gate."""
+
+    HEADLINE = ("thresholds", "model_name")
+
+    thresholds: dict[str, float] = setting(
+        {}, "blessing thresholds, metric -> value (default accuracy 0.7 or r2 0.2)", flag=False
+    )
+    champion_tolerance: Number = setting(
+        0.01,
+        "how much worse than the champion a model may be and still be blessed",
+        ge=0.0,
+        le=1.0,
+    )
+    slice_by: Text = setting("", "also report test metrics per value of this column")
+
+    @field_validator("thresholds", mode="before")
+    @classmethod
+    def _thresholds(cls, value: Any) -> Any:
+        if not isinstance(value, dict):
+            raise UserError("config key 'thresholds' must be a mapping of metric name to value")
+        known = C.CLASSIFICATION_METRICS + C.REGRESSION_METRICS
+        for metric, number in value.items():
+            if isinstance(number, bool) or not isinstance(number, int | float):
+                raise UserError(f"threshold for '{metric}' must be a number, got {number!r}")
+            if metric not in known:
+                raise UserError(
+                    f"threshold on unknown metric '{metric}' (choose from "
+                    f"{', '.join(sorted(known))})"
+                )
+        return {str(k): float(v) for k, v in value.items()}
+
+
+class DeploySettings(ModelName, ServingDir):
+    """deploy: publishing a blessed model for TF Serving."""
+
+    HEADLINE = ("model_name", "serving_dir")
+
+
+STEP_SETTINGS: dict[str, type[StepSettings]] = {
+    "ingest_clean": IngestSettings,
+    "normalize_split": SplitSettings,
+    "augment": AugmentSettings,
+    "hyperparameter_search": SearchSettings,
+    "train": TrainSettings,
+    "evaluate": EvaluateSettings,
+    "deploy": DeploySettings,
+}
+"""The pipeline's steps in DAG order and their settings classes."""
+
+STEPS = tuple(STEP_SETTINGS)
+"""Task names of the kerasflow training DAG, in order."""

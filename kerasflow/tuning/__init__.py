@@ -1,0 +1,1 @@
+"""Hyperparameter search with KerasTuner: tuners and oracles, and trials in worker processes."""
