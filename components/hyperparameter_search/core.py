@@ -55,6 +55,7 @@ def search(
     meta: dict,
     train_ds: Any,
     val_ds: Any,
+    *,
     algorithm: str,
     max_trials: int,
     max_epochs: int,

@@ -66,6 +66,7 @@ class TrialModel(kt.HyperModel):
     def __init__(
         self,
         feed: Any,
+        *,
         space: dict | None,
         objective: str,
         direction: str,

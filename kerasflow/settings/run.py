@@ -40,9 +40,6 @@ RUN_KEYS = {
 }
 """Settings of the run itself rather than of a step, with their help."""
 
-RENAMED_KEYS: dict[str, str] = {}
-"""Old config keys (and KFP parameter names) that still work for one release: old -> new."""
-
 
 def step_of_keys() -> dict[str, tuple[str, ...]]:
     """Each setting's key -> the steps that read it, in DAG order."""
@@ -191,8 +188,10 @@ class RunSettings(BaseModel):
             structure = arguments.get(settings_parameter(step)) or {}
             if not isinstance(structure, Mapping):
                 raise UserError(f"parameter '{settings_parameter(step)}' must be a mapping")
-            headline = {k: arguments[k] for k in model.HEADLINE if k in arguments}
-            steps[step] = model.parse({**structure, **headline})
+            # Headline parameters, and in a pipeline of one's own any parameter named as a
+            # setting, apply to every step that reads that setting.
+            flat = {k: v for k, v in arguments.items() if k in model.model_fields}
+            steps[step] = model.parse({**structure, **flat})
         run = {k: arguments[k] for k in ("tracking_uri", "experiment") if k in arguments}
         out = cls(**steps, **run)
         out.check_across_steps()
@@ -229,16 +228,7 @@ def resolve_tracking_uri(tracking_uri: str, work_dir: str = DEFAULT_WORK_DIR) ->
 
 
 def _current_key(key: str) -> str:
-    key = key.replace("-", "_")
-    if key in RENAMED_KEYS:
-        new = RENAMED_KEYS[key]
-        warnings.warn(
-            f"config key '{key}' is now '{new}'; the old name goes in the next release",
-            FutureWarning,
-            stacklevel=3,
-        )
-        return new
-    return key
+    return key.replace("-", "_")
 
 
 def load_config_file(path: str) -> dict[str, Any]:
@@ -300,11 +290,8 @@ def fold_flat_parameters(params: Mapping[str, Any], declared: Mapping[str, Any])
     out = {name: value for name, value in params.items() if name in declared}
     owners = step_of_keys()
     for name, value in params.items():
-        key = RENAMED_KEYS.get(name, name)
+        key = name
         if name in declared:
-            continue
-        if key in declared:
-            out[key] = value
             continue
         if key not in owners:
             known = ", ".join(sorted(declared)) or "none"

@@ -139,6 +139,7 @@ def _exit_with(chief_pid: int) -> None:
 
 
 def _worker_process(
+    *,
     spec_json: str,
     tuner_id: str,
     address: str,
@@ -151,7 +152,15 @@ def _worker_process(
     """Body of a forked worker: run up to `quota` trials, exit DONE_EXIT when the search is over."""
     _exit_with(chief_pid)
     spec = SearchSpec.from_json(spec_json)
-    over = run_worker(spec, tuner_id, address, threads, seed_offset, quota, records.put)
+    over = run_worker(
+        spec,
+        tuner_id,
+        address,
+        threads=threads,
+        seed_offset=seed_offset,
+        quota=quota,
+        record_sink=records.put,
+    )
     records.close()
     records.join_thread()  # every trial record has reached the chief
     sys.stdout.flush()
@@ -226,16 +235,16 @@ class WorkerSlot:
         seed_offset = 1 + self.index + 7919 * self.generation
         self.proc = self.ctx.Process(
             target=_worker_process,
-            args=(
-                spec_json,
-                self.tuner_id,
-                address,
-                threads,
-                quota,
-                seed_offset,
-                os.getpid(),
-                records,
-            ),
+            kwargs={
+                "spec_json": spec_json,
+                "tuner_id": self.tuner_id,
+                "address": address,
+                "threads": threads,
+                "quota": quota,
+                "seed_offset": seed_offset,
+                "chief_pid": os.getpid(),
+                "records": records,
+            },
             daemon=True,
         )
         with _no_main_module():
@@ -274,15 +283,15 @@ class WorkerSlot:
         self.args[4].put(
             trial_record(
                 trial.trial_id,
-                self.tuner_id,
-                trial.hyperparameters.values,
-                [],
-                "FAILED",
-                f"WorkerDied: {why}",
-                0.0,
-                None,
-                spec.objective,
-                int(time.time() * 1000),
+                tuner_id=self.tuner_id,
+                values=trial.hyperparameters.values,
+                rows=[],
+                status="FAILED",
+                error=f"WorkerDied: {why}",
+                duration=0.0,
+                best=None,
+                objective=spec.objective,
+                start_ms=int(time.time() * 1000),
             )
         )
         if count < MAX_CRASHES:
@@ -433,6 +442,7 @@ def run_worker(
     spec: SearchSpec,
     tuner_id: str,
     address: str,
+    *,
     threads: int = 0,
     seed_offset: int = 0,
     quota: int = 0,

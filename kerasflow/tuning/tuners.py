@@ -295,15 +295,15 @@ class TrackedTrialsMixin:
             best = _best_of(result, objective) if result is not None else None
             record = trial_record(
                 trial.trial_id,
-                str(self.tuner_id),
-                trial.hyperparameters.values,
-                collector.rows,
-                status,
-                error,
-                duration,
-                best,
-                objective.name,
-                start_ms,
+                tuner_id=str(self.tuner_id),
+                values=trial.hyperparameters.values,
+                rows=collector.rows,
+                status=status,
+                error=error,
+                duration=duration,
+                best=best,
+                objective=objective.name,
+                start_ms=start_ms,
             )
             if self.record_sink is not None:
                 self.record_sink(record)
@@ -324,6 +324,7 @@ class TrackedTrialsMixin:
 
 def trial_record(
     trial_id: str,
+    *,
     tuner_id: str,
     values: dict,
     rows: list,
@@ -448,13 +449,13 @@ def make_hypermodel(spec: SearchSpec, feed: Any) -> Any:
             space = search_space.grid_ready(space)
     return TrialModel(
         feed,
-        space,
-        spec.objective,
-        spec.direction,
-        spec.batch_size,
-        build_fn,
-        spec.kfold,
-        spec.deadline,
+        space=space,
+        objective=spec.objective,
+        direction=spec.direction,
+        batch_size=spec.batch_size,
+        build_fn=build_fn,
+        kfold=spec.kfold,
+        deadline=spec.deadline,
     )
 
 

@@ -14,6 +14,7 @@ import yaml
 
 from kerasflow.pipelines.cli import main
 from kerasflow.pipelines.compiling import compile_pipeline
+from kerasflow.settings import STEP_SETTINGS, settings_parameter
 from kerasflow.settings import DEFAULT_IMAGE
 
 pytestmark = pytest.mark.compile
@@ -72,22 +73,36 @@ def test_deploy_runs_only_when_blessed(compiled):
     assert "deploy" not in root and "deploy" in _all_tasks(spec)
 
 
-def test_every_tunable_is_a_parameter_with_a_default(compiled):
+def test_every_setting_is_a_parameter_or_a_key_of_its_steps_structure(compiled):
     spec = yaml.safe_load(compiled.read_text())
     params = spec["root"]["inputDefinitions"]["parameters"]
-    for name in (
-        "data",
-        "tuner",
-        "max_trials",
-        "max_epochs",
-        "seed",
-        "model_name",
-        "serving_dir",
-        "tracking_uri",
-        "thresholds",
-    ):
-        assert params[name].get("isOptional") is True, name
+    assert all(p.get("isOptional") is True for p in params.values())
     assert params["data"]["defaultValue"] == "builtin:digits"
+    for step, model in STEP_SETTINGS.items():
+        structure = params[settings_parameter(step)]
+        assert structure["parameterType"] == "STRUCT"
+        defaults = model()
+        for key in model.model_fields:
+            want = getattr(defaults, key)
+            if key in model.HEADLINE:
+                assert key not in structure["defaultValue"], (step, key)
+                assert params[key].get("defaultValue", want) == want, (step, key)
+            else:
+                assert structure["defaultValue"][key] == want, (step, key)
+    executors = spec["deploymentSpec"]["executors"]
+    for name in ("exec-train", "exec-evaluate", "exec-hyperparameter-search"):
+        assert "settings" in str(executors[name]["container"]["command"])
+
+
+def test_component_inputs_are_described(compiled):
+    spec = yaml.safe_load(compiled.read_text())
+    for name, component in spec["components"].items():
+        if not name.startswith("comp-") or "executorLabel" not in component:
+            continue
+        inputs = component.get("inputDefinitions", {})
+        for kind in ("parameters", "artifacts"):
+            for key, value in inputs.get(kind, {}).items():
+                assert value.get("description"), (name, key)
 
 
 def test_compile_command_swaps_the_image(tmp_path, capsys):

@@ -33,10 +33,10 @@ def chain(run_component, tmp_path_factory, mlflow_store):
     common = {"tracking_uri": mlflow_store}
     t["ingest"] = run_component(
         ingest_clean,
+        settings={},
         data="builtin:breast_cancer",
         label="",
         task="",
-        modality="",
         experiment="local-tier",
         kfp_run_id="local-1",
         **common,
@@ -45,52 +45,52 @@ def chain(run_component, tmp_path_factory, mlflow_store):
     t["split"] = run_component(
         normalize_split,
         {"dataset": (str(t["ingest"].paths["dataset"]), Dataset)},
-        val_fraction=0.2,
-        test_fraction=0.2,
+        settings={"val_fraction": 0.2, "test_fraction": 0.2},
         seed=1,
         **common,
     )
     splits = (str(t["split"].paths["splits"]), Dataset)
     t["augment"] = run_component(
-        augment, {"splits": splits}, factor=1, seed=1, flip=False, **common
+        augment, {"splits": splits}, settings={"augment_factor": 1}, seed=1, **common
     )
     train_data = (str(t["augment"].paths["train_data"]), Dataset)
     t["search"] = run_component(
         hyperparameter_search,
         {"splits": splits, "train_data": train_data},
+        settings={"max_epochs": 2, "batch_size": 32, "patience": 1},
         tuner="random",
         max_trials=2,
-        max_epochs=2,
-        batch_size=32,
-        patience=1,
         seed=1,
-        tuner_dir="",
+        worker_pods=0,
+        pipeline_root="",
+        run_id="",
         **common,
     )
     hps = (str(t["search"].paths["best_hyperparameters"]), Artifact)
     t["train"] = run_component(
         train,
         {"splits": splits, "train_data": train_data, "best_hyperparameters": hps},
-        epochs=8,
-        batch_size=32,
-        patience=2,
+        settings={"batch_size": 32, "patience": 2},
+        final_epochs=8,
         seed=1,
+        model_name="cancer",
+        serving_dir="",
         **common,
     )
     model = (str(t["train"].paths["model"]), Model)
     t["evaluate"] = run_component(
         evaluate,
         {"model": model, "splits": splits},
+        settings={"champion_tolerance": 0.01},
         thresholds={"accuracy": 0.8},
         model_name="cancer",
-        champion_tolerance=0.01,
-        slice_by="",
         **common,
     )
     preds = (str(t["evaluate"].paths["predictions"]), Dataset)
     t["deploy"] = run_component(
         deploy,
         {"model": model, "splits": splits, "predictions": preds},
+        settings={},
         serving_dir=str(serving),
         model_name="cancer",
         **common,

@@ -41,22 +41,10 @@ def test_data_components_write_schema_profile_and_balanced_train(
     messy_csv(tmp_path / "messy.csv")
     ingest = run_component(
         ingest_clean,
+        settings={"missing_values": "mean", "outliers": "iqr", "outlier_action": "clip"},
         data=str(tmp_path / "messy.csv"),
         label="y",
         task="",
-        modality="",
-        text_column="",
-        time_column="",
-        image_size="",
-        missing_values="mean",
-        outliers="iqr",
-        outlier_action="clip",
-        drop_duplicates=True,
-        drop_id_columns=True,
-        expected_schema="",
-        max_missing_share=0.3,
-        max_anomaly_share=0.01,
-        min_class_rows=3,
         tracking_uri=mlflow_store,
         experiment="local-data",
         kfp_run_id="local-data-1",
@@ -73,13 +61,13 @@ def test_data_components_write_schema_profile_and_balanced_train(
     split = run_component(
         normalize_split,
         {"dataset": (str(ingest.paths["dataset"]), Dataset)},
-        val_fraction=0.2,
-        test_fraction=0.2,
+        settings={
+            "val_fraction": 0.2,
+            "test_fraction": 0.2,
+            "scaling": "minmax",
+            "imbalance": "smote",
+        },
         seed=0,
-        scaling="minmax",
-        imbalance="smote",
-        time_column="",
-        folds=0,
         **common,
     )
     meta = artifacts.load_meta(split.paths["splits"])
@@ -88,11 +76,8 @@ def test_data_components_write_schema_profile_and_balanced_train(
     aug = run_component(
         augment,
         {"splits": (str(split.paths["splits"]), Dataset)},
-        factor=1,
+        settings={"augment_factor": 1, "augment_methods": "mixup"},
         seed=0,
-        flip=False,
-        methods="mixup",
-        synonyms="",
         **common,
     )
     train = artifacts.load_part(aug.paths["train_data"], "train")

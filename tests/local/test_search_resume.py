@@ -45,15 +45,16 @@ def test_killed_search_resumes_without_rerunning_finished_trials(tmp_path, mlflo
     root = tmp_path / "pipeline_root"
     parent = runs.find_or_create_pipeline_run(mlflow_store, "search-resume", "resume-1")
     args = dict(
+        settings={
+            "tuner": "random",
+            "max_trials": MAX_TRIALS,
+            "max_epochs": 4,
+            "batch_size": 16,
+            "patience": 4,
+            "seed": 5,
+        },
         splits_dir=str(data),
         train_dir=str(data),
-        algorithm="random",
-        max_trials=MAX_TRIALS,
-        max_epochs=4,
-        batch_size=16,
-        patience=4,
-        seed=5,
-        tuner_dir="",
         hparams_path=str(tmp_path / "out" / "best.json"),
         summary_path=str(tmp_path / "out" / "summary.md"),
         tracking_uri=mlflow_store,

@@ -21,20 +21,21 @@ def test_two_workers_share_one_search(tmp_path, mlflow_store, capfd):
     root = tmp_path / "pipeline_root"
     parent = runs.find_or_create_pipeline_run(mlflow_store, "search-workers", "workers-1")
     core.run(
-        str(data),
-        str(data),
-        "bayesian",
-        4,
-        3,
-        16,
-        3,
-        1,
-        "",
-        str(tmp_path / "best.json"),
-        str(tmp_path / "summary.md"),
-        mlflow_store,
-        parent,
-        tuner_workers=2,
+        settings={
+            "tuner": "bayesian",
+            "max_trials": 4,
+            "max_epochs": 3,
+            "batch_size": 16,
+            "patience": 3,
+            "seed": 1,
+            "tuner_workers": 2,
+        },
+        splits_dir=str(data),
+        train_dir=str(data),
+        hparams_path=str(tmp_path / "best.json"),
+        summary_path=str(tmp_path / "summary.md"),
+        tracking_uri=mlflow_store,
+        parent_run_id=parent,
         pipeline_root=str(root),
     )
     out = capfd.readouterr().out
@@ -78,23 +79,24 @@ def test_a_trial_that_kills_its_process_is_recorded_failed_and_the_search_goes_o
     (tmp_path / "dying.py").write_text(DYING_MODEL)
     parent = runs.find_or_create_pipeline_run(mlflow_store, "search-crash", "crash-1")
     core.run(
-        str(data),
-        str(data),
-        "grid",
-        4,
-        1,
-        16,
-        1,
-        1,
-        "",
-        str(tmp_path / "best.json"),
-        str(tmp_path / "summary.md"),
-        mlflow_store,
-        parent,
-        build_model=f"{tmp_path}/dying.py:build",
+        settings={
+            "tuner": "grid",
+            "max_trials": 4,
+            "max_epochs": 1,
+            "batch_size": 16,
+            "patience": 1,
+            "seed": 1,
+            "build_model": f"{tmp_path}/dying.py:build",
+            "trials_per_process": 1,
+            "max_consecutive_failures": 3,
+        },
+        splits_dir=str(data),
+        train_dir=str(data),
+        hparams_path=str(tmp_path / "best.json"),
+        summary_path=str(tmp_path / "summary.md"),
+        tracking_uri=mlflow_store,
+        parent_run_id=parent,
         pipeline_root=str(tmp_path / "root"),
-        trials_per_process=1,
-        max_consecutive_failures=3,
     )
     assert "recorded as failed" in capfd.readouterr().out
     assert json.loads((tmp_path / "best.json").read_text())["die"] in (False, 0)

@@ -46,7 +46,11 @@ def test_tracking_uri_prefers_flag_then_environment(monkeypatch):
         ("data", "", "'data' must not be empty"),
         ("kfold", 1, "'kfold' must be 0"),
         ("time_budget", "soon", "time budget"),
-        ("lr_schedule", "linear", "unknown lr_schedule 'linear' (choose from cosine, exponential)"),
+        (
+            "lr_schedule",
+            "linear",
+            r"unknown lr_schedule 'linear' \(choose from cosine, exponential\)",
+        ),
     ],
 )
 def test_bad_values_name_the_field_in_one_line(field, value, message):

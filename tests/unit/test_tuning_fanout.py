@@ -54,5 +54,11 @@ def test_rendezvous_round_trip_and_a_finished_search_releases_pods(tmp_path, cap
     assert parallel.read_rendezvous(path) is None
     parallel.write_rendezvous(path, {"address": "10.0.0.5:4000", "finished": True})
     assert parallel.read_rendezvous(path)["address"] == "10.0.0.5:4000"
-    core.run_pod_worker("unused", "unused", str(tmp_path), "run-1", "0")
+    core.run_pod_worker(
+        splits_dir="unused",
+        train_dir="unused",
+        pipeline_root=str(tmp_path),
+        run_id="run-1",
+        worker_index="0",
+    )
     assert "search already finished" in capsys.readouterr().out

@@ -37,7 +37,14 @@ def arrays(tmp_path_factory):
 def test_best_epoch_weights_are_restored_with_a_cosine_schedule(arrays):
     train_ds, val_ds = DataFeed(arrays, 1).datasets(16)
     model, history = core.fit_final(
-        arrays.meta, train_ds, val_ds, HPARAMS, 6, 5, 1, lr_schedule="cosine"
+        arrays.meta,
+        train_ds,
+        val_ds,
+        HPARAMS,
+        epochs=6,
+        patience=5,
+        seed=1,
+        lr_schedule="cosine",
     )
     schedule = model.optimizer.get_config()["learning_rate"]
     assert schedule["class_name"] == "CosineDecay"
@@ -53,7 +60,9 @@ def test_refit_on_train_and_val_runs_the_best_epoch_count(arrays):
     x, y = merged_arrays(arrays)
     assert len(y) == len(arrays.train_y) + len(arrays.val_y)
     merged = builders.make_dataset(x, y, 16, True, 1)
-    _, history = core.refit_on_all(arrays.meta, merged, HPARAMS, 3, 1, lr_schedule="exponential")
+    _, history = core.refit_on_all(
+        arrays.meta, merged, HPARAMS, epochs=3, seed=1, lr_schedule="exponential"
+    )
     assert len(history["refit_loss"]) == 3 and "refit_val_loss" not in history
 
 
