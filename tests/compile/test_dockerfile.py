@@ -101,9 +101,18 @@ def test_stages_build_a_wheel_and_run_as_non_root():
         assert "kerasflow-*.whl" in stage or "/opt/venv" in stage
 
 
+def packaged_folders() -> set[str]:
+    """The top-level folders the installed `kerasflow` package is built from: kerasflow/ and
+    the folders its links point to (components/, pipelines/)."""
+    package = ROOT / "kerasflow"
+    linked = {p.resolve().relative_to(ROOT).parts[0] for p in package.iterdir() if p.is_symlink()}
+    return {"kerasflow"} | linked
+
+
 def test_builder_copies_every_packaged_folder():
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    folders = set(pyproject["tool"]["setuptools"]["package-dir"].values())
+    folders = packaged_folders()
+    assert {"components", "pipelines"} <= folders
     builder = stages(DOCKERFILE.read_text())["builder"]
     copied = {m.split()[0] for m in re.findall(r"^COPY\s+(.+)$", builder, flags=re.M)}
     assert folders <= copied
@@ -120,7 +129,6 @@ def test_dockerignore_sends_only_the_sources():
     ]
     assert lines[0] == "*"
     allowed = {line[1:].rstrip("/") for line in lines if line.startswith("!")}
-    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    needed = set(pyproject["tool"]["setuptools"]["package-dir"].values()) | {"pyproject.toml"}
+    needed = packaged_folders() | {"pyproject.toml"}
     assert needed <= allowed
     assert not {".git", "tests", "k8s", ".venv"} & allowed
