@@ -5,15 +5,23 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from kerasflow import __version__
 from kerasflow.runtime.errors import UserError
 from kerasflow.settings.cli import add_run_arguments
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """An argument parser whose errors are one `kerasflow: error:` line and exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"kerasflow: error: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand registered."""
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="kerasflow",
         description="Tune, train, evaluate and serve Keras models as a Kubeflow pipeline.",
     )

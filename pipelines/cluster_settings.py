@@ -15,12 +15,10 @@ import copy
 import dataclasses
 import re
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
-import yaml
-
 from kerasflow.runtime.errors import UserError
+from kerasflow.runtime.yaml_files import read_mapping
 from kerasflow.settings import STEPS
 
 POD_LABEL_KEY = "kerasflow.io/component"
@@ -306,16 +304,7 @@ def load_cluster_settings(path: str | None) -> ClusterSettings:
     """
     if not path:
         return ClusterSettings()
-    p = Path(path)
-    if not p.is_file():
-        raise UserError(f"cluster config file not found: {path}")
-    try:
-        data = yaml.safe_load(p.read_text()) or {}
-    except yaml.YAMLError as exc:
-        first = str(exc).splitlines()[0]
-        raise UserError(f"cluster config file {path} is not valid YAML: {first}") from None
-    if not isinstance(data, dict):
-        raise UserError(f"cluster config file {path} must hold a mapping of keys to values")
+    data = read_mapping(path, "cluster config file")
     try:
         return ClusterSettings.from_mapping(data)
     except UserError as exc:

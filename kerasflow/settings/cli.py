@@ -57,10 +57,10 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
             text = _help(model, key, owners[key])
             allowed = choices_of(model, key)
             if allowed:
+                # Validated with the settings, so a bad choice ends in the same one line.
                 group.add_argument(
                     flag_name(key),
                     default=None,
-                    choices=allowed,
                     metavar="{" + ",".join(a for a in allowed if a) + "}",
                     help=text,
                 )

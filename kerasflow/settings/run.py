@@ -14,12 +14,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
 from kerasflow import constants as C
 from kerasflow.data import choices
 from kerasflow.runtime.errors import UserError
+from kerasflow.runtime.yaml_files import read_mapping
 from kerasflow.settings.base import StepSettings
 from kerasflow.settings.steps import (
     STEP_SETTINGS,
@@ -91,13 +91,14 @@ class RunSettings(BaseModel):
         Raises:
             UserError: one line naming the first unknown key or bad value.
         """
-        merged = dict(values or {})
-        merged.update({k: v for k, v in (overrides or {}).items() if v is not None})
         owners = step_of_keys()
-        per_step: dict[str, dict[str, Any]] = {step: {} for step in STEP_SETTINGS}
+        flat: dict[str, dict[str, Any]] = {step: {} for step in STEP_SETTINGS}
+        flags: dict[str, dict[str, Any]] = {step: {} for step in STEP_SETTINGS}
         sections: dict[str, dict[str, Any]] = {}
         run: dict[str, Any] = {}
-        for key, value in merged.items():
+        given = [(key, value, flat) for key, value in (values or {}).items()]
+        given += [(k, v, flags) for k, v in (overrides or {}).items() if v is not None]
+        for key, value, target in given:
             if key in STEP_SETTINGS:
                 if not isinstance(value, Mapping):
                     raise UserError(f"config key '{key}' must be a mapping of that step's keys")
@@ -108,7 +109,7 @@ class RunSettings(BaseModel):
                 run[key] = value
             elif key in owners:
                 for step in owners[key]:
-                    per_step[step][key] = value
+                    target[step][key] = value
             else:
                 raise UserError(f"unknown config key '{key}'")
         steps = {}
@@ -123,21 +124,10 @@ class RunSettings(BaseModel):
                         f"config key '{key}' is one pipeline parameter for the steps "
                         f"{', '.join(owners[key])}: set it at the top level, not under {step}"
                     )
-            steps[step] = model.parse({**per_step[step], **section})
+            # A file's step section beats its top-level keys; flags beat the whole file.
+            steps[step] = model.parse({**flat[step], **section, **flags[step]})
         out = cls(**steps, **run)
         out.check_across_steps()
-        return out
-
-    def value(self, key: str) -> Any:
-        """A setting by its key, from the first step that reads it (or a run key)."""
-        if key in RUN_KEYS:
-            return getattr(self, key)
-        return getattr(getattr(self, step_of_keys()[key][0]), key)
-
-    def flat(self) -> dict[str, Any]:
-        """Every setting by its key (a key several steps read: the first step's value)."""
-        out = {key: self.value(key) for key in step_of_keys()}
-        out.update({key: getattr(self, key) for key in RUN_KEYS})
         return out
 
     def check_across_steps(self) -> None:
@@ -239,15 +229,7 @@ def load_config_file(path: str) -> dict[str, Any]:
     Raises:
         UserError: when the file is missing or is not a YAML mapping.
     """
-    p = Path(path)
-    if not p.is_file():
-        raise UserError(f"config file not found: {path}")
-    try:
-        data = yaml.safe_load(p.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise UserError(f"config file {path} is not valid YAML: {exc}".splitlines()[0]) from None
-    if not isinstance(data, dict):
-        raise UserError(f"config file {path} must hold a mapping of keys to values")
+    data = read_mapping(path, "config file")
     return {_current_key(str(k)): v for k, v in data.items()}
 
 

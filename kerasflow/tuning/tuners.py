@@ -459,6 +459,32 @@ def make_hypermodel(spec: SearchSpec, feed: Any) -> Any:
     )
 
 
+def write_tuner_files_atomically() -> None:
+    """Makes KerasTuner write its oracle and trial files through a temporary name and a rename.
+
+    KerasTuner writes them in place, so a process killed mid-write leaves a truncated JSON file
+    that the next run cannot reload, and a killed search could not resume. Remote paths keep
+    KerasTuner's own writer (an object appears only when its upload completes).
+    """
+    from keras_tuner.src import utils as kt_utils
+
+    from kerasflow.runtime.fileio import write_bytes_atomic
+
+    original = kt_utils.save_json
+    if getattr(original, "atomic", False):
+        return
+
+    def save_json(path: str, obj: Any) -> str:
+        if "://" in str(path):
+            return original(path, obj)
+        text = json.dumps(obj)
+        write_bytes_atomic(path, text.encode())
+        return text
+
+    save_json.atomic = True  # type: ignore[attr-defined]
+    kt_utils.save_json = save_json
+
+
 def make_tuner(
     spec: SearchSpec, hypermodel: Any, tuner_id: str = CHIEF_ID, oracle_address: str = ""
 ) -> Any:
@@ -469,6 +495,7 @@ def make_tuner(
     """
     import keras_tuner as kt
 
+    write_tuner_files_atomically()
     base = {
         "random": kt.RandomSearch,
         "grid": kt.GridSearch,

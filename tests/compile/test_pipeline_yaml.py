@@ -14,8 +14,7 @@ import yaml
 
 from kerasflow.pipelines.cli import main
 from kerasflow.pipelines.compiling import compile_pipeline
-from kerasflow.settings import STEP_SETTINGS, settings_parameter
-from kerasflow.settings import DEFAULT_IMAGE
+from kerasflow.settings import DEFAULT_IMAGE, STEP_SETTINGS, settings_parameter
 
 pytestmark = pytest.mark.compile
 

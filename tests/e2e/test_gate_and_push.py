@@ -79,28 +79,28 @@ def world(tmp_path_factory, mlflow_store):
 def run_evaluate(world, which: str, model_name: str) -> evaluate.Evaluation:
     out = world["root"] / f"eval-{which}-{model_name}"
     return evaluate.run(
-        str(world["dirs"][which]),
-        str(world["splits"]),
-        {"accuracy": 0.4},
-        str(out / "report.md"),
-        str(out / "preds"),
-        world["uri"],
-        world["parent"],
-        model_name,
-        0.01,
-        "",
+        settings={
+            "thresholds": {"accuracy": 0.4},
+            "model_name": model_name,
+            "champion_tolerance": 0.01,
+        },
+        model_dir=str(world["dirs"][which]),
+        splits_dir=str(world["splits"]),
+        report_path=str(out / "report.md"),
+        predictions_dir=str(out / "preds"),
+        tracking_uri=world["uri"],
+        parent_run_id=world["parent"],
     )
 
 
 def run_deploy(world, which: str, preds_of: str, serving: Path, model_name: str) -> str:
     return deploy.run(
-        str(world["dirs"][which]),
-        str(world["splits"]),
-        str(world["root"] / f"eval-{preds_of}-{model_name}" / "preds"),
-        str(serving),
-        model_name,
-        world["uri"],
-        world["parent"],
+        settings={"serving_dir": str(serving), "model_name": model_name},
+        model_dir=str(world["dirs"][which]),
+        splits_dir=str(world["splits"]),
+        predictions_dir=str(world["root"] / f"eval-{preds_of}-{model_name}" / "preds"),
+        tracking_uri=world["uri"],
+        parent_run_id=world["parent"],
     )
 
 

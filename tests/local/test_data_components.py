@@ -89,7 +89,7 @@ def test_data_components_write_schema_profile_and_balanced_train(
         f"tags.mlflow.parentRunId = '{run_id}'",
     )
     by_step = {r.data.tags[C.TAG_STEP]: r for r in steps}
-    logged = {a.path for a in client.list_logged(by_step["ingest_clean"].info.run_id)}
+    logged = {a.path for a in client.list_artifacts(by_step["ingest_clean"].info.run_id)}
     assert {"ingest_report.md", "schema.json", "profile.html", "profile.png"} <= logged
     assert by_step["ingest_clean"].data.metrics["junk_values"] == 2
     assert by_step["ingest_clean"].data.metrics["values_missing"] == 2

@@ -31,3 +31,28 @@ def test_every_package_folder_has_an_init():
     for folder in (ROOT / "kerasflow").rglob("*"):
         if folder.is_dir() and any(folder.glob("*.py")) and "__pycache__" not in folder.parts:
             assert (folder / "__init__.py").is_file(), folder
+
+
+def test_a_built_wheel_holds_every_module_under_its_import_path(tmp_path):
+    import shutil
+    import subprocess
+    import sys
+    import zipfile
+
+    # Built from a copy, so no build/ folder of an earlier build can add stale modules.
+    source = tmp_path / "src"
+    ignore = shutil.ignore_patterns("__pycache__", "*.egg-info")
+    for name in ("kerasflow", "components", "pipelines"):
+        shutil.copytree(ROOT / name, source / name, symlinks=True, ignore=ignore)
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source / name)
+    command = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q"]
+    subprocess.run([*command, "-w", str(tmp_path / "dist"), str(source)], check=True)
+    (wheel,) = (tmp_path / "dist").glob("kerasflow-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for folder in ("kerasflow", "components", "pipelines"):
+        prefix = () if folder == "kerasflow" else ("kerasflow",)
+        for path in (ROOT / folder).rglob("*.py"):
+            rel = path.relative_to(ROOT)
+            assert "/".join((*prefix, *rel.parts)) in names, rel
+    assert not any(n.split("/")[0] in ("components", "pipelines", "tests") for n in names)

@@ -100,6 +100,8 @@ def test_a_key_several_steps_read_sets_each_of_them():
 def test_a_step_section_sets_that_step_alone():
     cfg = RunSettings.from_values({"batch_size": 16, "train": {"batch-size": 64}})
     assert (cfg.hyperparameter_search.batch_size, cfg.train.batch_size) == (16, 64)
+    flagged = RunSettings.from_values({"train": {"batch_size": 64}}, {"batch_size": 8})
+    assert (flagged.hyperparameter_search.batch_size, flagged.train.batch_size) == (8, 8)
     with pytest.raises(UserError, match="unknown config key 'tuner' for step train"):
         RunSettings.from_values({"train": {"tuner": "grid"}})
     with pytest.raises(UserError, match="set it at the top level"):
@@ -185,8 +187,10 @@ def test_flags_parse_to_typed_overrides():
     assert overrides["seed"] is None  # not given: the file or the default decides
     cfg = RunSettings.from_values({}, overrides)
     assert cfg.hyperparameter_search.tuner == "grid" and cfg.train.refit
-    with pytest.raises(SystemExit):
-        run_parser().parse_args(["--tuner", "genetic"])
+    with pytest.raises(UserError, match="unknown tuner 'genetic'"):
+        RunSettings.from_values(
+            {}, overrides_from_args(run_parser().parse_args(["--tuner", "genetic"]))
+        )
 
 
 def test_pipeline_arguments_round_trip():

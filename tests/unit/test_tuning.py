@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -251,3 +253,20 @@ def test_trials_are_nested_mlflow_runs(tmp_path, feed, mlflow_store):
         )
         history = client.get_metric_history(run.info.run_id, "loss")
         assert [m.step for m in history] == list(range(len(history)))
+
+
+def test_tuner_files_are_replaced_whole_or_not_at_all(tmp_path, monkeypatch):
+    from keras_tuner.src import utils as kt_utils
+
+    tuners.write_tuner_files_atomically()
+    path = tmp_path / "oracle.json"
+    kt_utils.save_json(str(path), {"trials": 1})
+
+    def interrupted(*_args):
+        raise OSError("killed while writing")
+
+    monkeypatch.setattr(os, "replace", interrupted)
+    with pytest.raises(OSError):
+        kt_utils.save_json(str(path), {"trials": 2, "padding": "x" * 100_000})
+    assert json.loads(path.read_text()) == {"trials": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["oracle.json"]
