@@ -65,6 +65,31 @@ def set_learning_rate(model: Any, learning_rate: Any) -> None:
     model.optimizer = type(opt)(learning_rate=learning_rate, **config)
 
 
+def smooth_labels(model: Any, meta: dict, amount: float, *datasets: Any) -> tuple[Any, ...]:
+    """Makes a classifier fit on one-hot targets smoothed by `amount`; returns its datasets.
+
+    Keras' sparse cross-entropy has no label smoothing, so the model is recompiled with
+    categorical cross-entropy and the datasets' class indices become one-hot rows. Regression
+    models and an amount of 0 keep their loss and datasets.
+    """
+    if not amount or meta[C.META_TASK] != "classification":
+        return datasets
+    import keras
+    import tensorflow as tf
+
+    classes = len(meta[C.META_CLASS_NAMES])
+    model.compile(
+        optimizer=model.optimizer,
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=amount),
+        metrics=["accuracy"],
+    )
+
+    def one_hot(x: Any, y: Any) -> tuple[Any, Any]:
+        return x, tf.one_hot(tf.cast(tf.reshape(y, [-1]), tf.int32), classes)
+
+    return tuple(ds.map(one_hot) for ds in datasets)
+
+
 def initial_learning_rate(model: Any) -> float:
     """The learning rate a compiled model's optimizer starts at."""
     import keras
@@ -84,6 +109,7 @@ def fit_final(
     seed: int,
     class_weight: dict | None = None,
     extra_callbacks: list | None = None,
+    label_smoothing: float = 0.0,
     objective: str = "",
     direction: str = "",
     lr_schedule: str = "",
@@ -109,6 +135,7 @@ def fit_final(
         set_learning_rate(
             model, schedule_for(lr_schedule, initial_learning_rate(model), epochs, steps)
         )
+    train_ds, val_ds = smooth_labels(model, meta, label_smoothing, train_ds, val_ds)
     with tempfile.TemporaryDirectory(prefix="kerasflow-ckpt-") as tmp:
         best_path = str(Path(tmp, "best.weights.h5"))
         callbacks = [
@@ -158,6 +185,7 @@ def refit_on_all(
     epochs: int,
     seed: int,
     class_weight: dict | None = None,
+    label_smoothing: float = 0.0,
     lr_schedule: str = "",
     build_fn: Any = None,
     extra_callbacks: list | None = None,
@@ -172,6 +200,7 @@ def refit_on_all(
         set_learning_rate(
             model, schedule_for(lr_schedule, initial_learning_rate(model), epochs, steps)
         )
+    (merged_ds,) = smooth_labels(model, meta, label_smoothing, merged_ds)
     history = model.fit(
         merged_ds,
         epochs=epochs,
@@ -364,6 +393,7 @@ def run(
                 "batch_size": batch,
                 "refit": opts.refit,
                 "lr_schedule": lr_schedule or "none",
+                "label_smoothing": opts.label_smoothing,
                 "warm_start": opts.warm_start,
                 "warm_started": champion is not None,
             }
@@ -379,6 +409,7 @@ def run(
             seed=seed,
             class_weight=class_weight_arg(meta),
             extra_callbacks=[tuners.EpochLogger.make()],
+            label_smoothing=opts.label_smoothing,
             objective=opts.objective,
             direction=opts.direction,
             lr_schedule=lr_schedule,
@@ -398,6 +429,7 @@ def run(
                 epochs=best,
                 seed=seed,
                 class_weight=class_weight_arg(meta),
+                label_smoothing=opts.label_smoothing,
                 lr_schedule=lr_schedule,
                 build_fn=build_fn,
             )

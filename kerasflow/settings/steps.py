@@ -250,6 +250,9 @@ class TrainSettings(Seeded, Fitting, Objective, UserModel, ModelName, ServingDir
     final_epochs: Integer = setting(
         30, "most epochs of the final fit (early stopping ends it sooner)", ge=1
     )
+    label_smoothing: Number = setting(
+        0.0, "classification: fit on one-hot targets smoothed by this share", ge=0.0, lt=1.0
+    )
     lr_schedule: Literal["", "cosine", "exponential"] = setting(
         "", "learning-rate schedule of the final fit: cosine or exponential"
     )

@@ -46,6 +46,7 @@ def test_tracking_uri_prefers_flag_then_environment(monkeypatch):
         ("data", "", "'data' must not be empty"),
         ("kfold", 1, "'kfold' must be 0"),
         ("time_budget", "soon", "time budget"),
+        ("label_smoothing", 1.0, "'label_smoothing' must be between 0.0 and 1.0"),
         (
             "lr_schedule",
             "linear",

@@ -94,3 +94,16 @@ def test_warm_start_finds_and_loads_the_serving_champion(arrays, tmp_path, mlflo
     other = {**arrays.meta, "class_names": ["a", "b", "c"]}
     assert core.load_champion(path, other, HPARAMS)[0] is None
     assert core.find_champion(str(serving), "absent", new.info.run_id) == ""
+
+
+def test_label_smoothing_fits_a_classifier_on_smoothed_one_hot_targets(arrays):
+    train_ds, val_ds = DataFeed(arrays, 1).datasets(16)
+    model, history = core.fit_final(
+        arrays.meta, train_ds, val_ds, HPARAMS, epochs=2, patience=5, seed=1, label_smoothing=0.2
+    )
+    assert model.loss.get_config()["label_smoothing"] == pytest.approx(0.2)
+    assert len(history["val_accuracy"]) == 2
+    x, y = next(iter(val_ds))
+    assert y.shape.rank == 1  # the feed keeps class indices; only the fit sees one-hot rows
+    probs = model.predict(x, verbose=0)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
