@@ -12,14 +12,24 @@ built-in defaults < built-in per-step values < the file's `defaults` < the file'
 from __future__ import annotations
 
 import copy
-import dataclasses
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from kerasflow.runtime.errors import UserError
 from kerasflow.runtime.yaml_files import read_mapping
 from kerasflow.settings import STEPS
+from kerasflow.settings.base import Flag, Integer, Number, Text
 
 POD_LABEL_KEY = "kerasflow.io/component"
 """Label put on every step's pod; k8s/ NetworkPolicies let pods with it reach MLflow."""
@@ -31,8 +41,6 @@ _CPU = re.compile(r"^([0-9]*[.])?[0-9]+m?$")
 _MEMORY = re.compile(r"^([0-9]*[.])?[0-9]+(E|Ei|P|Pi|T|Ti|G|Gi|M|Mi|K|Ki)?$")
 _DURATION = re.compile(r"^[0-9]+(\.[0-9]+)?(s|m|h)?$")
 _ROOT_SCHEMES = ("gs://", "s3://", "minio://", "https://", "http://")
-_TOLERATION_OPERATORS = ("Equal", "Exists")
-_TOLERATION_EFFECTS = ("", "NoSchedule", "PreferNoSchedule", "NoExecute")
 
 # Baseline for every step. Retries cover pre-empted nodes and flaky object storage; the backoff
 # keeps a struggling dependency (MLflow, GCS) from being hammered.
@@ -75,8 +83,54 @@ _BUILTIN_STEPS: dict[str, dict[str, Any]] = {
 }
 
 
-@dataclasses.dataclass
-class RetrySettings:
+def _quantity(pattern: re.Pattern[str], example: str) -> Any:
+    def check(value: Any) -> str:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            value = str(value)
+        if not isinstance(value, str) or (value and not pattern.match(value)):
+            raise ValueError(f"must be a quantity such as {example}")
+        return value
+
+    return BeforeValidator(check)
+
+
+def _duration(value: Any) -> str:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, str) or not _DURATION.match(value):
+        raise ValueError('must be a duration such as "30s"')
+    return value if value[-1] in "smh" else value + "s"
+
+
+def _text_map(value: Any) -> Any:
+    if not isinstance(value, Mapping):
+        raise ValueError("must be a mapping")
+    out = {}
+    for key, item in value.items():
+        if isinstance(item, bool) or not isinstance(item, str | int | float):
+            raise ValueError(f"must map names to strings, got {item!r} for {key!r}")
+        out[str(key)] = str(item)
+    return out
+
+
+def _step_name(value: Any) -> str:
+    if value not in STEPS:
+        raise ValueError(f"unknown step {value!r} (steps are: {', '.join(STEPS)})")
+    return value
+
+
+Cpu = Annotated[str, _quantity(_CPU, '"500m"')]
+Memory = Annotated[str, _quantity(_MEMORY, '"4Gi"')]
+Duration = Annotated[str, BeforeValidator(_duration)]
+TextMap = Annotated[dict[str, str], BeforeValidator(_text_map)]
+StepName = Annotated[str, BeforeValidator(_step_name)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class RetrySettings(_Strict):
     """How a failed step is retried (maps onto `PipelineTask.set_retry`).
 
     Attributes:
@@ -86,25 +140,29 @@ class RetrySettings:
         backoff_max_duration: Upper bound of the wait, e.g. "3600s".
     """
 
-    num_retries: int = 0
-    backoff_duration: str = "30s"
-    backoff_factor: float = 2.0
-    backoff_max_duration: str = "3600s"
+    num_retries: Integer = Field(0, ge=0)
+    backoff_duration: Duration = "30s"
+    backoff_factor: Number = Field(2.0, ge=1.0)
+    backoff_max_duration: Duration = "3600s"
 
 
-@dataclasses.dataclass
-class Toleration:
+class Toleration(_Strict):
     """A Kubernetes toleration for a step's pod (maps onto `kfp.kubernetes.add_toleration`)."""
 
-    key: str = ""
-    operator: str = "Equal"
-    value: str = ""
-    effect: str = ""
-    toleration_seconds: int | None = None
+    key: Text = ""
+    operator: Literal["Equal", "Exists"] = "Equal"
+    value: Text = ""
+    effect: Literal["", "NoSchedule", "PreferNoSchedule", "NoExecute"] = ""
+    toleration_seconds: Integer | None = Field(None, ge=0)
+
+    @model_validator(mode="after")
+    def _exists_takes_no_value(self) -> Toleration:
+        if self.operator == "Exists" and self.value:
+            raise ValueError("a toleration with operator Exists takes no value")
+        return self
 
 
-@dataclasses.dataclass
-class SecretEnv:
+class SecretEnv(_Strict):
     """Keys of a Kubernetes Secret exposed to steps as environment variables.
 
     Attributes:
@@ -114,18 +172,17 @@ class SecretEnv:
         optional: When true, a missing Secret does not stop the pod from starting.
     """
 
-    secret_name: str
-    env: dict[str, str]
-    steps: tuple[str, ...] = ()
-    optional: bool = False
+    secret_name: Text
+    env: TextMap = Field(min_length=1)
+    steps: tuple[StepName, ...] = ()
+    optional: Flag = False
 
     def applies_to(self, step: str) -> bool:
         """Whether this Secret is exposed to `step`."""
         return not self.steps or step in self.steps
 
 
-@dataclasses.dataclass
-class StepSettings:
+class TaskSettings(_Strict):
     """Everything set on one step's task when compiling for a cluster.
 
     Empty strings and zeros mean "not set": KFP and the cluster's defaults apply.
@@ -148,20 +205,28 @@ class StepSettings:
             TF Serving reads on a local cluster.
     """
 
-    cpu_request: str = ""
-    cpu_limit: str = ""
-    memory_request: str = ""
-    memory_limit: str = ""
-    gpu: int = 0
-    accelerator_type: str = "nvidia.com/gpu"
-    retry: RetrySettings = dataclasses.field(default_factory=RetrySettings)
-    caching: bool = True
-    node_selector: dict[str, str] = dataclasses.field(default_factory=dict)
-    tolerations: list[Toleration] = dataclasses.field(default_factory=list)
-    env: dict[str, str] = dataclasses.field(default_factory=dict)
-    timeout_seconds: int = 0
-    image: str = ""
-    pvc_mounts: dict[str, str] = dataclasses.field(default_factory=dict)
+    cpu_request: Cpu = ""
+    cpu_limit: Cpu = ""
+    memory_request: Memory = ""
+    memory_limit: Memory = ""
+    gpu: Integer = Field(0, ge=0)
+    accelerator_type: Text = "nvidia.com/gpu"
+    retry: RetrySettings = Field(default_factory=RetrySettings)
+    caching: Flag = True
+    node_selector: TextMap = Field(default_factory=dict)
+    tolerations: list[Toleration] = Field(default_factory=list)
+    env: TextMap = Field(default_factory=dict)
+    timeout_seconds: Integer = Field(0, ge=0)
+    image: Text = ""
+    pvc_mounts: TextMap = Field(default_factory=dict)
+
+    @field_validator("pvc_mounts")
+    @classmethod
+    def _absolute_mounts(cls, value: dict[str, str]) -> dict[str, str]:
+        for claim, path in value.items():
+            if not path.startswith("/"):
+                raise ValueError(f"must mount {claim!r} at an absolute path, not {path!r}")
+        return value
 
 
 def _default_secrets() -> list[SecretEnv]:
@@ -178,22 +243,32 @@ def _default_gpu_tolerations() -> list[Toleration]:
     return [Toleration(key="nvidia.com/gpu", operator="Exists", effect="NoSchedule")]
 
 
+def _merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(dict(base))
+    for key, value in override.items():
+        if key == "retry" and isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = {**out[key], **value}
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
 def _resolve_steps(
-    user_defaults: Mapping[str, Any], user_steps: Mapping[str, Mapping[str, Any]]
-) -> tuple[StepSettings, dict[str, StepSettings]]:
-    defaults = _parse_step(_merge(_BUILTIN_DEFAULTS, user_defaults), "defaults")
+    user_defaults: Mapping[str, Any], user_steps: Mapping[str, Any]
+) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """The layered mappings of the defaults and of every step, not yet validated."""
+    defaults = _merge(_BUILTIN_DEFAULTS, user_defaults)
     steps = {}
     for step in sorted(set(STEPS) | set(user_steps)):
-        layers = (_BUILTIN_DEFAULTS, _BUILTIN_STEPS.get(step, {}), user_defaults)
         merged: dict[str, Any] = {}
-        for layer in (*layers, user_steps.get(step, {})):
+        layers = (_BUILTIN_DEFAULTS, _BUILTIN_STEPS.get(step, {}), user_defaults)
+        for layer in (*layers, user_steps.get(step) or {}):
             merged = _merge(merged, layer)
-        steps[step] = _parse_step(merged, f"steps.{step}")
+        steps[step] = merged
     return defaults, steps
 
 
-@dataclasses.dataclass
-class ClusterSettings:
+class ClusterSettings(_Strict):
     """How the pipeline runs on a Kubernetes cluster with Kubeflow Pipelines.
 
     Build it with `ClusterSettings()` for the built-in defaults or `from_mapping` for a config
@@ -212,20 +287,29 @@ class ClusterSettings:
         steps: Resolved settings of each named step.
     """
 
-    pipeline_root: str = ""
-    image: str = ""
-    gpu_image: str = ""
-    service_account: str = ""
-    image_pull_secrets: list[str] = dataclasses.field(default_factory=list)
-    gpu_node_selector: dict[str, str] = dataclasses.field(default_factory=dict)
-    gpu_tolerations: list[Toleration] = dataclasses.field(default_factory=_default_gpu_tolerations)
-    secrets: list[SecretEnv] = dataclasses.field(default_factory=_default_secrets)
-    defaults: StepSettings = dataclasses.field(default_factory=lambda: _resolve_steps({}, {})[0])
-    steps: dict[str, StepSettings] = dataclasses.field(
-        default_factory=lambda: _resolve_steps({}, {})[1]
+    pipeline_root: Text = ""
+    image: Text = ""
+    gpu_image: Text = ""
+    service_account: Text = ""
+    image_pull_secrets: list[Text] = Field(default_factory=list)
+    gpu_node_selector: TextMap = Field(default_factory=dict)
+    gpu_tolerations: list[Toleration] = Field(default_factory=_default_gpu_tolerations)
+    secrets: list[SecretEnv] = Field(default_factory=_default_secrets)
+    defaults: TaskSettings = Field(
+        default_factory=lambda: TaskSettings(**_resolve_steps({}, {})[0])
+    )
+    steps: dict[StepName, TaskSettings] = Field(
+        default_factory=lambda: {k: TaskSettings(**v) for k, v in _resolve_steps({}, {})[1].items()}
     )
 
-    def for_step(self, step: str) -> StepSettings:
+    @field_validator("pipeline_root")
+    @classmethod
+    def _object_store_root(cls, value: str) -> str:
+        if value and not value.startswith(_ROOT_SCHEMES):
+            raise ValueError("must be an object-store URI such as gs://bucket/path")
+        return value
+
+    def for_step(self, step: str) -> TaskSettings:
         """The resolved settings of `step` (the defaults for a step not named in `steps`)."""
         return self.steps.get(step, self.defaults)
 
@@ -244,56 +328,87 @@ class ClusterSettings:
 
         Args:
             data: Top-level keys are the attributes of this class; `defaults` and each entry of
-                `steps` are mappings of `StepSettings` keys. None or {} gives the defaults.
+                `steps` are mappings of `TaskSettings` keys, layered over the built-in values.
+                None or {} gives the defaults.
 
         Returns:
             The validated settings.
 
         Raises:
-            UserError: naming the first unknown key or bad value.
+            UserError: naming the first unknown key or bad value, with its place in the file.
         """
         if data is not None and not isinstance(data, Mapping):
             raise UserError("cluster settings must be a mapping of keys to values")
         data = dict(data or {})
-        known = {f.name for f in dataclasses.fields(cls)}
-        _check_keys(data, known, "cluster settings")
-        user_defaults = _mapping(data.pop("defaults", None), "defaults")
-        user_steps = _mapping(data.pop("steps", None), "steps")
+        for key in ("defaults", "steps"):
+            if data.get(key) is not None and not isinstance(data[key], Mapping):
+                raise UserError(f"'{key}' must be a mapping, got {data[key]!r}")
+        user_defaults = dict(data.pop("defaults", None) or {})
+        user_steps = dict(data.pop("steps", None) or {})
         for step, values in user_steps.items():
             if step not in STEPS:
                 raise UserError(
                     f"unknown step '{step}' in cluster settings (steps are: {', '.join(STEPS)})"
                 )
-            _mapping(values, f"steps.{step}")
+            if values is not None and not isinstance(values, Mapping):
+                raise UserError(f"'steps.{step}' must be a mapping, got {values!r}")
         defaults, steps = _resolve_steps(user_defaults, user_steps)
-        out = cls(defaults=defaults, steps=steps)
-        for key in ("pipeline_root", "image", "gpu_image", "service_account"):
-            if key in data:
-                setattr(out, key, _string(data[key], key))
-        if out.pipeline_root and not out.pipeline_root.startswith(_ROOT_SCHEMES):
-            raise UserError(
-                f"pipeline_root '{out.pipeline_root}' must be an object-store URI such as "
-                "gs://bucket/path"
-            )
-        if "image_pull_secrets" in data:
-            out.image_pull_secrets = [
-                _string(v, "image_pull_secrets")
-                for v in _list(data["image_pull_secrets"], "image_pull_secrets")
-            ]
-        if "gpu_node_selector" in data:
-            out.gpu_node_selector = _string_map(data["gpu_node_selector"], "gpu_node_selector")
-        if "gpu_tolerations" in data:
-            out.gpu_tolerations = _parse_tolerations(data["gpu_tolerations"], "gpu_tolerations")
-        if "secrets" in data:
-            out.secrets = [
-                _parse_secret(item, f"secrets[{i}]")
-                for i, item in enumerate(_list(data["secrets"], "secrets"))
-            ]
-        return out
+        # The defaults first, so a bad value there is named where it was written.
+        resolved_defaults = _validate(TaskSettings, defaults, ("defaults",))
+        resolved = {k: _validate(TaskSettings, v, ("steps", k)) for k, v in steps.items()}
+        return _validate(cls, {**data, "defaults": resolved_defaults, "steps": resolved}, ())
 
     def with_image(self, image: str) -> ClusterSettings:
         """A copy whose steps all run in `image` (GPU steps too unless `gpu_image` is set)."""
-        return dataclasses.replace(self, image=image)
+        return self.model_copy(update={"image": image})
+
+
+def _validate(model: type[BaseModel], data: Mapping[str, Any], where: tuple[str, ...]) -> Any:
+    try:
+        return model.model_validate(dict(data))
+    except ValidationError as exc:
+        raise UserError(_describe(model, exc, where)) from None
+
+
+def _path(parts: list[Any]) -> str:
+    text = ""
+    for part in parts:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+def _describe(model: type[BaseModel], exc: ValidationError, where: tuple[str, ...]) -> str:
+    error = exc.errors()[0]
+    loc = [*where, *error["loc"]]
+    if error["type"] == "extra_forbidden":
+        parent = _path(loc[:-1]) or "cluster settings"
+        known = _known_keys(model, error["loc"][:-1])
+        return f"unknown key '{loc[-1]}' in {parent}" + (f" (known: {known})" if known else "")
+    if error["type"] == "missing" and loc[-1] in ("secret_name", "env"):
+        return f"'{_path(loc[:-1])}' needs both 'secret_name' and 'env'"
+    message = str(error.get("msg", "is not valid")).removeprefix("Value error, ")
+    message = message[0].lower() + message[1:] if message else message
+    if error["type"] in ("list_type", "tuple_type"):
+        message = "must be a list"
+    elif error["type"] == "too_short" and loc[-1] == "env":
+        message = "must map at least one Secret key to a variable name"
+    value = error.get("input")
+    if isinstance(value, Mapping) and error["type"] == "value_error":
+        return f"'{_path(loc)}': {message}"  # a rule over several keys of one entry
+    return f"'{_path(loc)}' {message}, got {value!r}"
+
+
+def _known_keys(model: type[BaseModel], loc: tuple) -> str:
+    # Walk the model along the error's location to list the keys allowed where it happened.
+    current: Any = model
+    for part in loc:
+        if isinstance(part, int) or current is None:
+            continue
+        field = getattr(current, "model_fields", {}).get(part)
+        annotation = field.annotation if field else None
+        args = getattr(annotation, "__args__", ()) or ()
+        current = next((a for a in (annotation, *args) if hasattr(a, "model_fields")), None)
+    return ", ".join(sorted(current.model_fields)) if current is not None else ""
 
 
 def load_cluster_settings(path: str | None) -> ClusterSettings:
@@ -379,180 +494,3 @@ def apply_step_settings(task: Any, step: str, settings: ClusterSettings) -> None
     for claim, path in sorted(own.pvc_mounts.items()):
         kubernetes.mount_pvc(task, pvc_name=claim, mount_path=path)
     kubernetes.add_pod_label(task, POD_LABEL_KEY, step.replace("_", "-"))
-
-
-# --- parsing helpers -------------------------------------------------------------------------
-
-
-def _merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
-    out = copy.deepcopy(dict(base))
-    for key, value in override.items():
-        if key == "retry" and isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
-            out[key] = {**out[key], **value}
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
-
-
-def _check_keys(data: Mapping[str, Any], known: set[str], where: str) -> None:
-    for key in data:
-        if key not in known:
-            raise UserError(f"unknown key '{key}' in {where} (known: {', '.join(sorted(known))})")
-
-
-def _mapping(value: Any, where: str) -> dict[str, Any]:
-    if value is None:
-        return {}
-    if not isinstance(value, Mapping):
-        raise UserError(f"'{where}' must be a mapping, got {value!r}")
-    return dict(value)
-
-
-def _list(value: Any, where: str) -> list[Any]:
-    if value is None:
-        return []
-    if not isinstance(value, list | tuple):
-        raise UserError(f"'{where}' must be a list, got {value!r}")
-    return list(value)
-
-
-def _string(value: Any, where: str) -> str:
-    if not isinstance(value, str):
-        raise UserError(f"'{where}' must be a string, got {value!r}")
-    return value
-
-
-def _string_map(value: Any, where: str) -> dict[str, str]:
-    out = {}
-    for key, item in _mapping(value, where).items():
-        if isinstance(item, bool) or not isinstance(item, str | int | float):
-            raise UserError(f"'{where}.{key}' must be a string, got {item!r}")
-        out[str(key)] = str(item)
-    return out
-
-
-def _int(value: Any, where: str, low: int = 0) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise UserError(f"'{where}' must be an integer >= {low}, got {value!r}")
-    return value
-
-
-def _quantity(value: Any, where: str, pattern: re.Pattern[str], example: str) -> str:
-    text = str(value) if isinstance(value, int | float) and not isinstance(value, bool) else value
-    if not isinstance(text, str) or (text and not pattern.match(text)):
-        raise UserError(f"'{where}' must be a quantity such as {example}, got {value!r}")
-    return text
-
-
-def _duration(value: Any, where: str) -> str:
-    text = str(value) if isinstance(value, int | float) and not isinstance(value, bool) else value
-    if not isinstance(text, str) or not _DURATION.match(text):
-        raise UserError(f"'{where}' must be a duration such as \"30s\", got {value!r}")
-    return text if text[-1] in "smh" else text + "s"
-
-
-def _parse_retry(value: Any, where: str) -> RetrySettings:
-    data = _mapping(value, where)
-    _check_keys(data, {f.name for f in dataclasses.fields(RetrySettings)}, where)
-    out = RetrySettings()
-    if "num_retries" in data:
-        out.num_retries = _int(data["num_retries"], f"{where}.num_retries")
-    if "backoff_duration" in data:
-        out.backoff_duration = _duration(data["backoff_duration"], f"{where}.backoff_duration")
-    if "backoff_factor" in data:
-        factor = data["backoff_factor"]
-        if isinstance(factor, bool) or not isinstance(factor, int | float) or factor < 1:
-            raise UserError(f"'{where}.backoff_factor' must be a number >= 1, got {factor!r}")
-        out.backoff_factor = float(factor)
-    if "backoff_max_duration" in data:
-        out.backoff_max_duration = _duration(
-            data["backoff_max_duration"], f"{where}.backoff_max_duration"
-        )
-    return out
-
-
-def _parse_tolerations(value: Any, where: str) -> list[Toleration]:
-    out = []
-    for i, item in enumerate(_list(value, where)):
-        here = f"{where}[{i}]"
-        data = _mapping(item, here)
-        _check_keys(data, {f.name for f in dataclasses.fields(Toleration)}, here)
-        tol = Toleration(
-            key=_string(data.get("key", ""), f"{here}.key"),
-            operator=_string(data.get("operator", "Equal"), f"{here}.operator"),
-            value=_string(data.get("value", ""), f"{here}.value"),
-            effect=_string(data.get("effect", ""), f"{here}.effect"),
-        )
-        if data.get("toleration_seconds") is not None:
-            tol.toleration_seconds = _int(data["toleration_seconds"], f"{here}.toleration_seconds")
-        if tol.operator not in _TOLERATION_OPERATORS:
-            raise UserError(f"'{here}.operator' must be Equal or Exists, got {tol.operator!r}")
-        if tol.effect not in _TOLERATION_EFFECTS:
-            choices = ", ".join(e for e in _TOLERATION_EFFECTS if e)
-            raise UserError(f"'{here}.effect' must be one of {choices}, got {tol.effect!r}")
-        if tol.operator == "Exists" and tol.value:
-            raise UserError(f"'{here}': a toleration with operator Exists takes no value")
-        out.append(tol)
-    return out
-
-
-def _parse_secret(value: Any, where: str) -> SecretEnv:
-    data = _mapping(value, where)
-    _check_keys(data, {f.name for f in dataclasses.fields(SecretEnv)}, where)
-    if "secret_name" not in data or "env" not in data:
-        raise UserError(f"'{where}' needs both 'secret_name' and 'env'")
-    env = _string_map(data["env"], f"{where}.env")
-    if not env:
-        raise UserError(f"'{where}.env' must map at least one Secret key to a variable name")
-    steps = tuple(_string(s, f"{where}.steps") for s in _list(data.get("steps"), f"{where}.steps"))
-    for step in steps:
-        if step not in STEPS:
-            raise UserError(f"unknown step '{step}' in '{where}.steps'")
-    optional = data.get("optional", False)
-    if not isinstance(optional, bool):
-        raise UserError(f"'{where}.optional' must be true or false, got {optional!r}")
-    return SecretEnv(
-        secret_name=_string(data["secret_name"], f"{where}.secret_name"),
-        env=env,
-        steps=steps,
-        optional=optional,
-    )
-
-
-def _parse_step(data: Mapping[str, Any], where: str) -> StepSettings:
-    _check_keys(data, {f.name for f in dataclasses.fields(StepSettings)}, where)
-    out = StepSettings()
-    for key, example in (("cpu_request", '"500m"'), ("cpu_limit", '"2"')):
-        if key in data:
-            setattr(out, key, _quantity(data[key], f"{where}.{key}", _CPU, example))
-    for key in ("memory_request", "memory_limit"):
-        if key in data:
-            setattr(out, key, _quantity(data[key], f"{where}.{key}", _MEMORY, '"4Gi"'))
-    if "gpu" in data:
-        out.gpu = _int(data["gpu"], f"{where}.gpu")
-    if "accelerator_type" in data:
-        out.accelerator_type = _string(data["accelerator_type"], f"{where}.accelerator_type")
-    if "retry" in data:
-        out.retry = _parse_retry(data["retry"], f"{where}.retry")
-    if "caching" in data:
-        if not isinstance(data["caching"], bool):
-            raise UserError(f"'{where}.caching' must be true or false, got {data['caching']!r}")
-        out.caching = data["caching"]
-    if "node_selector" in data:
-        out.node_selector = _string_map(data["node_selector"], f"{where}.node_selector")
-    if "tolerations" in data:
-        out.tolerations = _parse_tolerations(data["tolerations"], f"{where}.tolerations")
-    if "env" in data:
-        out.env = _string_map(data["env"], f"{where}.env")
-    if "timeout_seconds" in data:
-        out.timeout_seconds = _int(data["timeout_seconds"], f"{where}.timeout_seconds")
-    if "image" in data:
-        out.image = _string(data["image"], f"{where}.image")
-    if "pvc_mounts" in data:
-        out.pvc_mounts = _string_map(data["pvc_mounts"], f"{where}.pvc_mounts")
-        for claim, path in out.pvc_mounts.items():
-            if not path.startswith("/"):
-                raise UserError(
-                    f"'{where}.pvc_mounts.{claim}' must be an absolute path, got {path!r}"
-                )
-    return out

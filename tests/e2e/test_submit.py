@@ -343,3 +343,45 @@ def test_stub_records_json_bodies(stub):
     (run_request,) = stub.find("POST", "/runs")
     assert isinstance(run_request.body, dict)
     json.dumps(run_request.body)
+
+
+def test_an_old_flat_parameter_goes_into_its_steps_structure_with_a_warning(stub, capsys):
+    code = run_cli(
+        [
+            "submit",
+            "--host",
+            stub.url,
+            "--token",
+            TOKEN,
+            "--param",
+            "augment_factor=2",
+            "--param",
+            'train_settings={"lr_schedule": "cosine"}',
+            "--param",
+            "patience=4",
+        ]
+    )
+    assert code == 0
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
+    assert len(warnings) == 2 and "'augment_factor' is now the key" in warnings[0]
+    (run_request,) = stub.find("POST", "/runs")
+    assert run_request.body["runtime_config"]["parameters"] == {
+        "augment_settings": {"augment_factor": 2},
+        "train_settings": {"lr_schedule": "cosine", "patience": 4},
+        "hyperparameter_search_settings": {"patience": 4},
+    }
+
+
+def test_a_bad_value_inside_a_settings_structure_is_refused_before_the_server(stub, capsys):
+    code = run_cli(
+        [
+            "submit",
+            "--host",
+            stub.url,
+            "--param",
+            'normalize_split_settings={"scaling": "robust"}',
+        ]
+    )
+    assert code == 2
+    assert_one_line_error(capsys, "unknown scaling 'robust'")
+    assert stub.requests == []
