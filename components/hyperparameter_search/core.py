@@ -225,6 +225,11 @@ def run(
         meta = arrays.meta
         # Folds made by normalize_split (its `folds` option) turn on the cross-validated score.
         kfold = opts.kfold or int((meta.get("folds") or {}).get("k", 0))
+        if kfold and (meta.get("split") or {}).get("strategy") == "time":
+            raise UserError(
+                "k-fold cross-validation ('kfold') cannot score a time-ordered split: its folds "
+                "would train on rows newer than those they score"
+            )
         objective, direction = tuners.resolve_objective(meta, opts.objective, opts.direction)
         overrides = dict(opts.search_space)
         if build_model:

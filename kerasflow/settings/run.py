@@ -139,6 +139,12 @@ class RunSettings(BaseModel):
         split, search, augment = self.normalize_split, self.hyperparameter_search, self.augment
         if split.folds and split.time_column:
             raise UserError("k-fold splits ('folds') cannot be combined with a time-ordered split")
+        if search.kfold and split.time_column:
+            # Shuffled folds would score each trial on rows older than some it trained on.
+            raise UserError(
+                "k-fold cross-validation ('kfold') cannot be combined with a time-ordered split: "
+                "its folds would train on rows newer than those they score"
+            )
         # k-fold scores hold out each original row with its augmented copies; rows that SMOTE
         # or mixup synthesize from two rows belong to no single fold and would leak.
         if not (search.kfold or split.folds):

@@ -1,7 +1,5 @@
 """`kerasflow submit` and `kerasflow schedule` driving the real kfp.Client against a local stub."""
 
-import argparse
-import importlib.util
 import json
 import socket
 import sys
@@ -9,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from kerasflow.pipelines.cluster_settings import STEPS
-from kerasflow.runtime.errors import UserError
+from kerasflow.pipelines.cli import main
+from kerasflow.settings import STEPS
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from kfp_api_stub import KfpApiStub  # noqa: E402
@@ -19,27 +17,11 @@ pytestmark = pytest.mark.e2e
 
 TOKEN = "test-token-123"
 STANDIN = "kfp_api_stub:build_standin_pipeline"
-HAVE_DAG = importlib.util.find_spec("kerasflow.pipelines.dag") is not None
 
 
 def run_cli(argv: list[str]) -> int:
-    """Runs the kerasflow CLI in-process (the real one when it exists) and returns its exit code."""
-    try:
-        from kerasflow.pipelines.cli import main
-    except ImportError:
-        main = None
-    if main is not None:
-        return main(argv)
-    from kerasflow.pipelines.cluster_commands import register
-
-    parser = argparse.ArgumentParser(prog="kerasflow")
-    register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    try:
-        return args.func(args)
-    except UserError as exc:
-        print(f"kerasflow: error: {exc}", file=sys.stderr)
-        return 2
+    """Runs the kerasflow CLI in-process and returns its exit code."""
+    return main(argv)
 
 
 @pytest.fixture
@@ -132,7 +114,6 @@ def test_submit_creates_a_run_with_typed_params_and_cluster_settings(stub, tmp_p
     assert k8s["exec-train"]["secretAsEnv"][0]["secretName"] == "mlflow-client-credentials"
 
 
-@pytest.mark.skipif(not HAVE_DAG, reason="kerasflow.pipelines.dag is not importable yet")
 def test_submit_sends_the_real_training_dag(stub):
     code = run_cli(
         [
@@ -158,8 +139,6 @@ def test_submit_sends_the_real_training_dag(stub):
 
 
 def test_submit_rejects_a_bad_real_parameter_before_calling_the_server(stub, capsys):
-    if not HAVE_DAG:
-        pytest.skip("kerasflow.pipelines.dag is not importable yet")
     code = run_cli(["submit", "--host", stub.url, "--param", "tuner=annealing"])
     assert code == 2
     assert_one_line_error(capsys, "tuner")

@@ -74,6 +74,7 @@ def test_integral_floats_from_kfp_are_integers():
         ({"folds": 4, "augment_methods": "noise,mixup"}, "augment method 'mixup'"),
         ({"kfold": 3, "augment_methods": "smote"}, "augment method 'smote'"),
         ({"folds": 3, "time_column": "t"}, "cannot be combined with a time-ordered split"),
+        ({"kfold": 3, "time_column": "t"}, r"'kfold'\) cannot be combined with a time-ordered"),
     ],
 )
 def test_settings_of_different_steps_that_do_not_go_together(values, message):

@@ -270,3 +270,27 @@ def test_tuner_files_are_replaced_whole_or_not_at_all(tmp_path, monkeypatch):
         kt_utils.save_json(str(path), {"trials": 2, "padding": "x" * 100_000})
     assert json.loads(path.read_text()) == {"trials": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["oracle.json"]
+
+
+def test_kfold_on_a_time_ordered_split_is_refused_in_the_step(tmp_path, mlflow_store, capsys):
+    from kerasflow.components.hyperparameter_search import core as search_step
+    from kerasflow.tracking import runs
+
+    path = make_tabular_bundle(tmp_path / "timed")
+    meta = json.loads((path / C.META_FILE).read_text())
+    (path / C.META_FILE).write_text(json.dumps({**meta, "split": {"strategy": "time"}}))
+    parent = runs.find_or_create_pipeline_run(mlflow_store, "kfold-time", "kfp-1")
+    with pytest.raises(SystemExit) as stop:
+        search_step.run(
+            settings={"kfold": 3, "max_trials": 1, "trials_per_process": 0},
+            splits_dir=str(path),
+            train_dir=str(path),
+            hparams_path=str(tmp_path / "best.json"),
+            summary_path=str(tmp_path / "summary.md"),
+            tracking_uri=mlflow_store,
+            parent_run_id=parent,
+        )
+    assert stop.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("kerasflow: error in hyperparameter_search: k-fold")
+    assert not (tmp_path / "best.json").exists()
