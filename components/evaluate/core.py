@@ -216,6 +216,24 @@ def render_report(result: Evaluation) -> str:
     return "\n".join(lines) + "\n"
 
 
+def fail_closed(result: Evaluation, exc: BaseException, *, allow_thresholds_only: bool) -> None:
+    """The gate's decision when the champion could not be evaluated.
+
+    A registry that cannot answer or a champion that cannot be loaded or scored says nothing
+    about whether the candidate is better, so the candidate is not blessed unless the user
+    allowed promotion on the thresholds alone.
+    """
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    why = f"champion could not be evaluated ({type(exc).__name__}: {lines[0] if lines else ''})"
+    if allow_thresholds_only:
+        result.reasons.append(f"{why}; judged on the thresholds alone (allow_thresholds_only)")
+        return
+    result.blessed = False
+    result.reasons.append(
+        f"{why}: not blessed (set allow_thresholds_only to promote on the thresholds alone)"
+    )
+
+
 def champion_evaluation(
     tracking_uri: str, model_name: str, meta: dict, test: artifacts.Part
 ) -> tuple[int, dict[str, float]] | None:
@@ -279,10 +297,8 @@ def run(
         if model_name:
             try:
                 found = champion_evaluation(tracking_uri, model_name, meta, test)
-            except Exception as exc:  # a champion that cannot score this split: thresholds only
-                result.reasons.append(
-                    f"champion not comparable on this test split ({exc}); thresholds only"
-                )
+            except Exception as exc:  # any failure to evaluate the champion closes the gate
+                fail_closed(result, exc, allow_thresholds_only=opts.allow_thresholds_only)
             else:
                 if found is None:
                     result.reasons.append("no champion yet: thresholds only")

@@ -277,6 +277,11 @@ class EvaluateSettings(ModelName):
         le=1.0,
     )
     slice_by: Text = setting("", "also report test metrics per value of this column")
+    allow_thresholds_only: Flag = setting(
+        False,
+        "bless on the thresholds alone when the champion cannot be evaluated (a registry "
+        "error, a champion that cannot be loaded or scored); off: such a model is not blessed",
+    )
 
     @field_validator("thresholds", mode="before")
     @classmethod

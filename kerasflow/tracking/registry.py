@@ -38,15 +38,39 @@ def _client(tracking_uri: str) -> Any:
     return mlflow.MlflowClient(tracking_uri=tracking_uri)
 
 
+class RegistryUnavailable(UserError):
+    """The registry could not say who the champion is (unreachable, refused, broken)."""
+
+
+def _no_champion(exc: Exception) -> bool:
+    # No registered model of that name, or one without the alias: there is no champion yet.
+    code = getattr(exc, "error_code", "")
+    text = str(exc).lower()
+    return code == "RESOURCE_DOES_NOT_EXIST" or (
+        code == "INVALID_PARAMETER_VALUE" and "alias" in text and "not found" in text
+    )
+
+
 def get_champion(tracking_uri: str, model_name: str) -> Champion | None:
-    """The current champion of `model_name`, or None when there is none yet."""
+    """The current champion of `model_name`, or None when there is none yet.
+
+    Raises:
+        RegistryUnavailable: when the registry fails to answer, so that no caller can take an
+            error for "no champion".
+    """
     from mlflow.exceptions import MlflowException
 
     client = _client(tracking_uri)
     try:
         mv = client.get_model_version_by_alias(model_name, CHAMPION)
-    except MlflowException:
-        return None
+    except MlflowException as exc:
+        if _no_champion(exc):
+            return None
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise RegistryUnavailable(
+            f"cannot read the champion of '{model_name}' from the MLflow registry at "
+            f"{tracking_uri}: {first}"
+        ) from None
     serving = mv.tags.get(SERVING_VERSION_TAG)
     return Champion(int(mv.version), int(serving) if serving else None, mv.source)
 

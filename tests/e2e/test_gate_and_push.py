@@ -76,13 +76,16 @@ def world(tmp_path_factory, mlflow_store):
     }
 
 
-def run_evaluate(world, which: str, model_name: str) -> evaluate.Evaluation:
+def run_evaluate(
+    world, which: str, model_name: str, allow_thresholds_only: bool = False
+) -> evaluate.Evaluation:
     out = world["root"] / f"eval-{which}-{model_name}"
     return evaluate.run(
         settings={
             "thresholds": {"accuracy": 0.4},
             "model_name": model_name,
             "champion_tolerance": 0.01,
+            "allow_thresholds_only": allow_thresholds_only,
         },
         model_dir=str(world["dirs"][which]),
         splits_dir=str(world["splits"]),
@@ -193,3 +196,42 @@ def test_slices_report_metrics_per_value(world):
     with pytest.raises(Exception, match="cannot slice by 'nope'"):
         evaluate.slice_metrics(splits.meta, test, outputs, "nope")
     json.dumps(slices)
+
+
+def test_a_champion_that_cannot_be_loaded_closes_the_gate(world, tmp_path):
+    import mlflow
+
+    name = "gate-corrupt-champion"
+    bogus = tmp_path / "bogus"
+    bogus.mkdir()
+    (bogus / C.KERAS_MODEL_FILE).write_bytes(b"not a keras file")
+    version = registry.register_version(world["uri"], name, str(bogus), world["parent"], {})
+    mlflow.MlflowClient(world["uri"]).set_registered_model_alias(name, "champion", str(version))
+    closed = run_evaluate(world, "good", name)
+    assert closed.metrics["accuracy"] > 0.9  # the thresholds alone would bless it
+    assert not closed.blessed
+    assert any("champion could not be evaluated" in r for r in closed.reasons)
+    allowed = run_evaluate(world, "good", name, allow_thresholds_only=True)
+    assert allowed.blessed and any("thresholds alone" in r for r in allowed.reasons)
+
+
+def test_a_registry_that_cannot_answer_closes_the_gate(world, monkeypatch):
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    mlflow.MlflowClient(world["uri"]).create_registered_model("gate-no-alias")
+    assert registry.get_champion(world["uri"], "gate-no-alias") is None  # no champion yet
+
+    class Unreachable:
+        def get_model_version_by_alias(self, *_args):
+            raise MlflowException(
+                "API request to http://mlflow:5000 failed: connection refused",
+                error_code="INTERNAL_ERROR",
+            )
+
+    monkeypatch.setattr(registry, "_client", lambda _uri: Unreachable())
+    with pytest.raises(registry.RegistryUnavailable, match="connection refused"):
+        registry.get_champion(world["uri"], "gate-registry-down")
+    result = run_evaluate(world, "good", "gate-registry-down")
+    assert not result.blessed
+    assert any("RegistryUnavailable" in r and "connection refused" in r for r in result.reasons)
