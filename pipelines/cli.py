@@ -96,13 +96,12 @@ def config_from_args(args: argparse.Namespace):
     if args.threshold:
         overrides["thresholds"] = parse_thresholds(args.threshold)
     cfg = RunSettings.from_values(file_values, overrides)
-    build = cfg.hyperparameter_search.build_model
-    if build:
-        from kerasflow.modeling.search_space import absolute_build_ref, load_build_function
+    for step in (cfg.hyperparameter_search, cfg.train):
+        if step.build_model:
+            from kerasflow.modeling.search_space import absolute_build_ref, load_build_function
 
-        ref = absolute_build_ref(build)
-        load_build_function(ref)
-        cfg.hyperparameter_search.build_model = cfg.train.build_model = ref
+            step.build_model = absolute_build_ref(step.build_model)
+            load_build_function(step.build_model)
     ingest = cfg.ingest_clean
     check_source(
         ingest.data,

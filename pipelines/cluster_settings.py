@@ -388,8 +388,15 @@ def _describe(model: type[BaseModel], exc: ValidationError, where: tuple[str, ..
         return f"'{_path(loc[:-1])}' needs both 'secret_name' and 'env'"
     message = str(error.get("msg", "is not valid")).removeprefix("Value error, ")
     message = message[0].lower() + message[1:] if message else message
+    ctx = error.get("ctx") or {}
     if error["type"] in ("list_type", "tuple_type"):
         message = "must be a list"
+    elif error["type"] in ("bool_type", "bool_parsing"):
+        message = "must be true or false"
+    elif error["type"] == "greater_than_equal":
+        message = f"must be >= {ctx.get('ge')}"
+    elif error["type"] == "literal_error":
+        message = f"must be one of {ctx.get('expected', '')}"
     elif error["type"] == "too_short" and loc[-1] == "env":
         message = "must map at least one Secret key to a variable name"
     value = error.get("input")

@@ -74,6 +74,7 @@ def build_pipeline(step_settings: Any = None):
         max_trials: int = _SEARCH.max_trials,
         final_epochs: int = _TRAIN.final_epochs,
         seed: int = _SEARCH.seed,
+        build_model: str = _SEARCH.build_model,
         thresholds: dict = _EVALUATE.thresholds,
         model_name: str = _TRAIN.model_name,
         serving_dir: str = _TRAIN.serving_dir,
@@ -98,6 +99,7 @@ def build_pipeline(step_settings: Any = None):
             max_trials: Trials of random, grid and bayesian search.
             final_epochs: Most epochs of the final fit.
             seed: Random seed of the split, augmentation, search and fits.
+            build_model: Your own model, module:function taking hp (empty: kerasflow's).
             thresholds: Blessing thresholds, metric -> value.
             model_name: Name of the served model.
             serving_dir: TF Serving model base directory (local path or gs://).
@@ -153,6 +155,7 @@ def build_pipeline(step_settings: Any = None):
                 tuner=tuner,
                 max_trials=max_trials,
                 seed=seed,
+                build_model=build_model,
                 worker_pods=worker_pods,
                 tracking_uri=tracking_uri,
                 parent_run_id=run_id,
@@ -186,6 +189,7 @@ def build_pipeline(step_settings: Any = None):
                 settings=train_settings,
                 final_epochs=final_epochs,
                 seed=seed,
+                build_model=build_model,
                 model_name=model_name,
                 serving_dir=serving_dir,
                 tracking_uri=tracking_uri,

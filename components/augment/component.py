@@ -28,7 +28,8 @@ def augment(
     from kerasflow.components.augment import core
 
     core.run(
-        settings={**settings, "seed": seed},
+        settings=settings,
+        headline={"seed": seed},
         splits_dir=splits.path,
         out_dir=train_data.path,
         tracking_uri=tracking_uri,

@@ -425,6 +425,7 @@ def _cell(text: str, limit: int = 160) -> str:
 def run(
     *,
     settings: AugmentSettings | dict[str, Any],
+    headline: dict[str, Any] | None = None,
     splits_dir: str,
     out_dir: str,
     tracking_uri: str,
@@ -434,12 +435,13 @@ def run(
 
     Args:
         settings: The step's settings (a mapping is validated into AugmentSettings).
+        headline: The headline pipeline parameters the step reads (not in `settings`).
         splits_dir: The splits from normalize_split.
         out_dir: Output folder of the augmented train split.
         tracking_uri: MLflow tracking URI.
         parent_run_id: The pipeline's MLflow run.
     """
-    opts = AugmentSettings.parse(settings)
+    opts = AugmentSettings.from_parameters(settings, headline)
     factor, synonyms = opts.augment_factor, opts.synonyms
     with runs.step_run(tracking_uri, parent_run_id, STEP):
         meta = artifacts.load_meta(splits_dir)

@@ -35,7 +35,8 @@ def deploy(
     from kerasflow.components.deploy import core
 
     return core.run(
-        settings={**settings, "model_name": model_name, "serving_dir": serving_dir},
+        settings=settings,
+        headline={"model_name": model_name, "serving_dir": serving_dir},
         model_dir=model.path,
         splits_dir=splits.path,
         predictions_dir=predictions.path,

@@ -119,6 +119,7 @@ def register(
 def run(
     *,
     settings: DeploySettings | dict[str, Any],
+    headline: dict[str, Any] | None = None,
     model_dir: str,
     splits_dir: str,
     predictions_dir: str,
@@ -129,6 +130,7 @@ def run(
 
     Args:
         settings: The step's settings (a mapping is validated into DeploySettings).
+        headline: The headline pipeline parameters the step reads (not in `settings`).
         model_dir: The blessed model.
         splits_dir: The splits from normalize_split (the test split).
         predictions_dir: Evaluation's test predictions.
@@ -137,7 +139,7 @@ def run(
     """
     from kerasflow.runtime.errors import UserError
 
-    opts = DeploySettings.parse(settings)
+    opts = DeploySettings.from_parameters(settings, headline)
     serving_dir, model_name = opts.serving_dir, opts.model_name
     if not serving_dir:
         raise UserError("serving_dir is empty: pass the TF Serving base directory (or gs://)")

@@ -41,7 +41,8 @@ def evaluate(
     from kerasflow.components.evaluate import core
 
     result = core.run(
-        settings={**settings, "thresholds": thresholds, "model_name": model_name},
+        settings=settings,
+        headline={"thresholds": thresholds, "model_name": model_name},
         model_dir=model.path,
         splits_dir=splits.path,
         report_path=report.path,

@@ -264,6 +264,7 @@ def champion_evaluation(
 def run(
     *,
     settings: EvaluateSettings | dict[str, Any],
+    headline: dict[str, Any] | None = None,
     model_dir: str,
     splits_dir: str,
     report_path: str,
@@ -275,6 +276,7 @@ def run(
 
     Args:
         settings: The step's settings (a mapping is validated into EvaluateSettings).
+        headline: The headline pipeline parameters the step reads (not in `settings`).
         model_dir: The trained model.
         splits_dir: The splits from normalize_split (the test split).
         report_path: Output Markdown report.
@@ -282,7 +284,7 @@ def run(
         tracking_uri: MLflow tracking URI.
         parent_run_id: The pipeline's MLflow run.
     """
-    opts = EvaluateSettings.parse(settings)
+    opts = EvaluateSettings.from_parameters(settings, headline)
     model_name, slice_by = opts.model_name, opts.slice_by
     tracking_uri = runs.resolve_uri(tracking_uri)
     with runs.step_run(tracking_uri, parent_run_id, STEP):

@@ -14,6 +14,7 @@ def hyperparameter_search(
     tuner: str,
     max_trials: int,
     seed: int,
+    build_model: str,
     worker_pods: int,
     tracking_uri: str,
     parent_run_id: str,
@@ -31,6 +32,7 @@ def hyperparameter_search(
         tuner: random, grid, bayesian or hyperband.
         max_trials: Trials of random, grid and bayesian search.
         seed: Random seed of the search.
+        build_model: Your own model, module:function taking hp (empty: kerasflow's).
         worker_pods: Extra pods running trials beside this step.
         tracking_uri: MLflow tracking URI.
         parent_run_id: The pipeline's MLflow run.
@@ -42,11 +44,12 @@ def hyperparameter_search(
     from kerasflow.components.hyperparameter_search import core
 
     core.run(
-        settings={
-            **settings,
+        settings=settings,
+        headline={
             "tuner": tuner,
             "max_trials": max_trials,
             "seed": seed,
+            "build_model": build_model,
             "worker_pods": worker_pods,
         },
         splits_dir=splits.path,

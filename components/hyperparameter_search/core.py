@@ -180,6 +180,7 @@ def resolve_tuner_dir(tuner_dir: str, pipeline_root: str, key: str, fallback: st
 def run(
     *,
     settings: SearchSettings | dict[str, Any],
+    headline: dict[str, Any] | None = None,
     splits_dir: str,
     train_dir: str,
     hparams_path: str,
@@ -196,6 +197,7 @@ def run(
 
     Args:
         settings: The step's settings (a mapping is validated into SearchSettings).
+        headline: The headline pipeline parameters the step reads (not in `settings`).
         splits_dir: The splits from normalize_split (validation data).
         train_dir: The augmented train split.
         hparams_path: Output JSON of the best hyperparameters.
@@ -206,7 +208,7 @@ def run(
         run_id: The KFP run id, which names the worker pods' rendezvous.
     """
     started = time.time()
-    opts = SearchSettings.parse(settings)
+    opts = SearchSettings.from_parameters(settings, headline)
     algorithm, tuner_dir, time_budget = opts.tuner, opts.tuner_dir, opts.time_budget
     build_model, seed = opts.build_model, opts.seed
     workers, pods, quota = opts.tuner_workers, opts.worker_pods, opts.trials_per_process

@@ -41,7 +41,8 @@ def ingest_clean(
     from kerasflow.components.ingest_clean import core
 
     return core.run(
-        settings={**settings, "data": data, "label": label, "task": task},
+        settings=settings,
+        headline={"data": data, "label": label, "task": task},
         tracking_uri=tracking_uri,
         experiment=experiment,
         kfp_run_id=kfp_run_id,

@@ -336,6 +336,7 @@ def _profile(result: artifacts.Bundle) -> tuple[list[dict], Any]:
 def run(
     *,
     settings: IngestSettings | dict[str, Any],
+    headline: dict[str, Any] | None = None,
     tracking_uri: str,
     experiment: str,
     kfp_run_id: str,
@@ -348,6 +349,7 @@ def run(
 
     Args:
         settings: The step's settings (a mapping is validated into IngestSettings).
+        headline: The headline pipeline parameters the step reads (not in `settings`).
         tracking_uri: MLflow tracking URI ("" for MLFLOW_TRACKING_URI).
         experiment: MLflow experiment of the pipeline run.
         kfp_run_id: The KFP run id the pipeline's MLflow run is found or created from.
@@ -356,7 +358,7 @@ def run(
         schema_dir: Output folder of the inferred schema ("" for none).
         profile_path: Output HTML profile ("" for none).
     """
-    opts = IngestSettings.parse(settings)
+    opts = IngestSettings.from_parameters(settings, headline)
     source, label = opts.data, opts.label
     tracking_uri = runs.resolve_uri(tracking_uri)
     parent = runs.find_or_create_pipeline_run(tracking_uri, experiment, kfp_run_id)

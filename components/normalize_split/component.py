@@ -32,7 +32,8 @@ def normalize_split(
     from kerasflow.components.normalize_split import core
 
     core.run(
-        settings={**settings, "seed": seed},
+        settings=settings,
+        headline={"seed": seed},
         dataset_dir=dataset.path,
         splits_dir=splits.path,
         report_path=report.path,

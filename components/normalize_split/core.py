@@ -302,6 +302,7 @@ def render_report(meta: dict) -> str:
 def run(
     *,
     settings: SplitSettings | dict[str, Any],
+    headline: dict[str, Any] | None = None,
     dataset_dir: str,
     splits_dir: str,
     report_path: str,
@@ -312,13 +313,14 @@ def run(
 
     Args:
         settings: The step's settings (a mapping is validated into SplitSettings).
+        headline: The headline pipeline parameters the step reads (not in `settings`).
         dataset_dir: The clean data from ingest_clean.
         splits_dir: Output folder of the splits.
         report_path: Output Markdown report of what was fitted on train.
         tracking_uri: MLflow tracking URI.
         parent_run_id: The pipeline's MLflow run.
     """
-    opts = SplitSettings.parse(settings)
+    opts = SplitSettings.from_parameters(settings, headline)
     with runs.step_run(tracking_uri, parent_run_id, STEP):
         runs.log_params(opts.model_dump())
         data = artifacts.load(dataset_dir, ("data",))

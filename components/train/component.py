@@ -14,6 +14,7 @@ def train(
     settings: dict,
     final_epochs: int,
     seed: int,
+    build_model: str,
     model_name: str,
     serving_dir: str,
     tracking_uri: str,
@@ -30,6 +31,7 @@ def train(
         settings: The step's other settings (kerasflow.settings.TrainSettings keys).
         final_epochs: Most epochs of the final fit.
         seed: Random seed of the fit.
+        build_model: Your own model, module:function taking hp (empty: kerasflow's).
         model_name: The served model, fine-tuned on a warm start.
         serving_dir: TF Serving model base directory, read on a warm start.
         tracking_uri: MLflow tracking URI.
@@ -40,10 +42,11 @@ def train(
     from kerasflow.components.train import core
 
     core.run(
-        settings={
-            **settings,
+        settings=settings,
+        headline={
             "final_epochs": final_epochs,
             "seed": seed,
+            "build_model": build_model,
             "model_name": model_name,
             "serving_dir": serving_dir,
         },

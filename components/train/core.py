@@ -335,6 +335,7 @@ def history_html(fig: Any) -> str:
 def run(
     *,
     settings: TrainSettings | dict[str, Any],
+    headline: dict[str, Any] | None = None,
     splits_dir: str,
     train_dir: str,
     hparams_path: str,
@@ -347,6 +348,7 @@ def run(
 
     Args:
         settings: The step's settings (a mapping is validated into TrainSettings).
+        headline: The headline pipeline parameters the step reads (not in `settings`).
         splits_dir: The splits from normalize_split (validation data).
         train_dir: The augmented train split.
         hparams_path: The search's best hyperparameters (JSON).
@@ -355,7 +357,7 @@ def run(
         tracking_uri: MLflow tracking URI.
         parent_run_id: The pipeline's MLflow run.
     """
-    opts = TrainSettings.parse(settings)
+    opts = TrainSettings.from_parameters(settings, headline)
     epochs, seed, lr_schedule = opts.final_epochs, opts.seed, opts.lr_schedule
     with runs.step_run(tracking_uri, parent_run_id, STEP):
         import mlflow

@@ -3,7 +3,9 @@
 A step's settings are a pydantic model whose fields each declare, once, their name, type,
 default, allowed values or range and help text (`Field(description=...)`). Everything else
 derives from those declarations: the `kerasflow run` flags (kerasflow.settings.cli), the keys
-of a YAML config file, the validation below and the KFP parameters of the pipeline.
+of a YAML config file, the validation below and the keys and defaults of the steps' settings
+structures in the pipeline. The few headline pipeline parameters (a step's `HEADLINE`) are also
+named in the DAG's signature, with their defaults read from the declarations.
 """
 
 from __future__ import annotations
@@ -100,6 +102,23 @@ class StepSettings(BaseModel):
             raise UserError(describe_error(cls, exc)) from None
 
     @classmethod
+    def from_parameters(
+        cls,
+        structure: StepSettings | Mapping[str, Any] | None,
+        headline: Mapping[str, Any] | None = None,
+    ):
+        """A step's settings from its pipeline parameters: its settings structure and the
+        headline parameters it reads. With `headline` given, the structure may not hold a
+        headline key too (the two would compete); without it, `structure` holds every key.
+
+        Raises:
+            UserError: for a headline key inside the structure, an unknown key or a bad value.
+        """
+        if headline is not None and isinstance(structure, Mapping):
+            check_no_headline_keys(cls, structure)
+        return cls.parse(structure, **dict(headline or {}))
+
+    @classmethod
     def kfp_defaults(cls) -> dict[str, Any]:
         """The defaults of every non-headline field: the default of the step's KFP parameter."""
         return cls().model_dump(exclude=set(cls.HEADLINE))
@@ -108,6 +127,20 @@ class StepSettings(BaseModel):
     def field_names(cls) -> tuple[str, ...]:
         """The names of every field, in declaration order."""
         return tuple(cls.model_fields)
+
+
+def check_no_headline_keys(model: type[StepSettings], structure: Mapping[str, Any]) -> None:
+    """Refuses a headline key inside a step's settings structure.
+
+    Raises:
+        UserError: naming the key and where it belongs.
+    """
+    for key in structure:
+        if key in model.HEADLINE:
+            raise UserError(
+                f"'{key}' is a pipeline parameter of its own: set it there, not in a step's "
+                "settings structure"
+            )
 
 
 def choices_of(model: type[BaseModel], name: str) -> tuple[Any, ...]:

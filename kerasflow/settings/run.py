@@ -20,7 +20,7 @@ from kerasflow import constants as C
 from kerasflow.data import choices
 from kerasflow.runtime.errors import UserError
 from kerasflow.runtime.yaml_files import read_mapping
-from kerasflow.settings.base import StepSettings
+from kerasflow.settings.base import StepSettings, check_no_headline_keys
 from kerasflow.settings.steps import (
     STEP_SETTINGS,
     AugmentSettings,
@@ -36,7 +36,7 @@ DEFAULT_WORK_DIR = "kerasflow-work"
 RUN_KEYS = {
     "tracking_uri": "MLflow tracking URI (else MLFLOW_TRACKING_URI, else SQLite in WORK_DIR)",
     "experiment": "MLflow experiment name",
-    "work_dir": "where runs keep their files (default ./kerasflow-work)",
+    "work_dir": f"where runs keep their files (default ./{DEFAULT_WORK_DIR})",
 }
 """Settings of the run itself rather than of a step, with their help."""
 
@@ -108,6 +108,12 @@ class RunSettings(BaseModel):
                     raise UserError(f"config key '{key}' must be a string, got {value!r}")
                 run[key] = value
             elif key in owners:
+                _, field = field_of(key)
+                if (field.json_schema_extra or {}).get("cluster_only"):
+                    raise UserError(
+                        f"config key '{key}' only means something on a cluster (kerasflow "
+                        "submit --param), not in a local run"
+                    )
                 for step in owners[key]:
                     target[step][key] = value
             else:
@@ -184,6 +190,7 @@ class RunSettings(BaseModel):
             structure = arguments.get(settings_parameter(step)) or {}
             if not isinstance(structure, Mapping):
                 raise UserError(f"parameter '{settings_parameter(step)}' must be a mapping")
+            check_no_headline_keys(model, structure)
             # Headline parameters, and in a pipeline of one's own any parameter named as a
             # setting, apply to every step that reads that setting.
             flat = {k: v for k, v in arguments.items() if k in model.model_fields}

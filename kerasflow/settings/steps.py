@@ -106,22 +106,22 @@ class IngestSettings(TimeOrdered):
         min_length=1,
     )
     label: Text = setting("", "label column (table data)")
-    task: Literal["", "classification", "regression"] = setting(
+    task: Literal[("", *C.TASKS)] = setting(
         "", "classification or regression (inferred when absent)"
     )
-    modality: Literal["", "tabular", "image", "text"] = setting(
+    modality: Literal[("", *C.MODALITIES)] = setting(
         "", "tabular, image or text (inferred when absent)"
     )
     text_column: Text = setting("", "the free-text column of a table (inferred when absent)")
     image_size: Text = setting("", "resize images to N or HxW (default: the most common size)")
-    missing_values: Literal["drop", "mean", "median", "most_frequent", "constant", "knn"] = setting(
-        "median", "missing numbers: drop, mean, median, most_frequent, constant or knn"
+    missing_values: Literal[choices.MISSING_POLICIES] = setting(
+        "median", "how missing numbers are handled (categories take the most frequent value)"
     )
-    outliers: Literal["iqr", "zscore", "none"] = setting(
-        "iqr", "outlier rule: iqr (3 IQR), zscore (4 sd) or none"
+    outliers: Literal[choices.OUTLIER_METHODS] = setting(
+        "iqr", "outlier rule, with bounds from the train split"
     )
-    outlier_action: Literal["clip", "drop", "keep"] = setting(
-        "clip", "what to do with outliers: clip, drop or keep"
+    outlier_action: Literal[choices.OUTLIER_ACTIONS] = setting(
+        "clip", "what to do with outliers (the served model clips to the same bounds)"
     )
     drop_duplicates: Flag = setting(True, "drop repeated rows")
     drop_id_columns: Flag = setting(True, "drop columns whose value is unique per row")
@@ -148,11 +148,9 @@ class SplitSettings(Seeded, TimeOrdered):
 
     val_fraction: Number = setting(0.15, "share of rows for validation", gt=0.0, lt=0.5)
     test_fraction: Number = setting(0.15, "share of rows for the test split", gt=0.0, lt=0.5)
-    scaling: Literal["zscore", "minmax"] = setting(
-        "zscore", "numeric scaling inside the model: zscore or minmax"
-    )
-    imbalance: Literal["class_weights", "smote", "none"] = setting(
-        "class_weights", "class_weights, smote (oversample the train split) or none"
+    scaling: Literal[choices.SCALINGS] = setting("zscore", "numeric scaling inside the model")
+    imbalance: Literal[choices.IMBALANCE_POLICIES] = setting(
+        "class_weights", "class weights, SMOTE oversampling of the train split, or none"
     )
     folds: Integer = setting(0, "also assign k cross-validation folds (0: off)", ge=0)
 
@@ -190,11 +188,9 @@ class AugmentSettings(Seeded):
 class SearchSettings(Seeded, Fitting, Objective, UserModel):
     """hyperparameter_search: KerasTuner over the search space."""
 
-    HEADLINE = ("tuner", "max_trials", "seed", "worker_pods")
+    HEADLINE = ("tuner", "max_trials", "seed", "build_model", "worker_pods")
 
-    tuner: Literal["random", "grid", "bayesian", "hyperband"] = setting(
-        "hyperband", "random, grid, bayesian or hyperband"
-    )
+    tuner: Literal[C.TUNERS] = setting("hyperband", "the search algorithm")
     max_trials: Integer = setting(10, "trials for random, grid and bayesian search", ge=1)
     max_epochs: Integer = setting(9, "epochs per trial (hyperband: the most a trial gets)", ge=1)
     search_space: dict[str, Any] = setting(
@@ -245,7 +241,7 @@ class SearchSettings(Seeded, Fitting, Objective, UserModel):
 class TrainSettings(Seeded, Fitting, Objective, UserModel, ModelName, ServingDir):
     """train: the final fit on the best hyperparameters."""
 
-    HEADLINE = ("final_epochs", "seed", "model_name", "serving_dir")
+    HEADLINE = ("final_epochs", "seed", "build_model", "model_name", "serving_dir")
 
     final_epochs: Integer = setting(
         30, "most epochs of the final fit (early stopping ends it sooner)", ge=1

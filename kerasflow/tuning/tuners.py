@@ -30,6 +30,7 @@ from typing import Any
 from kerasflow import constants as C
 from kerasflow.runtime import boundary
 from kerasflow.runtime.errors import UserError
+from kerasflow.settings import SearchSettings
 
 HYPERBAND_ROUNDS_WITH_BUDGET = 100
 """Hyperband iterations when a time budget ends the search instead."""
@@ -38,25 +39,28 @@ CHIEF_ID = "chief"
 """Tuner id of the process that owns the oracle (in one process, or the chief of workers)."""
 
 
+_DEFAULTS = SearchSettings()
+
+
 @dataclasses.dataclass
 class SearchSpec:
     """Everything a search process needs; JSON-serializable so workers can receive it."""
 
-    algorithm: str = "hyperband"
+    algorithm: str = _DEFAULTS.tuner
     objective: str = "val_accuracy"
     direction: str = "max"
-    max_trials: int = 10
-    max_epochs: int = 9
-    batch_size: int = 32
-    patience: int = 3
-    seed: int = 42
+    max_trials: int = _DEFAULTS.max_trials
+    max_epochs: int = _DEFAULTS.max_epochs
+    batch_size: int = _DEFAULTS.batch_size
+    patience: int = _DEFAULTS.patience
+    seed: int = _DEFAULTS.seed
     tuner_dir: str = ""
     project_name: str = "search"
     search_space: dict = dataclasses.field(default_factory=dict)
     build_model: str = ""
-    kfold: int = 0
+    kfold: int = _DEFAULTS.kfold
     deadline: float = 0.0
-    max_consecutive_failures: int = 3
+    max_consecutive_failures: int = _DEFAULTS.max_consecutive_failures
     splits_dir: str = ""
     train_dir: str = ""
     tracking_uri: str = ""

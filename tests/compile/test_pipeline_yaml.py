@@ -85,12 +85,15 @@ def test_every_setting_is_a_parameter_or_a_key_of_its_steps_structure(compiled):
             want = getattr(defaults, key)
             if key in model.HEADLINE:
                 assert key not in structure["defaultValue"], (step, key)
-                assert params[key].get("defaultValue", want) == want, (step, key)
+                assert params[key]["defaultValue"] == want, (step, key)
             else:
                 assert structure["defaultValue"][key] == want, (step, key)
-    executors = spec["deploymentSpec"]["executors"]
-    for name in ("exec-train", "exec-evaluate", "exec-hyperparameter-search"):
-        assert "settings" in str(executors[name]["container"]["command"])
+    components = spec["components"]
+    for name in ("comp-train", "comp-evaluate", "comp-hyperparameter-search"):
+        inputs = components[name]["inputDefinitions"]["parameters"]
+        assert inputs["settings"]["parameterType"] == "STRUCT"
+        model = STEP_SETTINGS[name.removeprefix("comp-").replace("-", "_")]
+        assert set(model.HEADLINE) <= set(inputs), name
 
 
 def test_component_inputs_are_described(compiled):

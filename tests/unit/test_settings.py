@@ -111,14 +111,34 @@ def test_a_step_section_sets_that_step_alone():
 
 
 def test_a_shared_key_is_declared_once():
-    # Every step that reads a key inherits the same declaration: one default, one help.
-    for key, steps in step_of_keys().items():
-        fields = {id(settings.STEP_SETTINGS[s].model_fields[key]) for s in steps}
-        declared = {
-            repr(settings.STEP_SETTINGS[s].model_fields[key].get_default(call_default_factory=True))
-            for s in steps
-        }
-        assert len(declared) == 1, (key, fields)
+    # A key several steps read is declared in one class (a mixin they inherit): one default,
+    # one help text, one range.
+    declaring: dict[str, set[str]] = {}
+    for model in settings.STEP_SETTINGS.values():
+        for cls in model.__mro__:
+            for key in vars(cls).get("__annotations__", {}):
+                if key in model.model_fields:
+                    declaring.setdefault(key, set()).add(cls.__qualname__)
+    assert set(declaring) == set(step_of_keys())
+    assert {k: v for k, v in declaring.items() if len(v) > 1} == {}
+
+
+def test_a_headline_key_inside_a_steps_structure_is_refused():
+    args = make().pipeline_arguments()
+    args["train_settings"] = {**args["train_settings"], "final_epochs": 5}
+    with pytest.raises(UserError, match="'final_epochs' is a pipeline parameter of its own"):
+        RunSettings.from_pipeline_arguments(args)
+    with pytest.raises(UserError, match="'seed' is a pipeline parameter of its own"):
+        settings.TrainSettings.from_parameters({"seed": 1}, {"seed": 2, "final_epochs": 3})
+    # Without headline parameters a mapping holds every key (a direct call of a step).
+    assert settings.TrainSettings.from_parameters({"seed": 1}).seed == 1
+
+
+def test_cluster_only_keys_are_refused_in_a_local_run():
+    with pytest.raises(UserError, match="'worker_pods' only means something on a cluster"):
+        make(worker_pods=2)
+    with pytest.raises(UserError, match="'tuner_dir' only means something on a cluster"):
+        RunSettings.from_values({"tuner_dir": "/shared"})
 
 
 def test_config_file_round_trip_and_flags_override(tmp_path):
