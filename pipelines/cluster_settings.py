@@ -29,7 +29,7 @@ from pydantic import (
 from kerasflow.runtime.errors import UserError
 from kerasflow.runtime.yaml_files import read_mapping
 from kerasflow.settings import STEPS
-from kerasflow.settings.base import Flag, Integer, Number, Text
+from kerasflow.settings.base import TYPE_MESSAGES, Flag, Integer, Number, Text
 
 POD_LABEL_KEY = "kerasflow.io/component"
 """Label put on every step's pod; k8s/ NetworkPolicies let pods with it reach MLflow."""
@@ -389,10 +389,8 @@ def _describe(model: type[BaseModel], exc: ValidationError, where: tuple[str, ..
     message = str(error.get("msg", "is not valid")).removeprefix("Value error, ")
     message = message[0].lower() + message[1:] if message else message
     ctx = error.get("ctx") or {}
-    if error["type"] in ("list_type", "tuple_type"):
-        message = "must be a list"
-    elif error["type"] in ("bool_type", "bool_parsing"):
-        message = "must be true or false"
+    if error["type"] in TYPE_MESSAGES:
+        message = TYPE_MESSAGES[error["type"]]
     elif error["type"] == "greater_than_equal":
         message = f"must be >= {ctx.get('ge')}"
     elif error["type"] == "literal_error":

@@ -175,13 +175,16 @@ def _range_text(bounds: dict[str, Any]) -> str:
     return f"must be < {bounds['lt']}"
 
 
-_TYPE_MESSAGES = {
+TYPE_MESSAGES = {
     "bool_type": "must be true or false",
     "bool_parsing": "must be true or false",
     "dict_type": "must be a mapping",
     "string_type": "must be a string",
     "string_too_short": "must not be empty",
+    "list_type": "must be a list",
+    "tuple_type": "must be a list",
 }
+"""One-line wording of pydantic's type errors, shared by every settings file's messages."""
 
 
 def describe_error(model: type[BaseModel], exc: ValidationError) -> str:
@@ -197,8 +200,8 @@ def describe_error(model: type[BaseModel], exc: ValidationError) -> str:
         return f"unknown {name} '{value}' (choose from {shown})"
     if error["type"] in ("greater_than_equal", "greater_than", "less_than_equal", "less_than"):
         return f"config key '{name}' {_range_text(bounds_of(model, name))}, got {value!r}"
-    if error["type"] in _TYPE_MESSAGES:
-        return f"config key '{name}' {_TYPE_MESSAGES[error['type']]}, got {value!r}"
+    if error["type"] in TYPE_MESSAGES:
+        return f"config key '{name}' {TYPE_MESSAGES[error['type']]}, got {value!r}"
     message = str(error.get("msg", "is not valid")).removeprefix("Value error, ")
     where = ".".join(loc)
     return f"config key '{where}' {message}, got {value!r}" if where else message

@@ -8,6 +8,7 @@ step alone (`train: {batch_size: 64}`). Nothing here reads the environment at im
 
 from __future__ import annotations
 
+import functools
 import os
 import warnings
 from collections.abc import Mapping
@@ -41,6 +42,7 @@ RUN_KEYS = {
 """Settings of the run itself rather than of a step, with their help."""
 
 
+@functools.cache
 def step_of_keys() -> dict[str, tuple[str, ...]]:
     """Each setting's key -> the steps that read it, in DAG order."""
     out: dict[str, tuple[str, ...]] = {}
@@ -102,7 +104,7 @@ class RunSettings(BaseModel):
             if key in STEP_SETTINGS:
                 if not isinstance(value, Mapping):
                     raise UserError(f"config key '{key}' must be a mapping of that step's keys")
-                sections[key] = {_current_key(str(k)): v for k, v in value.items()}
+                sections[key] = {_key(k): v for k, v in value.items()}
             elif key in RUN_KEYS:
                 if not isinstance(value, str):
                     raise UserError(f"config key '{key}' must be a string, got {value!r}")
@@ -230,8 +232,9 @@ def resolve_tracking_uri(tracking_uri: str, work_dir: str = DEFAULT_WORK_DIR) ->
     return "sqlite:///" + str(Path(work_dir, "mlflow.db").absolute())
 
 
-def _current_key(key: str) -> str:
-    return key.replace("-", "_")
+def _key(name: Any) -> str:
+    """A config key as written (`max-trials` or `max_trials`) in its declared form."""
+    return str(name).replace("-", "_")
 
 
 def load_config_file(path: str) -> dict[str, Any]:
@@ -243,7 +246,7 @@ def load_config_file(path: str) -> dict[str, Any]:
         UserError: when the file is missing or is not a YAML mapping.
     """
     data = read_mapping(path, "config file")
-    return {_current_key(str(k)): v for k, v in data.items()}
+    return {_key(k): v for k, v in data.items()}
 
 
 def parse_thresholds(items: list[str]) -> dict[str, float]:
@@ -285,20 +288,18 @@ def fold_flat_parameters(params: Mapping[str, Any], declared: Mapping[str, Any])
     out = {name: value for name, value in params.items() if name in declared}
     owners = step_of_keys()
     for name, value in params.items():
-        key = name
         if name in declared:
             continue
-        if key not in owners:
+        if name not in owners:
             known = ", ".join(sorted(declared)) or "none"
             raise UserError(f"unknown pipeline parameter '{name}' (parameters: {known})")
-        for step in owners[key]:
+        for step in owners[name]:
             target = settings_parameter(step)
-            structure = out.setdefault(target, {})
-            out[target] = structure = dict(structure)
-            structure[key] = value
+            # A copy, so a structure the user passed is not changed in place.
+            out[target] = {**out.get(target, {}), name: value}
         warnings.warn(
-            f"pipeline parameter '{name}' is now the key '{key}' of "
-            f"{', '.join(settings_parameter(s) for s in owners[key])}; "
+            f"pipeline parameter '{name}' is now the key '{name}' of "
+            f"{', '.join(settings_parameter(s) for s in owners[name])}; "
             "the old name goes in the next release",
             FutureWarning,
             stacklevel=2,
