@@ -23,11 +23,15 @@ def build_inputs(meta: dict) -> tuple[dict[str, Any], Any]:
         x = layers.Normalization(axis=None, mean=s["mean"], variance=s["variance"])(inp)
         return {C.IMAGE_INPUT: inp}, x
     if meta[C.META_MODALITY] == "text":
-        # One raw string per row; the vocabulary was fitted on the train split only.
+        from kerasflow.modeling.layers import standardize_text
+
+        # One raw string per row; the vocabulary was fitted on the train split only, on words
+        # standardized as `standardize_text` standardizes served text (data.textprep).
         inp = keras.Input(shape=(1,), name=C.TEXT_INPUT, dtype="string")
         s = stats[C.TEXT_INPUT]
         vectorize = layers.TextVectorization(
             vocabulary=s["vocabulary"],
+            standardize=standardize_text,
             output_sequence_length=int(s["sequence_length"]),
             name="vectorize",
         )

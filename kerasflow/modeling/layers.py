@@ -1,4 +1,4 @@
-"""Custom Keras layers that the exported models carry (registered for `.keras` loading)."""
+"""Custom Keras layers and functions exported models carry (registered for `.keras` loading)."""
 
 from __future__ import annotations
 
@@ -55,3 +55,20 @@ class CleanCategory(keras.layers.Layer):
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "fill": self.fill, "junk": self.junk}
+
+
+@keras.saving.register_keras_serializable(package="kerasflow")
+def standardize_text(inputs: Any) -> Any:
+    """The `standardize` of the model's TextVectorization layer: `textprep.standardize` in TF.
+
+    Keras' default lowercases ASCII only, while the vocabulary was counted on words that Python
+    lowercased over all of Unicode; this lowercases UTF-8 text the same way, then removes the
+    same punctuation and turns the same Unicode spaces into plain ones, from one pattern each.
+    """
+    import tensorflow as tf
+
+    from kerasflow.data import textprep
+
+    text = tf.strings.lower(inputs, encoding="utf-8")
+    text = tf.strings.regex_replace(text, textprep.PUNCTUATION_PATTERN, "")
+    return tf.strings.regex_replace(text, textprep.UNICODE_SPACE_PATTERN, " ")

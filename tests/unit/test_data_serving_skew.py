@@ -130,28 +130,93 @@ def test_served_raw_rows_match_the_training_time_preprocessing(tmp_path):
     )
 
 
-def test_text_vectorization_sees_the_tokens_the_vocabulary_was_fitted_on():
-    import tensorflow as tf
+# Words the train split holds, and requests that spell them differently: case (ASCII and not),
+# punctuation against accented letters, a no-break space (French typography) and Unicode spaces.
+TRAIN_TEXTS = [
+    "The film was GREAT!",
+    "a dull, dull film...",
+    "it's fine; really",
+    "École, ÉTÉ: à Zürich.",
+    "STRASSE oder Straße? GROẞE Straße!",
+    "Ça ira\u00a0! ÖL",
+]
+REQUESTS = [
+    "Great film, it's dull!",
+    "unseen words here",
+    "école, ÉTÉ! été... Été",
+    "straße STRAßE strasse große",
+    "ça\u00a0! zürich\u2003öl",
+]
 
-    texts = ["The film was GREAT!", "a dull, dull film...", "it's fine; really"]
-    vocabulary, length = textprep.fit_vocabulary(texts)
-    meta = {
+
+def text_meta() -> dict:
+    vocabulary, length = textprep.fit_vocabulary(TRAIN_TEXTS)
+    return {
         C.META_MODALITY: "text",
         C.META_NORMALIZATION: {C.TEXT_INPUT: {"vocabulary": vocabulary, "sequence_length": length}},
     }
-    inputs, ids = builders.build_inputs(meta)
-    assert list(inputs) == [C.TEXT_INPUT] and ids.shape[1:] == (length,)
-    assert str(ids.dtype) == "int64"
+
+
+def text_ids_model(meta: dict):
     import keras
 
-    model = keras.Model(inputs, ids)
-    raw = ["Great film, it's dull!", "unseen words here"]
-    got = model({C.TEXT_INPUT: tf.constant(np.array(raw, dtype=object)[:, None])}).numpy()
-    for row, text in zip(got, raw, strict=True):
-        expected = [
-            vocabulary.index(t) + 2 if t in vocabulary else 1 for t in textprep.tokenize(text)
-        ]
+    inputs, ids = builders.build_inputs(meta)
+    return keras.Model(inputs, ids)
+
+
+def expected_ids(vocabulary: list[str], text: str) -> list[int]:
+    return [vocabulary.index(t) + 2 if t in vocabulary else 1 for t in textprep.tokenize(text)]
+
+
+def text_request(texts: list[str]):
+    import tensorflow as tf
+
+    return {C.TEXT_INPUT: tf.constant(np.array(texts, dtype=object)[:, None])}
+
+
+def test_text_vectorization_sees_the_tokens_the_vocabulary_was_fitted_on():
+    meta = text_meta()
+    vocabulary = meta[C.META_NORMALIZATION][C.TEXT_INPUT]["vocabulary"]
+    length = meta[C.META_NORMALIZATION][C.TEXT_INPUT]["sequence_length"]
+    for word in ["école", "été", "straße", "strasse", "große", "zürich", "ça", "ira", "öl"]:
+        assert word in vocabulary
+    model = text_ids_model(meta)
+    ids = model.outputs[0]
+    assert [i.name for i in model.inputs] == [C.TEXT_INPUT] and ids.shape[1:] == (length,)
+    assert str(ids.dtype) == "int64"
+    got = model(text_request(REQUESTS)).numpy()
+    for row, text in zip(got, REQUESTS, strict=True):
+        expected = expected_ids(vocabulary, text)
         assert row[: len(expected)].tolist() == expected and not row[len(expected) :].any()
+    # Every word of the non-ASCII requests was seen in training: none is out of vocabulary.
+    known = [("école", 4), ("straße", 4), ("ça", 3)]
+    for row, (word, count) in zip(got[2:], known, strict=True):
+        assert row[0] == vocabulary.index(word) + 2
+        assert np.count_nonzero(row) == count and 1 not in row.tolist()
+
+
+def test_text_vectorization_survives_the_keras_save_and_the_serving_export(tmp_path):
+    import tensorflow as tf
+
+    from kerasflow.modeling.export import export_saved_model
+
+    meta = text_meta()
+    vocabulary = meta[C.META_NORMALIZATION][C.TEXT_INPUT]["vocabulary"]
+    model = text_ids_model(meta)
+    model.save(tmp_path / "model.keras")
+    reloaded = builders.load_model(tmp_path / "model.keras", compile=False)
+    meta = {
+        **meta,
+        C.META_TASK: "regression",
+        C.META_FEATURES: [{"name": "review", "input": C.TEXT_INPUT, "kind": "text"}],
+    }
+    export_saved_model(model, tmp_path / "export", meta)
+    served = tf.saved_model.load(str(tmp_path / "export")).signatures[C.SERVING_SIGNATURE]
+    request = text_request(REQUESTS)
+    want = model(request).numpy()
+    np.testing.assert_array_equal(reloaded(request).numpy(), want)
+    np.testing.assert_array_equal(served(**request)[C.SERVING_OUTPUT].numpy(), want)
+    assert want[2, 0] == vocabulary.index("école") + 2
 
 
 def test_a_classification_export_also_answers_with_class_names(tmp_path):
