@@ -73,8 +73,27 @@ def spec_for(tmp_path, **kw) -> tuners.SearchSpec:
     return tuners.SearchSpec(**{**base, **kw})
 
 
+# Each algorithm's KerasTuner tuner and oracle classes.
+ALGORITHM_CLASSES = {
+    "random": ("RandomSearch", "RandomSearchOracle"),
+    "grid": ("GridSearch", "GridSearchOracle"),
+    "bayesian": ("BayesianOptimization", "BayesianOptimizationOracle"),
+    "hyperband": ("Hyperband", "HyperbandOracle"),
+}
+
+
 @pytest.mark.parametrize("algorithm", ["random", "grid", "bayesian", "hyperband"])
-def test_every_algorithm_finds_best_values(tmp_path, feed, algorithm):
+def test_every_algorithm_finds_best_values(tmp_path, feed, algorithm, monkeypatch):
+    import keras_tuner as kt
+
+    made = []
+    make_tuner = tuners.make_tuner
+
+    def recorded_make_tuner(*args, **kwargs):
+        made.append(make_tuner(*args, **kwargs))
+        return made[-1]
+
+    monkeypatch.setattr(tuners, "make_tuner", recorded_make_tuner)
     spec = spec_for(
         tmp_path,
         algorithm=algorithm,
@@ -82,6 +101,12 @@ def test_every_algorithm_finds_best_values(tmp_path, feed, algorithm):
         search_space={"units": [8, 16], "num_layers": [1, 2]},
     )
     result = tuners.run_search(spec, feed)
+    # The tuner that ran the trials is the algorithm's, and so is its oracle.
+    (tuner,) = made
+    assert sorted(tuner.oracle.trials) == sorted(r["trial_id"] for r in result.rows)
+    for name, (tuner_class, oracle_class) in ALGORITHM_CLASSES.items():
+        assert isinstance(tuner, getattr(kt, tuner_class)) == (name == algorithm)
+        assert isinstance(tuner.oracle, getattr(kt.oracles, oracle_class)) == (name == algorithm)
     assert {"learning_rate", "units", "optimizer", "family"} <= set(result.best)
     assert result.best["units"] in (8, 16)
     assert not any(k.startswith("tuner/") for k in result.best)
@@ -193,11 +218,37 @@ def test_deadline_callback_stops_training_mid_fit(feed):
     assert stop.stopped and len(history.history["loss"]) == 1
 
 
-def test_kfold_scores_trials_by_cross_validation(tmp_path, feed):
+def test_kfold_scores_trials_by_cross_validation(tmp_path, feed, monkeypatch):
+    import keras
+
+    folds, fits = [], []
+    make_folds, fit = feed.folds, keras.Model.fit
+
+    def recorded_folds(k, batch_size):
+        folds.append(make_folds(k, batch_size))
+        return folds[-1]
+
+    def recorded_fit(model, *args, **kwargs):
+        history = fit(model, *args, **kwargs)
+        fits.append((kwargs.get("validation_data"), history.history["val_accuracy"]))
+        return history
+
+    monkeypatch.setattr(feed, "folds", recorded_folds)
+    monkeypatch.setattr(keras.Model, "fit", recorded_fit)
     spec = spec_for(tmp_path, kfold=3, max_trials=1)
     result = tuners.run_search(spec, feed)
     assert result.rows[0]["status"] == "COMPLETED"
-    assert 0.0 <= result.rows[0]["score"] <= 1.0
+    # One fit per fold, each validated on that fold's held-out rows...
+    (pairs,) = folds
+    assert len(pairs) == 3 and len(fits) == 3
+    assert all(used is held for (used, _), (_, held) in zip(fits, pairs, strict=True))
+    # ...and the trial scored by the folds' mean best, their spread recorded beside it.
+    bests = [max(values) for _, values in fits]
+    assert result.rows[0]["score"] == pytest.approx(np.mean(bests))
+    (trial_file,) = tuners.tuner_project_dir(spec.tuner_dir).glob("trial_*/trial.json")
+    metrics = json.loads(trial_file.read_text())["metrics"]["metrics"]
+    (spread,) = metrics["val_accuracy_fold_std"]["observations"]
+    assert spread["value"] == [pytest.approx(np.std(bests))]
 
 
 def test_kfold_never_holds_out_an_augmented_copy(tmp_path):
