@@ -1,7 +1,9 @@
 """Evaluation on the held-out test split and the promotion gate (the blessing).
 
 Classification: accuracy, macro precision/recall/F1, ROC AUC, confusion matrix and per-class
-report. Regression: MAE, RMSE, R2. A model is blessed when every threshold holds.
+report. Regression: MAE, RMSE, R2. A model is blessed when every threshold holds and, when a
+champion serves, when it is not worse than the champion and its serving signature (inputs,
+outputs, class labels) still answers the champion's clients.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ STEP = "evaluate"
 CLASSIFICATION_METRICS = C.CLASSIFICATION_METRICS
 REGRESSION_METRICS = C.REGRESSION_METRICS
 MAX_ROC_POINTS = 200
+SIGNATURE_TAG = "kerasflow.signature_compatible"
+"""true/false when the candidate's serving signature was compared with the champion's."""
 
 
 @dataclass
@@ -38,6 +42,30 @@ class Evaluation:
     roc: dict[str, list[float]] = field(default_factory=dict)
     per_class: str = ""
     slices: dict[str, dict[str, float]] = field(default_factory=dict)
+    signature_changes: list[str] | None = None
+    """How the serving signature differs from the champion's (None: not compared)."""
+
+
+@dataclass(frozen=True)
+class ExportSignature:
+    """What a client of a SavedModel relies on.
+
+    `signatures` maps each signature name to its inputs and outputs, each a name -> (dtype,
+    shape) mapping as TF Serving prints them ('float', '[-1,1]'); `class_labels` are the names
+    the `classify` signature answers with (None without one).
+    """
+
+    signatures: dict[str, dict[str, dict[str, tuple[str, str]]]]
+    class_labels: list[str] | None = None
+
+
+@dataclass
+class ChampionEvaluation:
+    """The champion's metrics on this run's test split and its serving signature."""
+
+    registry_version: int
+    metrics: dict[str, float]
+    signature: ExportSignature
 
 
 def classification_metrics(y: np.ndarray, proba: np.ndarray) -> tuple[dict, Any, dict]:
@@ -234,30 +262,163 @@ def fail_closed(result: Evaluation, exc: BaseException, *, allow_thresholds_only
     )
 
 
+def _tensor_specs(infos: Any) -> dict[str, tuple[str, str]]:
+    from kerasflow.serving import dtypes
+    from kerasflow.serving.signature import TensorSpec
+
+    specs = (TensorSpec.from_tensor_info(name, info) for name, info in infos.items())
+    return {s.name: (dtypes.short_name(s.dtype), s.shape_text()) for s in specs}
+
+
+def _example_inputs(infos: Any) -> dict[str, Any]:
+    """One row of zeros (empty strings) that fits a signature's inputs, to ask it a question."""
+    import tensorflow as tf
+
+    from kerasflow.serving.signature import TensorSpec
+
+    out = {}
+    for name, info in infos.items():
+        spec = TensorSpec.from_tensor_info(name, info)
+        dims = [1 if d is None else d for d in (spec.shape or (1,))]
+        dtype = spec.numpy_dtype
+        row = np.full(dims, b"", dtype=object) if dtype.kind == "O" else np.zeros(dims, dtype)
+        out[name] = tf.constant(row)
+    return out
+
+
+def read_export_signature(export_dir: str | Path) -> ExportSignature:
+    """The signatures of a SavedModel and the class labels its `classify` signature names.
+
+    Signatures come from saved_model.pb, the file TF Serving reads; the labels are a constant
+    inside the `classify` function, so that signature is asked about one row of zeros.
+    """
+    from kerasflow.serving.servable import read_signature_defs
+
+    defs = read_signature_defs(export_dir).signature_def
+    signatures = {
+        name: {"inputs": _tensor_specs(d.inputs), "outputs": _tensor_specs(d.outputs)}
+        for name, d in defs.items()
+        if not name.startswith("__")  # TF's own entries (__saved_model_init_op)
+    }
+    labels = None
+    if C.CLASSIFY_SIGNATURE in signatures:
+        import tensorflow as tf
+
+        fn = tf.saved_model.load(str(export_dir)).signatures[C.CLASSIFY_SIGNATURE]
+        answer = fn(**_example_inputs(defs[C.CLASSIFY_SIGNATURE].inputs))
+        labels = [v.decode() for v in answer["class_names"].numpy()[0].tolist()]
+    return ExportSignature(signatures, labels)
+
+
+def _tensor_changes(kind: str, old: dict, new: dict) -> list[str]:
+    changes = [f"{kind} '{n}' missing" for n in old if n not in new]
+    changes += [f"{kind} '{n}' added" for n in new if n not in old]
+    for name in (n for n in old if n in new):
+        (old_dtype, old_shape), (new_dtype, new_shape) = old[name], new[name]
+        if old_dtype != new_dtype:
+            changes.append(f"{kind} '{name}' dtype changed from {old_dtype} to {new_dtype}")
+        if old_shape != new_shape:
+            changes.append(f"{kind} '{name}' shape changed from {old_shape} to {new_shape}")
+    return changes
+
+
+def signature_changes(champion: ExportSignature, candidate: ExportSignature) -> list[str]:
+    """How `candidate` would break a client of `champion` (empty when it would not).
+
+    Every signature of the champion must still exist with the same input and output names,
+    dtypes and shapes, and the class labels must be the same names in the same order (the
+    scores' columns mean them). A signature the candidate adds breaks no client.
+    """
+    changes: list[str] = []
+    for name, old in champion.signatures.items():
+        new = candidate.signatures.get(name)
+        if new is None:
+            changes.append(f"signature '{name}' removed")
+            continue
+        # serving_default and classify share their inputs: one difference, one line
+        changes += _tensor_changes("input", old["inputs"], new["inputs"])
+        kind = "output" if name == C.SERVING_SIGNATURE else f"{name} output"
+        changes += _tensor_changes(kind, old["outputs"], new["outputs"])
+    old_labels, new_labels = champion.class_labels, candidate.class_labels
+    if old_labels is not None and new_labels is not None and old_labels != new_labels:
+        changes.append(f"class labels changed from {old_labels} to {new_labels}")
+    return list(dict.fromkeys(changes))
+
+
+def check_signature(
+    result: Evaluation,
+    changes: list[str],
+    version: int,
+    *,
+    allow_signature_change: bool,
+) -> None:
+    """Blesses only a candidate whose serving signature answers the champion's clients.
+
+    A change the user declared (`allow_signature_change`) is reported and let through.
+    """
+    result.signature_changes = changes
+    if not changes:
+        result.reasons.append(f"serving signature compatible with champion v{version}")
+        return
+    what = "; ".join(changes)
+    if allow_signature_change:
+        result.reasons.append(
+            f"serving signature differs from champion v{version} ({what}); declared "
+            "(allow_signature_change)"
+        )
+        return
+    result.blessed = False
+    result.reasons.append(
+        f"serving signature INCOMPATIBLE with champion v{version} ({what}): not blessed "
+        "(set allow_signature_change to declare the change)"
+    )
+
+
+def champion_export_dir(local: Path) -> Path:
+    """The SavedModel among a champion's downloaded artifacts (the folder itself when bare)."""
+    return local / C.SAVED_MODEL_DIR if (local / C.SAVED_MODEL_DIR).is_dir() else local
+
+
 def champion_evaluation(
     tracking_uri: str, model_name: str, meta: dict, test: artifacts.Part
-) -> tuple[int, dict[str, float]] | None:
-    """The current champion's metrics on this run's test split (None when there is none).
+) -> ChampionEvaluation | None:
+    """The current champion's metrics on this run's test split and its serving signature.
+
+    None when there is no champion yet.
 
     Raises:
-        RuntimeError: when the champion exists but cannot be scored on this split.
+        Exception: any failure to reach the registry, download the champion, load it, score
+            it on this split or read its serving signature (the gate then fails closed).
     """
-    import mlflow
-
-    champion = registry.get_champion(tracking_uri, model_name)
-    if champion is None:
+    found = registry.download_champion(tracking_uri, model_name)
+    if found is None:
         return None
-    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=champion.source))
+    champion, local = found
+    export = champion_export_dir(local)
     if (local / C.KERAS_MODEL_FILE).is_file():
         outputs = predict(builders.load_model(local / C.KERAS_MODEL_FILE), meta, test)
     else:  # a registered SavedModel only (e.g. a serving version folder)
         import tensorflow as tf
 
-        export = local / C.SAVED_MODEL_DIR if (local / C.SAVED_MODEL_DIR).is_dir() else local
         fn = tf.saved_model.load(str(export)).signatures[C.SERVING_SIGNATURE]
         inputs = {k: tf.constant(v) for k, v in artifacts.model_inputs(meta, test).items()}
         outputs = fn(**inputs)[C.SERVING_OUTPUT].numpy()
-    return champion.registry_version, task_metrics(meta, artifacts.targets(meta, test), outputs)
+    metrics = task_metrics(meta, artifacts.targets(meta, test), outputs)
+    return ChampionEvaluation(champion.registry_version, metrics, read_export_signature(export))
+
+
+def judge_against_champion(
+    result: Evaluation,
+    found: ChampionEvaluation,
+    candidate_export: Path,
+    gate: dict[str, float],
+    opts: EvaluateSettings,
+) -> None:
+    """The champion's part of the gate: no metric regression, a compatible serving signature."""
+    version = found.registry_version
+    compare_with_champion(result, found.metrics, version, gate, opts.champion_tolerance)
+    changes = signature_changes(found.signature, read_export_signature(candidate_export))
+    check_signature(result, changes, version, allow_signature_change=opts.allow_signature_change)
 
 
 @boundary.step_entry(STEP, heavy_imports=("tensorflow", "keras"))
@@ -305,7 +466,8 @@ def run(
                 if found is None:
                     result.reasons.append("no champion yet: thresholds only")
                 else:
-                    compare_with_champion(result, found[1], found[0], gate, opts.champion_tolerance)
+                    export = Path(model_dir, C.SAVED_MODEL_DIR)
+                    judge_against_champion(result, found, export, gate, opts)
         text = render_report(result)
         Path(report_path).parent.mkdir(parents=True, exist_ok=True)
         Path(report_path).write_text(text)
@@ -315,6 +477,10 @@ def run(
 
         mlflow.log_metrics({f"test_{k}": v for k, v in result.metrics.items()})
         mlflow.set_tag(C.TAG_BLESSED, str(result.blessed).lower())
+        checks = {}
+        if result.signature_changes is not None:
+            checks[SIGNATURE_TAG] = str(not result.signature_changes).lower()
+            mlflow.set_tag(SIGNATURE_TAG, checks[SIGNATURE_TAG])
         runs.log_text_artifact(text, "evaluation.md")
         if result.slices:
             runs.log_dict_artifact(result.slices, "slices.json")
@@ -326,6 +492,7 @@ def run(
             {
                 C.TAG_BLESSED: str(result.blessed).lower(),
                 "kerasflow.blessing_reasons": result.reasons,
+                **checks,
             },
         )
         verdict = "blessed" if result.blessed else "not blessed"

@@ -3,7 +3,8 @@
 EarlyStopping, ReduceLROnPlateau (or a learning-rate schedule) and a ModelCheckpoint of the
 best epoch guard the fit; the best epoch's weights are restored at the end. On request the
 model is refit on train+val for the best epoch count, and a retraining can start from the
-current champion (the model serving now) instead of from scratch. The model is saved as a
+registry's current champion instead of from scratch (a refit then starts from the champion
+too). The model is saved as a
 `.keras` file and exported as a SavedModel whose `serving_default` signature takes raw
 features (the preprocessing layers are inside the model).
 """
@@ -18,12 +19,12 @@ from typing import Any
 from kerasflow import constants as C
 from kerasflow.data.feeds import class_weight_arg
 from kerasflow.modeling import builders
-from kerasflow.runtime import boundary, fileio
+from kerasflow.runtime import boundary
 from kerasflow.runtime.errors import UserError
 from kerasflow.runtime.fileio import write_json_atomic
 from kerasflow.settings import TrainSettings
 from kerasflow.settings.base import choices_of
-from kerasflow.tracking import runs
+from kerasflow.tracking import registry, runs
 from kerasflow.tuning import tuners
 
 STEP = "train"
@@ -189,12 +190,19 @@ def refit_on_all(
     lr_schedule: str = "",
     build_fn: Any = None,
     extra_callbacks: list | None = None,
+    initial_model: Any = None,
 ) -> tuple[Any, dict]:
-    """A fresh model fit on train+val for `epochs` (the best epoch count found with val)."""
+    """Fits on train+val for `epochs` (the best epoch count found with val).
+
+    The model is a fresh one built from `hparams`, or `initial_model` (a warm start's champion,
+    as loaded before the fit with validation) fine-tuned.
+    """
     import keras
 
     keras.utils.set_random_seed(seed)
-    model = build_final_model(meta, hparams, build_fn)
+    model = (
+        initial_model if initial_model is not None else build_final_model(meta, hparams, build_fn)
+    )
     if lr_schedule:
         steps = int(merged_ds.cardinality())
         set_learning_rate(
@@ -211,52 +219,44 @@ def refit_on_all(
     return model, {f"refit_{k}": [float(v) for v in vals] for k, vals in history.history.items()}
 
 
-def find_champion(serving_dir: str, model_name: str, parent_run_id: str) -> str:
-    """Downloads the `.keras` file of the model serving now; "" when there is none.
+def find_champion(tracking_uri: str, model_name: str) -> tuple[registry.Champion, Path] | None:
+    """The registry's champion of `model_name` and its local `.keras` file; None when none.
 
-    The champion is the highest version under `<serving_dir>/<model_name>/`; its pipeline run
-    carries that version's path as a tag, and its train step logged `model/model.keras`.
+    The champion is the version the registry's `champion` alias points at, the same one the
+    promotion gate compares with and `kerasflow rollback` moves, so a rolled-back champion is
+    the one fine-tuned.
+
+    Raises:
+        RegistryUnavailable: when the registry cannot say who the champion is.
+        ChampionUnavailable: when its artifacts cannot be downloaded or hold no `.keras` file.
     """
-    import mlflow
-
-    base = fileio.join(serving_dir, model_name)
-    versions = sorted(int(n) for n in fileio.list_dir_names(base) if n.isdigit())
-    if not versions:
-        return ""
-    path = fileio.join(base, str(versions[-1]))
-    client = mlflow.MlflowClient()
-    experiment = client.get_run(parent_run_id).info.experiment_id
-    owners = client.search_runs(
-        [experiment],
-        filter_string=f"tags.`{C.TAG_MODEL_PATH}` = '{path}' "
-        f"and tags.`{C.TAG_KIND}` = '{C.KIND_PIPELINE}'",
-        max_results=1,
-    )
-    if not owners:
-        return ""
-    trains = client.search_runs(
-        [experiment],
-        filter_string=f"tags.mlflow.parentRunId = '{owners[0].info.run_id}' "
-        f"and tags.`{C.TAG_STEP}` = '{STEP}' and attributes.status = 'FINISHED'",
-        max_results=1,
-    )
-    if not trains:
-        return ""
-    try:
-        return mlflow.artifacts.download_artifacts(
-            run_id=trains[0].info.run_id, artifact_path=f"model/{C.KERAS_MODEL_FILE}"
+    found = registry.download_champion(tracking_uri, model_name)
+    if found is None:
+        return None
+    champion, local = found
+    path = local / C.KERAS_MODEL_FILE
+    if not path.is_file():
+        raise registry.ChampionUnavailable(
+            f"{champion.describe(model_name)} has no {C.KERAS_MODEL_FILE} to fine-tune"
         )
-    except Exception:
-        return ""
+    return champion, path
 
 
-def load_champion(path: str, meta: dict, hparams: dict, build_fn: Any = None) -> tuple[Any, str]:
-    """The champion ready to fine-tune, or (None, why not) when it does not fit this data."""
+def load_champion(
+    path: str | Path, meta: dict, hparams: dict, build_fn: Any = None, *, name: str = ""
+) -> tuple[Any, str]:
+    """The champion ready to fine-tune, or (None, why not) when it does not fit this data.
 
+    Raises:
+        ChampionUnavailable: when the file does not load (`name` says which champion it is).
+    """
     try:
         champion = builders.load_model(path, compile=False)
     except Exception as exc:
-        return None, f"the champion does not load ({type(exc).__name__})"
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise registry.ChampionUnavailable(
+            f"{name or 'the champion'} does not load from {path}: {first}"
+        ) from None
     fresh = build_final_model(meta, hparams, build_fn)
 
     def signature(model: Any) -> tuple:
@@ -371,20 +371,18 @@ def run(
         batch = int(hparams.get("batch_size", opts.batch_size))
         train_ds, val_ds = DataFeed(arrays, seed).datasets(batch)
         build_fn = search_space.load_build_function(opts.build_model) if opts.build_model else None
-        champion, why_not = None, ""
+        champion, source, path, name = None, None, None, ""
         if opts.warm_start:
-            path = (
-                find_champion(opts.serving_dir, opts.model_name, parent_run_id)
-                if opts.serving_dir
-                else ""
-            )
-            if path:
-                champion, why_not = load_champion(path, meta, hparams, build_fn)
+            found = find_champion(runs.resolve_uri(tracking_uri), opts.model_name)
+            if found is None:
+                why_not = f"model '{opts.model_name}' has no champion yet"
             else:
-                why_not = "no champion is serving yet"
+                source, path = found
+                name = source.describe(opts.model_name)
+                champion, why_not = load_champion(path, meta, hparams, build_fn, name=name)
             boundary.progress(
                 STEP,
-                "fine-tuning the champion"
+                f"fine-tuning the {name}"
                 if champion is not None
                 else f"training from scratch: {why_not}",
             )
@@ -398,6 +396,11 @@ def run(
                 "label_smoothing": opts.label_smoothing,
                 "warm_start": opts.warm_start,
                 "warm_started": champion is not None,
+                **(
+                    {"warm_start_registry_version": source.registry_version}
+                    if champion is not None
+                    else {}
+                ),
             }
         )
         boundary.progress(STEP, f"fitting up to {epochs} epochs on {hparams}")
@@ -420,8 +423,19 @@ def run(
         )
         best = int(history["best_epoch"][0])
         mlflow.log_metric("best_epoch", best)
-        if opts.refit and champion is None:
-            boundary.progress(STEP, f"refitting on train+val for {best} epochs")
+        if opts.refit:
+            # The fit above changed the champion's weights in place: the refit starts again
+            # from the champion as it serves, like the fit with validation did.
+            start = (
+                load_champion(path, meta, hparams, build_fn, name=name)[0]
+                if champion is not None
+                else None
+            )
+            boundary.progress(
+                STEP,
+                f"refitting {'the champion' if start is not None else 'a fresh model'} on "
+                f"train+val for {best} epochs",
+            )
             x, y = merged_arrays(arrays)
             merged = builders.make_dataset(x, y, batch, True, seed)
             model, extra = refit_on_all(
@@ -434,6 +448,7 @@ def run(
                 label_smoothing=opts.label_smoothing,
                 lr_schedule=lr_schedule,
                 build_fn=build_fn,
+                initial_model=start,
             )
             history.update(extra)
         out = Path(model_dir)

@@ -278,6 +278,11 @@ class EvaluateSettings(ModelName):
         "bless on the thresholds alone when the champion cannot be evaluated (a registry "
         "error, a champion that cannot be loaded or scored); off: such a model is not blessed",
     )
+    allow_signature_change: Flag = setting(
+        False,
+        "declare a change of the serving signature (inputs, outputs, class labels) from the "
+        "champion's; off: a model whose signature differs is not blessed",
+    )
 
     @field_validator("thresholds", mode="before")
     @classmethod

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from kerasflow.runtime import fileio
@@ -31,6 +32,11 @@ class Champion:
     serving_version: int | None
     source: str
 
+    def describe(self, model_name: str) -> str:
+        """Names the champion for messages: registry version, serving version and source."""
+        serving = f", serving version {self.serving_version}" if self.serving_version else ""
+        return f"champion v{self.registry_version} of '{model_name}' ({self.source}{serving})"
+
 
 def _client(tracking_uri: str) -> Any:
     import mlflow
@@ -40,6 +46,15 @@ def _client(tracking_uri: str) -> Any:
 
 class RegistryUnavailable(UserError):
     """The registry could not say who the champion is (unreachable, refused, broken)."""
+
+
+class ChampionUnavailable(UserError):
+    """The registry names a champion whose model cannot be downloaded or loaded."""
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _no_champion(exc: Exception) -> bool:
@@ -66,13 +81,39 @@ def get_champion(tracking_uri: str, model_name: str) -> Champion | None:
     except MlflowException as exc:
         if _no_champion(exc):
             return None
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise RegistryUnavailable(
             f"cannot read the champion of '{model_name}' from the MLflow registry at "
-            f"{tracking_uri}: {first}"
+            f"{tracking_uri}: {_first_line(exc)}"
         ) from None
     serving = mv.tags.get(SERVING_VERSION_TAG)
     return Champion(int(mv.version), int(serving) if serving else None, mv.source)
+
+
+def download_champion(tracking_uri: str, model_name: str) -> tuple[Champion, Path] | None:
+    """The current champion and a local copy of its registered artifacts; None when there is none.
+
+    The one way every consumer (the gate, warm start) finds the model the `champion` alias
+    points at, so that a rollback moves all of them.
+
+    Raises:
+        RegistryUnavailable: when the registry fails to answer.
+        ChampionUnavailable: when the champion exists but its artifacts cannot be downloaded.
+    """
+    import mlflow
+
+    champion = get_champion(tracking_uri, model_name)
+    if champion is None:
+        return None
+    try:
+        local = mlflow.artifacts.download_artifacts(
+            artifact_uri=champion.source, tracking_uri=tracking_uri
+        )
+    except Exception as exc:
+        raise ChampionUnavailable(
+            f"{champion.describe(model_name)}: its artifacts cannot be downloaded: "
+            f"{_first_line(exc)}"
+        ) from None
+    return champion, Path(local)
 
 
 def register_version(
