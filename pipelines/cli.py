@@ -127,6 +127,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
     try:
         summary = local_run.run_pipeline(cfg, verbose=args.verbose)
+    except local_run.PipelineInterrupted as exc:
+        print(f"kerasflow: {exc}", file=sys.stderr, flush=True)
+        return exc.exit_code
     except local_run.PipelineFailed as exc:
         raise UserError(str(exc)) from None
     print(local_run.format_summary(summary), flush=True)

@@ -1,11 +1,12 @@
 """The training pipeline: a pure factory of the seven-step KFP DAG.
 
 ingest_clean -> normalize_split -> augment -> hyperparameter_search -> train -> evaluate
--> deploy (only when evaluate blesses the model). A few headline settings are pipeline
-parameters of their own; every other setting travels in its step's settings structure, a
-`dict` parameter whose default holds the declared defaults (kerasflow.settings). `kerasflow
-run` executes this very DAG under kfp.local and `kerasflow compile` / `submit` send it to a
-cluster.
+-> deploy (only when evaluate blesses the model), all inside an exit handler whose `finalize`
+task ends the pipeline's MLflow run whatever happened (kerasflow.tracking.lifecycle). A few
+headline settings are pipeline parameters of their own; every other setting travels in its
+step's settings structure, a `dict` parameter whose default holds the declared defaults
+(kerasflow.settings). `kerasflow run` executes this very DAG under kfp.local and `kerasflow
+compile` / `submit` send it to a cluster.
 """
 
 from typing import Any
@@ -16,6 +17,7 @@ from kerasflow import constants as C
 from kerasflow.components.augment.component import augment
 from kerasflow.components.deploy.component import deploy
 from kerasflow.components.evaluate.component import evaluate
+from kerasflow.components.finalize.component import finalize
 from kerasflow.components.hyperparameter_search.component import (
     hyperparameter_search,
     hyperparameter_search_worker,
@@ -88,7 +90,7 @@ def build_pipeline(step_settings: Any = None):
         train_settings: dict = _STRUCTURES["train"],
         evaluate_settings: dict = _STRUCTURES["evaluate"],
         deploy_settings: dict = _STRUCTURES["deploy"],
-    ) -> str:
+    ):
         """Tunes, trains, evaluates and deploys a Keras model.
 
         Args:
@@ -114,118 +116,128 @@ def build_pipeline(step_settings: Any = None):
             evaluate_settings: The evaluate step's other settings.
             deploy_settings: The deploy step's other settings.
         """
-        ingest = configure(
-            ingest_clean(
-                settings=ingest_clean_settings,
-                data=data,
-                label=label,
-                task=task,
+        # The exit handler ends the pipeline's MLflow run whatever happens inside.
+        final = configure(
+            finalize(
                 tracking_uri=tracking_uri,
                 experiment=experiment,
                 kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
             ),
-            "ingest_clean",
+            "finalize",
         )
-        run_id = ingest.outputs["Output"]
-        split = configure(
-            normalize_split(
-                dataset=ingest.outputs["dataset"],
-                settings=normalize_split_settings,
-                seed=seed,
-                tracking_uri=tracking_uri,
-                parent_run_id=run_id,
-            ),
-            "normalize_split",
-        )
-        aug = configure(
-            augment(
-                splits=split.outputs["splits"],
-                settings=augment_settings,
-                seed=seed,
-                tracking_uri=tracking_uri,
-                parent_run_id=run_id,
-            ),
-            "augment",
-        )
-        search = configure(
-            hyperparameter_search(
-                splits=split.outputs["splits"],
-                train_data=aug.outputs["train_data"],
-                settings=hyperparameter_search_settings,
-                tuner=tuner,
-                max_trials=max_trials,
-                seed=seed,
-                build_model=build_model,
-                worker_pods=worker_pods,
-                tracking_uri=tracking_uri,
-                parent_run_id=run_id,
-                pipeline_root=dsl.PIPELINE_ROOT_PLACEHOLDER,
-                run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
-            ),
-            "hyperparameter_search",
-        )
-        # On a cluster, trials can also run in worker pods beside the search step: they find its
-        # chief oracle through a rendezvous file under the pipeline root.
-        with dsl.If(worker_pods > 0, name="search-worker-pods"):
-            slots = configure(search_worker_slots(count=worker_pods), "hyperparameter_search")
-            slots.set_display_name("search_worker_slots")
-            with dsl.ParallelFor(slots.output, name="search-workers") as slot:
-                worker = configure(
-                    hyperparameter_search_worker(
-                        splits=split.outputs["splits"],
-                        train_data=aug.outputs["train_data"],
-                        pipeline_root=dsl.PIPELINE_ROOT_PLACEHOLDER,
-                        run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
-                        worker_index=slot,
-                    ),
-                    "hyperparameter_search",
-                )
-                worker.set_display_name("hyperparameter_search_worker")
-        fit = configure(
-            train(
-                splits=split.outputs["splits"],
-                train_data=aug.outputs["train_data"],
-                best_hyperparameters=search.outputs["best_hyperparameters"],
-                settings=train_settings,
-                final_epochs=final_epochs,
-                seed=seed,
-                build_model=build_model,
-                model_name=model_name,
-                serving_dir=serving_dir,
-                tracking_uri=tracking_uri,
-                parent_run_id=run_id,
-            ),
-            "train",
-        )
-        gate = configure(
-            evaluate(
-                model=fit.outputs["model"],
-                splits=split.outputs["splits"],
-                settings=evaluate_settings,
-                thresholds=thresholds,
-                model_name=model_name,
-                tracking_uri=tracking_uri,
-                parent_run_id=run_id,
-            ),
-            "evaluate",
-        )
-        # The condition reads the return value ("Output") directly: kfp.local cannot resolve a
-        # condition on a NamedTuple field and would silently skip the deploy step.
-        with dsl.If(gate.outputs["Output"] == True, name="blessed"):  # noqa: E712
-            configure(
-                deploy(
-                    model=fit.outputs["model"],
+        final.set_caching_options(enable_caching=False)
+        with dsl.ExitHandler(final, name="run"):
+            ingest = configure(
+                ingest_clean(
+                    settings=ingest_clean_settings,
+                    data=data,
+                    label=label,
+                    task=task,
+                    tracking_uri=tracking_uri,
+                    experiment=experiment,
+                    kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+                ),
+                "ingest_clean",
+            )
+            run_id = ingest.outputs["Output"]
+            split = configure(
+                normalize_split(
+                    dataset=ingest.outputs["dataset"],
+                    settings=normalize_split_settings,
+                    seed=seed,
+                    tracking_uri=tracking_uri,
+                    parent_run_id=run_id,
+                ),
+                "normalize_split",
+            )
+            aug = configure(
+                augment(
                     splits=split.outputs["splits"],
-                    predictions=gate.outputs["predictions"],
-                    settings=deploy_settings,
+                    settings=augment_settings,
+                    seed=seed,
+                    tracking_uri=tracking_uri,
+                    parent_run_id=run_id,
+                ),
+                "augment",
+            )
+            search = configure(
+                hyperparameter_search(
+                    splits=split.outputs["splits"],
+                    train_data=aug.outputs["train_data"],
+                    settings=hyperparameter_search_settings,
+                    tuner=tuner,
+                    max_trials=max_trials,
+                    seed=seed,
+                    build_model=build_model,
+                    worker_pods=worker_pods,
+                    tracking_uri=tracking_uri,
+                    parent_run_id=run_id,
+                    pipeline_root=dsl.PIPELINE_ROOT_PLACEHOLDER,
+                    run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+                ),
+                "hyperparameter_search",
+            )
+            # On a cluster, trials can also run in worker pods beside the search step: they find its
+            # chief oracle through a rendezvous file under the pipeline root.
+            with dsl.If(worker_pods > 0, name="search-worker-pods"):
+                slots = configure(search_worker_slots(count=worker_pods), "hyperparameter_search")
+                slots.set_display_name("search_worker_slots")
+                with dsl.ParallelFor(slots.output, name="search-workers") as slot:
+                    worker = configure(
+                        hyperparameter_search_worker(
+                            splits=split.outputs["splits"],
+                            train_data=aug.outputs["train_data"],
+                            pipeline_root=dsl.PIPELINE_ROOT_PLACEHOLDER,
+                            run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+                            worker_index=slot,
+                        ),
+                        "hyperparameter_search",
+                    )
+                    worker.set_display_name("hyperparameter_search_worker")
+            fit = configure(
+                train(
+                    splits=split.outputs["splits"],
+                    train_data=aug.outputs["train_data"],
+                    best_hyperparameters=search.outputs["best_hyperparameters"],
+                    settings=train_settings,
+                    final_epochs=final_epochs,
+                    seed=seed,
+                    build_model=build_model,
                     model_name=model_name,
                     serving_dir=serving_dir,
                     tracking_uri=tracking_uri,
                     parent_run_id=run_id,
                 ),
-                "deploy",
+                "train",
             )
-        return run_id
+            gate = configure(
+                evaluate(
+                    model=fit.outputs["model"],
+                    splits=split.outputs["splits"],
+                    settings=evaluate_settings,
+                    thresholds=thresholds,
+                    model_name=model_name,
+                    tracking_uri=tracking_uri,
+                    parent_run_id=run_id,
+                ),
+                "evaluate",
+            )
+            # The condition reads the return value ("Output") directly: kfp.local cannot resolve a
+            # condition on a NamedTuple field and would silently skip the deploy step.
+            with dsl.If(gate.outputs["Output"] == True, name="blessed"):  # noqa: E712
+                configure(
+                    deploy(
+                        model=fit.outputs["model"],
+                        splits=split.outputs["splits"],
+                        predictions=gate.outputs["predictions"],
+                        settings=deploy_settings,
+                        model_name=model_name,
+                        serving_dir=serving_dir,
+                        tracking_uri=tracking_uri,
+                        parent_run_id=run_id,
+                    ),
+                    "deploy",
+                )
 
     return training_pipeline
 

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
 import re
+import signal
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
 from kerasflow import constants as C
 from kerasflow.pipelines.console import _ANSI, quiet_console
+from kerasflow.runtime.errors import UserError
 from kerasflow.settings import RunSettings
+from kerasflow.tracking import lifecycle
 
 
 class PipelineFailed(Exception):
@@ -21,6 +26,14 @@ class PipelineFailed(Exception):
     def __init__(self, message: str, log_path: Path) -> None:
         super().__init__(f"{message} (full log: {log_path})")
         self.log_path = log_path
+
+
+class PipelineInterrupted(PipelineFailed):
+    """The run was stopped by SIGINT or SIGTERM; `exit_code` is 128 + the signal's number."""
+
+    def __init__(self, message: str, log_path: Path, signum: int) -> None:
+        super().__init__(message, log_path)
+        self.exit_code = 128 + signum
 
 
 @dataclasses.dataclass
@@ -37,6 +50,7 @@ class RunSummary:
     model_path: str | None
     best_hyperparameters: dict[str, Any]
     seconds: float
+    reconciled: list[str] = dataclasses.field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         """The `--summary-json` document."""
@@ -46,43 +60,189 @@ class RunSummary:
 _STEP_ERROR = re.compile(r"kerasflow: error in (\w+): (.*)")
 
 
+_TASK_START = re.compile(r"Executing task '(\w+)'")
+
+
+def _log_lines(log_path: Path) -> list[str]:
+    if not log_path.is_file():
+        return []
+    text = log_path.read_text(encoding="utf-8", errors="replace")
+    return [_ANSI.sub("", line) for line in text.splitlines()]
+
+
 def failure_message(kfp_message: str, log_path: Path) -> str:
-    """The user's problem as the failed step stated it, else kfp.local's own message."""
-    found = None
-    if log_path.is_file():
-        for line in log_path.read_text(encoding="utf-8", errors="replace").splitlines():
-            match = _STEP_ERROR.search(_ANSI.sub("", line))
-            if match:
-                found = f"step {match.group(1)} failed: {match.group(2).strip()}"
-    return found or _ANSI.sub("", kfp_message).splitlines()[0]
+    """The user's problem as the first failed step stated it, else kfp.local's own message."""
+    for line in _log_lines(log_path):
+        match = _STEP_ERROR.search(line)
+        if match:
+            return f"step {match.group(1)} failed: {match.group(2).strip()}"
+    return _ANSI.sub("", kfp_message).splitlines()[0]
+
+
+def running_step(log_path: Path) -> str:
+    """The step kfp.local started last (the one an interrupt stopped)."""
+    steps = [m.group(1) for line in _log_lines(log_path) if (m := _TASK_START.search(line))]
+    steps = [s for s in steps if s != "finalize"]
+    return steps[-1] if steps else "start-up"
+
+
+class InterruptGuard:
+    """While a run is in flight, SIGINT and SIGTERM stop it in order instead of killing it.
+
+    The first signal writes the stop file (steps that have not started refuse to) and sends
+    SIGTERM to every step process, which ends its MLflow run KILLED; kfp.local then runs the
+    exit handler, which ends the pipeline's run KILLED. A second signal kills the steps and
+    stops at once (the next run reconciles what they could not end).
+    """
+
+    def __init__(self, stop_file: Path) -> None:
+        self.stop_file = stop_file
+        self.signum = 0
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> InterruptGuard:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def _handle(self, signum: int, _frame: Any) -> None:
+        if self.signum:
+            lifecycle.signal_children(signal.SIGKILL)
+            raise KeyboardInterrupt
+        self.signum = signum
+        name = signal.Signals(signum).name
+        self.stop_file.write_text(f"the run was interrupted by {name}", encoding="utf-8")
+        lifecycle.signal_children(signal.SIGTERM)
+
+
+def prepare_tracking(tracking_uri: str, experiment: str, timeout: float) -> list[str]:
+    """Creates or upgrades the store, then ends runs orphaned by processes that are gone.
+
+    Raises:
+        UserError: when the tracking store fails or does not answer within `timeout` seconds.
+    """
+
+    def work() -> list[str]:
+        import mlflow
+
+        from kerasflow.tracking import runs
+
+        lifecycle.prepare_store(tracking_uri)
+        exp_id = runs.configure(tracking_uri, experiment)
+        client = mlflow.MlflowClient(tracking_uri=tracking_uri)
+        return [str(e) for e in lifecycle.reconcile(client, exp_id)]
+
+    try:
+        return lifecycle.bounded(work, timeout)
+    except Exception as exc:  # noqa: BLE001 - any failure here means tracking is unusable
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise UserError(
+            f"cannot use the MLflow tracking store at {tracking_uri}: {first[:300]}; "
+            "nothing was run"
+        ) from None
+
+
+def end_driven_run(tracking_uri: str, experiment: str, token: str, status: str, reason: str):
+    """Makes sure the pipeline run of this `kerasflow run` has ended; returns it (or None)."""
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=tracking_uri)
+    exp = client.get_experiment_by_name(experiment)
+    run = lifecycle.find_driven_run(client, exp.experiment_id, token) if exp else None
+    if run is not None and (run.info.status not in lifecycle.TERMINAL or status == "KILLED"):
+        lifecycle.finish_pipeline_run(client, run.info.run_id, status, reason)
+    return run
 
 
 def run_pipeline(cfg: RunSettings, verbose: bool = False) -> RunSummary:
-    """Runs the very DAG `kerasflow compile` emits, each step in a subprocess, and summarizes."""
+    """Runs the very DAG `kerasflow compile` emits, each step in a subprocess, and summarizes.
+
+    Raises:
+        PipelineFailed: a step failed (the message is the step's own line).
+        PipelineInterrupted: SIGINT or SIGTERM stopped the run.
+        UserError: the tracking server is not answering.
+    """
     from kfp import local
 
     from kerasflow.pipelines.dag import training_pipeline
 
     work = Path(cfg.work_dir).absolute()
     work.mkdir(parents=True, exist_ok=True)
-    # Steps are subprocesses: quiet TensorFlow's start-up chatter in them.
+    uri, timeout = cfg.resolved_tracking_uri(), cfg.tracking_timeout
+    token = uuid.uuid4().hex
+    stop_file = work / "control" / f"{token}.stop"
+    stop_file.parent.mkdir(parents=True, exist_ok=True)
+    # Steps are subprocesses: they inherit these (quiet TensorFlow start-up, bounded tracking
+    # calls, the lease and the way back to this process).
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    for key, value in lifecycle.client_environment(timeout).items():
+        os.environ.setdefault(key, value)
+    os.environ[lifecycle.TIMEOUT_ENV] = str(timeout)
+    os.environ[lifecycle.LEASE_ENV] = str(cfg.run_lease)
+    os.environ[lifecycle.DRIVER_ENV] = f"{token}:{os.getpid()}"
+    os.environ[lifecycle.STOP_FILE_ENV] = str(stop_file)
+    started = time.perf_counter()
+    reconciled = prepare_tracking(uri, cfg.experiment, timeout)
     local.init(
         runner=local.SubprocessRunner(use_venv=False),
         pipeline_root=str(work / "pipeline_root"),
         raise_on_error=True,
     )
-    started = time.perf_counter()
-    log_path = work / "logs" / f"run-{time.strftime('%Y%m%d-%H%M%S')}.log"
+    log_path = work / "logs" / f"run-{time.strftime('%Y%m%d-%H%M%S')}-{token[:6]}.log"
+    failure = None
     try:
-        with quiet_console(log_path, verbose):
-            result = training_pipeline(**cfg.pipeline_arguments())
-    except RuntimeError as exc:
-        raise PipelineFailed(failure_message(str(exc), log_path), log_path) from None
-    run_id = result.output if hasattr(result, "output") else result
-    return read_summary(
-        cfg.resolved_tracking_uri(), cfg.experiment, run_id, time.perf_counter() - started
+        with InterruptGuard(stop_file) as guard, quiet_console(log_path, verbose):
+            try:
+                training_pipeline(**cfg.pipeline_arguments())
+            except RuntimeError as exc:
+                failure = str(exc)
+        if guard.signum:
+            raise interrupted(cfg, token, guard.signum, log_path)
+        if failure is not None:
+            message = failure_message(failure, log_path)
+            with contextlib.suppress(Exception):
+                lifecycle.bounded(
+                    end_driven_run, timeout, uri, cfg.experiment, token, "FAILED", message
+                )
+            raise PipelineFailed(message, log_path)
+        run = lifecycle.bounded(end_driven_run, timeout, uri, cfg.experiment, token, "FINISHED", "")
+    finally:
+        stop_file.unlink(missing_ok=True)
+    summary = read_summary(uri, cfg.experiment, run.info.run_id, time.perf_counter() - started)
+    summary.reconciled = reconciled
+    return summary
+
+
+def interrupted(cfg: RunSettings, token: str, signum: int, log_path: Path) -> PipelineInterrupted:
+    """The error of a run stopped by `signum`, once its MLflow runs have ended KILLED."""
+    name = signal.Signals(signum).name
+    step = running_step(log_path)
+    uri = cfg.resolved_tracking_uri()
+    try:
+        run = lifecycle.bounded(
+            end_driven_run,
+            cfg.tracking_timeout,
+            uri,
+            cfg.experiment,
+            token,
+            "KILLED",
+            f"the run was interrupted by {name} during {step}",
+        )
+        deployed = bool(run and run.data.tags.get(C.TAG_MODEL_VERSION))
+        runs_note = "its MLflow runs ended KILLED"
+    except Exception:  # noqa: BLE001 - the next run reconciles them
+        deployed, runs_note = False, "its MLflow runs are reconciled by the next run"
+    outcome = "the new version stays deployed" if deployed else "nothing was deployed"
+    return PipelineInterrupted(
+        f"interrupted by {name} during {step}: {outcome}; {runs_note}; rerun the same command "
+        "to resume",
+        log_path,
+        signum,
     )
 
 
@@ -125,6 +285,12 @@ def format_summary(summary: RunSummary) -> str:
     else:
         lines.append("  deployed: nothing (the model was not blessed)")
     lines.append(f"  best hyperparameters: {json.dumps(summary.best_hyperparameters)}")
+    if summary.reconciled:
+        lines.append(
+            f"  reconciled: {len(summary.reconciled)} MLflow runs left RUNNING by processes "
+            "that are gone:"
+        )
+        lines.extend(f"    {item}" for item in summary.reconciled)
     lines.append(
         f"  MLflow: run {summary.mlflow_run_id} in experiment '{summary.experiment}' "
         f"at {summary.tracking_uri}"

@@ -1,9 +1,11 @@
-"""`kerasflow rollback`: make an earlier champion serve again."""
+"""`kerasflow rollback` (make an earlier champion serve again) and `kerasflow reconcile` (end
+MLflow runs whose process is gone)."""
 
 from __future__ import annotations
 
 import argparse
 
+from kerasflow.runtime import fileio
 from kerasflow.runtime.errors import UserError
 from kerasflow.settings.run import DEFAULT_WORK_DIR
 
@@ -37,6 +39,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--work-dir", default=DEFAULT_WORK_DIR, help="as for `kerasflow run`")
     parser.set_defaults(func=cmd_rollback)
 
+    tidy = subparsers.add_parser(
+        "reconcile",
+        help="end MLflow runs left RUNNING by a process that is gone",
+        description="Ends KILLED every RUNNING pipeline or step run of the experiment whose "
+        "heartbeat is older than the lease its process promised (and the runs nested under "
+        "it). `kerasflow run` does this itself before it starts; runs that are alive keep "
+        "beating and are left alone.",
+    )
+    tidy.add_argument(
+        "--tracking-uri",
+        default="",
+        help="MLflow URI (else MLFLOW_TRACKING_URI, else SQLite in WORK_DIR)",
+    )
+    tidy.add_argument("--experiment", default="", help="MLflow experiment (default kerasflow)")
+    tidy.add_argument("--work-dir", default=DEFAULT_WORK_DIR, help="as for `kerasflow run`")
+    tidy.set_defaults(func=cmd_reconcile)
+
 
 def cmd_rollback(args: argparse.Namespace) -> int:
     """Moves the champion back and pins its serving version."""
@@ -55,18 +74,34 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     target = None
     if args.to is not None:
         target = registry.registry_version_for(uri, args.model_name, args.to)
-    champion = registry.rollback(uri, args.model_name, target)
-    if champion.serving_version is None:
-        raise UserError(
-            f"registry version {champion.registry_version} of '{args.model_name}' "
-            "was never published for serving"
-        )
-    path = registry.pin_serving_version(
-        cfg.resolved_serving_dir(), args.model_name, champion.serving_version
-    )
+    serving_dir = cfg.resolved_serving_dir()
+    with fileio.exclusive_lock(serving_dir):  # as a deploy does: one publisher at a time
+        champion = registry.rollback(uri, args.model_name, target)
+        if champion.serving_version is None:
+            raise UserError(
+                f"registry version {champion.registry_version} of '{args.model_name}' "
+                "was never published for serving"
+            )
+        path = registry.pin_serving_version(serving_dir, args.model_name, champion.serving_version)
     print(
         f"kerasflow: {args.model_name}: champion is now registry version "
         f"{champion.registry_version} (serving version {champion.serving_version}); "
         f"pinned in {path}"
     )
+    return 0
+
+
+def cmd_reconcile(args: argparse.Namespace) -> int:
+    """Ends the experiment's orphaned runs and lists them."""
+    from kerasflow.pipelines.local_run import prepare_tracking
+    from kerasflow.settings import RunSettings
+
+    values = {"work_dir": args.work_dir, "tracking_uri": args.tracking_uri}
+    if args.experiment:
+        values["experiment"] = args.experiment
+    cfg = RunSettings.from_values(values)
+    ended = prepare_tracking(cfg.resolved_tracking_uri(), cfg.experiment, cfg.tracking_timeout)
+    for item in ended:
+        print(f"kerasflow: {item}")
+    print(f"kerasflow: reconciled {len(ended)} runs in experiment '{cfg.experiment}'")
     return 0

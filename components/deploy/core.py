@@ -154,9 +154,19 @@ def run(
             )
             validate_export(staged, meta, test, expected)
             boundary.progress(STEP, "infra validation passed (loaded, warmed up, answers match)")
-            version, path = push(staged, serving_dir, model_name)
-        registry_version = register(tracking_uri, parent_run_id, model_name, version, path, meta)
-        config_path = registry.pin_serving_version(serving_dir, model_name, version)
+            # One publisher at a time per serving directory: the version number, the champion
+            # and the serving config change together.
+            with fileio.exclusive_lock(serving_dir):
+                version, path = push(staged, serving_dir, model_name)
+                try:
+                    registry_version = register(
+                        tracking_uri, parent_run_id, model_name, version, path, meta
+                    )
+                    config_path = registry.pin_serving_version(serving_dir, model_name, version)
+                except BaseException:
+                    # A version the registry and the serving config do not know is not served.
+                    fileio.remove_dir(path)
+                    raise
         runs.log_params({"model_name": model_name, "serving_dir": serving_dir})
         import mlflow
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -290,20 +291,30 @@ def run(
         }
         runs.log_params(params, parent_run_id=parent_run_id)
         boundary.progress(STEP, f"{algorithm} search on {objective} ({direction}) in {directory}")
-        if not isolated:
-            result = tuners.run_search(spec, DataFeed(arrays, seed))
-        else:
-            from kerasflow.tuning.parallel import run_parallel_search
+        # Runs of the same search share its tuner directory: one searches at a time, and the
+        # next resumes from the trials the first one finished.
+        parent, name = os.path.split(directory.rstrip("/"))
+        with fileio.exclusive_lock(
+            parent or ".",
+            f".{name}.lock",
+            on_wait=lambda: boundary.progress(
+                STEP, f"waiting: another run is searching in {directory}"
+            ),
+        ):
+            if not isolated:
+                result = tuners.run_search(spec, DataFeed(arrays, seed))
+            else:
+                from kerasflow.tuning.parallel import run_parallel_search
 
-            local = 0 if pods and workers <= 1 else max(1, workers)
-            result = run_parallel_search(
-                spec,
-                meta,
-                local,
-                pods,
-                rendezvous_path(pipeline_root, run_id) if pods else "",
-                trials_per_process=quota,
-            )
+                local = 0 if pods and workers <= 1 else max(1, workers)
+                result = run_parallel_search(
+                    spec,
+                    meta,
+                    local,
+                    pods,
+                    rendezvous_path(pipeline_root, run_id) if pods else "",
+                    trials_per_process=quota,
+                )
         if result.stop_reason:
             boundary.progress(STEP, f"stopped early: {result.stop_reason}; keeping the best so far")
         log_results(

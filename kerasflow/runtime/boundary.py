@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 import importlib
 import json
@@ -49,28 +50,87 @@ def step_entry(step: str, heavy_imports: tuple[str, ...] = ()) -> Callable[[F], 
     """Wraps a step's entry point.
 
     A user error ends the step with one line and exit code 2: inside a KFP step a traceback
-    would bury the message, and a user error is not our bug. `heavy_imports` are imported first
-    so their cost is reported apart from the step's work.
+    would bury the message, and a user error is not our bug. So do a full disk (exit 2) and an
+    interrupt (SIGINT or SIGTERM: exit 128 + the signal's number, the step's MLflow run ends
+    KILLED). A step of an interrupted `kerasflow run` does not start. `heavy_imports` are
+    imported first so their cost is reported apart from the step's work.
     """
 
     def decorate(fn: F) -> F:
         @functools.wraps(fn)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            started = time.perf_counter()
-            for module in heavy_imports:
-                importlib.import_module(module)
-            imported = time.perf_counter()
+            from kerasflow.tracking import lifecycle
+
+            started = imported = time.perf_counter()
             try:
-                return fn(*args, **kwargs)
+                with lifecycle.interruptible():
+                    stopped = lifecycle.stop_requested()
+                    if stopped:
+                        _fail(step, f"not started: {stopped}", 130)
+                    for module in heavy_imports:
+                        importlib.import_module(module)
+                    imported = time.perf_counter()
+                    return fn(*args, **kwargs)
             except UserError as exc:
-                print(f"kerasflow: error in {step}: {exc}", file=sys.stderr, flush=True)
-                raise SystemExit(2) from None
+                _fail(step, str(exc), 2)
+            except lifecycle.Interrupted as exc:
+                _fail(step, str(exc), 128 + exc.signum)
+            except OSError as exc:
+                if exc.errno not in _STORAGE_ERRORS:
+                    raise
+                _fail(step, storage_error_message(exc), 2)
+            except Exception as exc:
+                if not _is_tracking_error(exc):
+                    raise
+                _fail(step, tracking_error_message(exc), 3)
             finally:
                 _record_timing(step, imported - started, time.perf_counter() - imported)
 
         return wrapper  # type: ignore[return-value]
 
     return decorate
+
+
+_STORAGE_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
+
+
+def storage_error_message(exc: OSError) -> str:
+    """One line for a write the storage refused, naming the path when it is known."""
+    where = f" writing {exc.filename}" if exc.filename else ""
+    return f"{os.strerror(exc.errno or 0).lower()}{where} (free some space, then rerun)"
+
+
+def _is_tracking_error(exc: Exception) -> bool:
+    """An error of the MLflow client talking to its server (not a bug of the step)."""
+    if "mlflow" not in sys.modules:
+        return False
+    from mlflow.exceptions import MlflowException
+
+    try:
+        from requests.exceptions import RequestException
+    except ImportError:  # pragma: no cover - mlflow depends on requests
+        RequestException = MlflowException  # noqa: N806
+    if isinstance(exc, RequestException):
+        return True
+    if isinstance(exc, MlflowException):
+        text = str(exc)
+        return "API request to" in text or "Max retries exceeded" in text
+    return False
+
+
+def tracking_error_message(exc: Exception) -> str:
+    """One line for an MLflow tracking server that failed or did not answer."""
+    import mlflow
+
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return (
+        f"the MLflow tracking server at {mlflow.get_tracking_uri()} did not answer: {first[:240]}"
+    )
+
+
+def _fail(step: str, message: str, code: int) -> None:
+    print(f"kerasflow: error in {step}: {message}", file=sys.stderr, flush=True)
+    raise SystemExit(code) from None
 
 
 def _record_timing(step: str, import_s: float, body_s: float) -> None:

@@ -7,8 +7,10 @@ processes read go to a temporary name in the same directory first and are rename
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -110,8 +112,11 @@ def write_bytes_atomic(path: str | Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+        except OSError as exc:
+            raise OSError(exc.errno, exc.strerror, str(path)) from None
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -163,8 +168,67 @@ def copy_dir_atomic(src: Path, dest: str) -> None:
     dest_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest_path.name}.tmp-", dir=dest_path.parent))
     try:
-        shutil.copytree(src, tmp, dirs_exist_ok=True)
-        os.rename(tmp, dest_path)
+        try:
+            shutil.copytree(src, tmp, dirs_exist_ok=True)
+        except shutil.Error as exc:
+            raise _first_os_error(exc, dest) from None
+        try:
+            os.rename(tmp, dest_path)
+        except OSError as exc:
+            if exc.errno in (errno.EEXIST, errno.ENOTEMPTY):
+                raise FileExistsError(dest) from None  # another writer took this name first
+            raise
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def remove_dir(path: str) -> None:
+    """Removes a published folder (local, or every object under a gs:// prefix)."""
+    if is_gcs(path):
+        bucket, key = split_gcs(path)
+        for blob in gcs_client().bucket(bucket).list_blobs(prefix=key.rstrip("/") + "/"):
+            blob.delete()
+        return
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def exclusive_lock(
+    folder: str, name: str = ".kerasflow.lock", on_wait: Any = None
+) -> Iterator[None]:
+    """Holds an exclusive lock on `<folder>/<name>` (local folders; a no-op on gs://).
+
+    Writers that read, change and write shared files (versions, the serving config) hold it
+    so that two processes publishing at once do not lose each other's change. The kernel
+    drops the lock of a process that dies, so a crash never leaves it held. `on_wait()` is
+    called once when another process holds the lock.
+    """
+    if is_gcs(folder):
+        yield
+        return
+    import fcntl
+
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    with open(Path(folder, name), "a+") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if on_wait is not None:
+                on_wait()
+            fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _first_os_error(exc: shutil.Error, dest: str) -> OSError:
+    """The first failure of a copytree as an OSError with its errno, naming `dest`."""
+    failures = exc.args[0] if exc.args and isinstance(exc.args[0], list) else []
+    for failure in failures:
+        found = re.search(r"\[Errno (\d+)\]", str(failure[-1]))
+        if found:
+            code = int(found.group(1))
+            return OSError(code, os.strerror(code), dest)
+    return OSError(errno.EIO, str(exc), dest)

@@ -6,7 +6,7 @@ import argparse
 from typing import Any
 
 from kerasflow.settings.base import bounds_of, choices_of
-from kerasflow.settings.run import RUN_KEYS, step_of_keys
+from kerasflow.settings.run import RUN_KEYS, RUN_SECONDS, step_of_keys
 from kerasflow.settings.steps import STEP_SETTINGS
 
 _TYPES = {int: int, float: float, str: str}
@@ -80,9 +80,11 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     run = parser.add_argument_group("run settings")
     for key, text in RUN_KEYS.items():
         run.add_argument(flag_name(key), type=str, default=None, help=text)
+    for key, text in RUN_SECONDS.items():
+        run.add_argument(flag_name(key), type=float, default=None, metavar="SECONDS", help=text)
 
 
 def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
     """The settings the flags set (None for a flag not given)."""
-    keys = [*step_of_keys(), *RUN_KEYS]
+    keys = [*step_of_keys(), *RUN_KEYS, *RUN_SECONDS]
     return {key: getattr(args, key) for key in keys if hasattr(args, key)}

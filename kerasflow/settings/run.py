@@ -41,6 +41,14 @@ RUN_KEYS = {
 }
 """Settings of the run itself rather than of a step, with their help."""
 
+RUN_SECONDS = {
+    "tracking_timeout": "seconds a step keeps trying an MLflow tracking server that does not "
+    "answer before the run stops with an error (default 60)",
+    "run_lease": "seconds without a heartbeat after which a RUNNING MLflow run counts as "
+    "orphaned and the next run ends it KILLED (default 120)",
+}
+"""Durations of the run itself (numbers of seconds > 0), with their help."""
+
 
 @functools.cache
 def step_of_keys() -> dict[str, tuple[str, ...]]:
@@ -78,6 +86,8 @@ class RunSettings(BaseModel):
     tracking_uri: str = ""
     experiment: str = C.DEFAULT_EXPERIMENT
     work_dir: str = DEFAULT_WORK_DIR
+    tracking_timeout: float = 60.0
+    run_lease: float = 120.0
 
     @classmethod
     def from_values(
@@ -109,6 +119,12 @@ class RunSettings(BaseModel):
                 if not isinstance(value, str):
                     raise UserError(f"config key '{key}' must be a string, got {value!r}")
                 run[key] = value
+            elif key in RUN_SECONDS:
+                if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+                    raise UserError(
+                        f"config key '{key}' must be a number of seconds > 0, got {value!r}"
+                    )
+                run[key] = float(value)
             elif key in owners:
                 _, field = field_of(key)
                 if (field.json_schema_extra or {}).get("cluster_only"):

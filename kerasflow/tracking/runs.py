@@ -17,6 +17,7 @@ from typing import Any
 
 from kerasflow import constants as C
 from kerasflow.runtime.boundary import add_tracking_time, timed_tracking
+from kerasflow.tracking import lifecycle
 
 _MAX_PARAM_LEN = 6000
 
@@ -31,11 +32,10 @@ def _mlflow():
 def configure(tracking_uri: str, experiment: str = C.DEFAULT_EXPERIMENT) -> str:
     """Points MLflow at `tracking_uri` and returns the experiment id (created when absent)."""
     mlflow = _mlflow()
-    if tracking_uri.startswith("sqlite:///"):
-        Path(tracking_uri[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(tracking_uri)
     client = mlflow.MlflowClient()
-    exp = client.get_experiment_by_name(experiment)
+    with lifecycle.store_lock(tracking_uri):
+        exp = client.get_experiment_by_name(experiment)
     if exp is not None:
         return exp.experiment_id
     location = None
@@ -79,6 +79,7 @@ def find_or_create_pipeline_run(
             C.TAG_KFP_RUN_ID: kfp_run_id,
             C.TAG_KFP_PIPELINE: pipeline_name,
             C.TAG_KIND: C.KIND_PIPELINE,
+            **lifecycle.owner_tags(),
         },
     )
     for key, value in (params or {}).items():
@@ -95,7 +96,9 @@ def _param_value(value: Any) -> str:
 def step_run(tracking_uri: str, parent_run_id: str, step: str) -> Iterator[Any]:
     """Runs the body inside an MLflow run nested under the pipeline run.
 
-    The run ends FAILED when the body raises, FINISHED otherwise.
+    The run ends KILLED when the step is interrupted, FAILED when the body raises, FINISHED
+    otherwise. While the body runs, a heartbeat keeps this run and the pipeline's run alive
+    (kerasflow.tracking.lifecycle) and stops the step if the tracking server stops answering.
     """
     started = time.perf_counter()
     mlflow = _mlflow()
@@ -110,13 +113,18 @@ def step_run(tracking_uri: str, parent_run_id: str, step: str) -> Iterator[Any]:
             C.TAG_STEP: step,
             C.TAG_KIND: C.KIND_STEP,
             C.TAG_KFP_RUN_ID: parent.data.tags.get(C.TAG_KFP_RUN_ID, ""),
+            **lifecycle.owner_tags(),
         },
     )
     add_tracking_time(time.perf_counter() - started)
     status = "FAILED"
     try:
-        yield run
+        with lifecycle.Heartbeat(resolve_uri(tracking_uri), [run.info.run_id, parent_run_id], step):
+            yield run
         status = "FINISHED"
+    except lifecycle.Interrupted:
+        status = "KILLED"
+        raise
     finally:
         started = time.perf_counter()
         mlflow.end_run(status)

@@ -60,16 +60,37 @@ def test_seven_tasks_all_on_one_image(compiled):
     assert spec["pipelineInfo"]["name"] == "kerasflow-training"
 
 
-def test_deploy_runs_only_when_blessed(compiled):
+def _exit_handler_body(spec: dict) -> dict:
+    """The tasks inside the pipeline's exit handler (every step but finalize)."""
+    root = spec["root"]["dag"]["tasks"]
+    handler = root["exit-handler-1"]
+    return spec["components"][handler["componentRef"]["name"]]["dag"]["tasks"]
+
+
+def test_every_step_runs_inside_an_exit_handler_whose_finalize_always_runs(compiled):
     spec = yaml.safe_load(compiled.read_text())
     root = spec["root"]["dag"]["tasks"]
+    assert set(root) == {"exit-handler-1", "finalize"}
+    final = root["finalize"]
+    assert final["triggerPolicy"]["strategy"] == "ALL_UPSTREAM_TASKS_COMPLETED"
+    assert final["dependentTasks"] == ["exit-handler-1"]
+    assert final["cachingOptions"].get("enableCache", False) is False
+    status = final["inputs"]["parameters"]["status"]
+    assert status["taskFinalStatus"]["producerTask"] == "exit-handler-1"
+    body = _exit_handler_body(spec)
+    assert {"ingest-clean", "train", "evaluate"} <= set(body)
+
+
+def test_deploy_runs_only_when_blessed(compiled):
+    spec = yaml.safe_load(compiled.read_text())
+    body = _exit_handler_body(spec)
     gates = [
-        t for t in root.values() if "evaluate" in t.get("triggerPolicy", {}).get("condition", "")
+        t for t in body.values() if "evaluate" in t.get("triggerPolicy", {}).get("condition", "")
     ]
     assert len(gates) == 1
     branch = spec["components"][gates[0]["componentRef"]["name"]]
     assert "deploy" in branch["dag"]["tasks"]
-    assert "deploy" not in root and "deploy" in _all_tasks(spec)
+    assert "deploy" not in body and "deploy" in _all_tasks(spec)
 
 
 def test_every_setting_is_a_parameter_or_a_key_of_its_steps_structure(compiled):
