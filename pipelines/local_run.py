@@ -60,7 +60,7 @@ class RunSummary:
 _STEP_ERROR = re.compile(r"kerasflow: error in (\w+): (.*)")
 
 
-_TASK_START = re.compile(r"Executing task '(\w+)'")
+_TASK_START = re.compile(r"Executing task '([\w-]+)'")
 
 
 def _log_lines(log_path: Path) -> list[str]:
@@ -81,7 +81,11 @@ def failure_message(kfp_message: str, log_path: Path) -> str:
 
 def running_step(log_path: Path) -> str:
     """The step kfp.local started last (the one an interrupt stopped)."""
-    steps = [m.group(1) for line in _log_lines(log_path) if (m := _TASK_START.search(line))]
+    steps = [
+        m.group(1).replace("-", "_")
+        for line in _log_lines(log_path)
+        if (m := _TASK_START.search(line))
+    ]
     steps = [s for s in steps if s != "finalize"]
     return steps[-1] if steps else "start-up"
 

@@ -191,9 +191,14 @@ class TrackingServer:
     """
 
     def __init__(self, root: Path) -> None:
+        import tempfile
+
         self.root = root
+        self.root.mkdir(parents=True, exist_ok=True)
         self.pg_port, self.port = free_port(), free_port()
-        self.data = root / "pgdata"
+        # Outside `root`: the postgres user must reach it, and test folders are root's alone.
+        self.pg_root = Path(tempfile.mkdtemp(prefix="kerasflow-pg-"))
+        self.data = self.pg_root / "data"
         self.proc: subprocess.Popen | None = None
 
     @staticmethod
@@ -225,11 +230,11 @@ class TrackingServer:
 
     def start_database(self) -> None:
         self.data.mkdir(parents=True)
-        sock = self.root / "pgsock"
+        sock = self.pg_root / "sock"
         sock.mkdir()
         if os.geteuid() == 0:
-            shutil.chown(self.data, "postgres")
-            shutil.chown(sock, "postgres")
+            for path in (self.pg_root, self.data, sock):
+                shutil.chown(path, "postgres")
         run = lambda cmd: subprocess.run(  # noqa: E731
             self._as_postgres(cmd), check=True, capture_output=True, text=True, timeout=120
         )
@@ -306,6 +311,7 @@ class TrackingServer:
                 capture_output=True,
                 timeout=60,
             )
+        shutil.rmtree(self.pg_root, ignore_errors=True)
 
 
 def tmpfs(path: Path, size: str = "400k") -> str:

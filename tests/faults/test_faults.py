@@ -71,7 +71,7 @@ def test_sigterm_to_kerasflow_run_during_the_search_stops_its_steps(tmp_path):
 
 def test_sigkill_leaves_no_process_and_the_orphaned_run_is_reconciled(tmp_path):
     run = h.start_run(tmp_path, "--work-dir", "work", "--run-lease", "10")
-    run.wait_for(h.step_started("augment"))
+    run.wait_for(h.step_started("hyperparameter_search"))
     run.signal(signal.SIGKILL)
     code, _seconds = run.finish(30)
     assert code == -signal.SIGKILL
@@ -79,7 +79,7 @@ def test_sigkill_leaves_no_process_and_the_orphaned_run_is_reconciled(tmp_path):
     uri = sqlite_uri(tmp_path / "work")
     statuses = h.runs_by_status(uri)
     assert kinds(statuses["RUNNING"]) == {"pipeline": 1}  # only a lease can tell it is gone
-    assert kinds(statuses["KILLED"]) == {"augment": 1}
+    assert kinds(statuses["KILLED"]) == {"hyperparameter_search": 1}
     early = h.kerasflow(tmp_path, "reconcile", "--work-dir", "work")
     assert "reconciled 0 runs" in early.stdout  # its lease has not expired yet: left alone
     time.sleep(11)
