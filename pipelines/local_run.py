@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import logging
 import os
 import re
 import signal
@@ -184,12 +185,15 @@ def run_pipeline(cfg: RunSettings, verbose: bool = False) -> RunSummary:
     # calls, the lease and the way back to this process).
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     for key, value in lifecycle.client_environment(timeout).items():
         os.environ.setdefault(key, value)
     os.environ[lifecycle.TIMEOUT_ENV] = str(timeout)
     os.environ[lifecycle.LEASE_ENV] = str(cfg.run_lease)
     os.environ[lifecycle.DRIVER_ENV] = f"{token}:{os.getpid()}"
     os.environ[lifecycle.STOP_FILE_ENV] = str(stop_file)
+    # The command's own tracking calls report an outage in one line, not urllib3's retries.
+    logging.getLogger("urllib3").setLevel(logging.ERROR)
     started = time.perf_counter()
     reconciled = prepare_tracking(uri, cfg.experiment, timeout)
     local.init(

@@ -77,7 +77,7 @@ def world(tmp_path_factory, mlflow_store):
 
 
 def run_evaluate(
-    world, which: str, model_name: str, allow_thresholds_only: bool = False
+    world, which: str, model_name: str, allow_thresholds_only: bool = False, **settings
 ) -> evaluate.Evaluation:
     out = world["root"] / f"eval-{which}-{model_name}"
     return evaluate.run(
@@ -86,6 +86,7 @@ def run_evaluate(
             "model_name": model_name,
             "champion_tolerance": 0.01,
             "allow_thresholds_only": allow_thresholds_only,
+            **settings,
         },
         model_dir=str(world["dirs"][which]),
         splits_dir=str(world["splits"]),

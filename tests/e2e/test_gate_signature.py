@@ -38,20 +38,7 @@ def labelled(world, which: str, class_names: list[str]) -> None:
 
 
 def run_evaluate(world, which: str, allow: bool = False) -> evaluate.Evaluation:
-    out = world["root"] / f"eval-{which}-{NAME}"
-    return evaluate.run(
-        settings={
-            "thresholds": {"accuracy": 0.4},
-            "model_name": NAME,
-            "allow_signature_change": allow,
-        },
-        model_dir=str(world["dirs"][which]),
-        splits_dir=str(world["splits"]),
-        report_path=str(out / "report.md"),
-        predictions_dir=str(out / "preds"),
-        tracking_uri=world["uri"],
-        parent_run_id=world["parent"],
-    )
+    return gate.run_evaluate(world, which, NAME, allow_signature_change=allow)
 
 
 def evaluate_tags(world) -> dict[str, str]:
