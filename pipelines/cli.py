@@ -50,6 +50,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="show every log line of every step (always kept in WORK_DIR/logs)",
     )
     run.add_argument("--summary-json", help="write the run summary as JSON to this path")
+    run.add_argument(
+        "--runner",
+        choices=("subprocess", "docker"),
+        default="subprocess",
+        help="run each step in a subprocess (default) or in a container of --image "
+        "(kfp.local's DockerRunner; needs a Docker engine)",
+    )
+    run.add_argument(
+        "--image",
+        default="",
+        help="the component image for --runner docker, e.g. kerasflow:dev (docker/build.sh)",
+    )
     run.set_defaults(func=cmd_run)
 
     comp = sub.add_parser("compile", help="write the pipeline as KFP IR YAML")
@@ -119,6 +131,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from kerasflow.pipelines import local_run
     from kerasflow.runtime.fileio import write_json_atomic
 
+    if args.image and args.runner != "docker":
+        raise UserError("--image names the image of --runner docker; add --runner docker")
     cfg = config_from_args(args)
     print(
         f"kerasflow: running {cfg.ingest_clean.data} with the {cfg.hyperparameter_search.tuner} "
@@ -126,7 +140,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         flush=True,
     )
     try:
-        summary = local_run.run_pipeline(cfg, verbose=args.verbose)
+        summary = local_run.run_pipeline(
+            cfg, verbose=args.verbose, runner=args.runner, image=args.image
+        )
     except local_run.PipelineInterrupted as exc:
         print(f"kerasflow: {exc}", file=sys.stderr, flush=True)
         return exc.exit_code

@@ -44,7 +44,7 @@ _INGEST, _SEARCH, _TRAIN, _EVALUATE = (
 _STRUCTURES = {step: model.kfp_defaults() for step, model in STEP_SETTINGS.items()}
 
 
-def build_pipeline(step_settings: Any = None):
+def build_pipeline(step_settings: Any = None, image: str = ""):
     """Returns the `kerasflow-training` pipeline function.
 
     The pipeline's parameters are a few headline settings (data, tuner, budgets, the served
@@ -55,10 +55,14 @@ def build_pipeline(step_settings: Any = None):
         step_settings: optional cluster settings
             (kerasflow.pipelines.cluster_settings.ClusterSettings) applied to every task:
             resources, retries, caching, secrets, node selection.
+        image: run every task in this image (`kerasflow run --runner docker`); the cluster
+            settings' image wins when both are given.
     """
 
     def configure(task: Any, step: str) -> Any:
         task.set_display_name(step)
+        if image:
+            task.set_container_image(image)
         if step_settings is not None:
             from kerasflow.pipelines import cluster_settings
 

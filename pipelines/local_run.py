@@ -16,8 +16,9 @@ from typing import Any
 
 from kerasflow import constants as C
 from kerasflow.pipelines.console import _ANSI, quiet_console
+from kerasflow.runtime import boundary
 from kerasflow.runtime.errors import UserError
-from kerasflow.settings import RunSettings
+from kerasflow.settings import STEPS, RunSettings
 from kerasflow.tracking import lifecycle
 
 
@@ -52,6 +53,7 @@ class RunSummary:
     best_hyperparameters: dict[str, Any]
     seconds: float
     reconciled: list[str] = dataclasses.field(default_factory=list)
+    containers: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The `--summary-json` document."""
@@ -80,14 +82,18 @@ def failure_message(kfp_message: str, log_path: Path) -> str:
     return _ANSI.sub("", kfp_message).splitlines()[0]
 
 
-def running_step(log_path: Path) -> str:
-    """The step kfp.local started last (the one an interrupt stopped)."""
-    steps = [
+def steps_started(log_path: Path) -> list[str]:
+    """The tasks kfp.local started, in order (task names as step names)."""
+    return [
         m.group(1).replace("-", "_")
         for line in _log_lines(log_path)
         if (m := _TASK_START.search(line))
     ]
-    steps = [s for s in steps if s != "finalize"]
+
+
+def running_step(log_path: Path) -> str:
+    """The step kfp.local started last (the one an interrupt stopped)."""
+    steps = [s for s in steps_started(log_path) if s != "finalize"]
     return steps[-1] if steps else "start-up"
 
 
@@ -100,8 +106,9 @@ class InterruptGuard:
     stops at once (the next run reconciles what they could not end).
     """
 
-    def __init__(self, stop_file: Path) -> None:
+    def __init__(self, stop_file: Path, stop_more: Any = None) -> None:
         self.stop_file = stop_file
+        self.stop_more = stop_more
         self.signum = 0
         self._previous: dict[int, Any] = {}
 
@@ -122,6 +129,8 @@ class InterruptGuard:
         name = signal.Signals(signum).name
         self.stop_file.write_text(f"the run was interrupted by {name}", encoding="utf-8")
         lifecycle.signal_children(signal.SIGTERM)
+        if self.stop_more is not None:
+            self.stop_more()
 
 
 def prepare_tracking(tracking_uri: str, experiment: str, timeout: float) -> list[str]:
@@ -163,54 +172,97 @@ def end_driven_run(tracking_uri: str, experiment: str, token: str, status: str, 
     return run
 
 
-def run_pipeline(cfg: RunSettings, verbose: bool = False) -> RunSummary:
-    """Runs the very DAG `kerasflow compile` emits, each step in a subprocess, and summarizes.
+def step_environment(cfg: RunSettings, token: str, control: Path, docker: bool) -> dict:
+    """What the steps need from `kerasflow run`: quiet TensorFlow start-up, bounded tracking
+    calls, the lease, the stop file and the way to tell whether this command still lives."""
+    env = {
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+        "KERAS_BACKEND": "tensorflow",
+        "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
+        **lifecycle.client_environment(cfg.tracking_timeout),
+    }
+    env = {k: os.environ.get(k, v) for k, v in env.items()}
+    env.update(
+        {
+            lifecycle.TIMEOUT_ENV: str(cfg.tracking_timeout),
+            lifecycle.LEASE_ENV: str(cfg.run_lease),
+            lifecycle.DRIVER_ENV: f"{token}:{0 if docker else os.getpid()}",
+            lifecycle.STOP_FILE_ENV: str(control / f"{token}.stop"),
+        }
+    )
+    if docker:
+        env[lifecycle.ALIVE_ENV] = str(control / f"{token}.alive")
+        env[boundary.STATUS_DIR_ENV] = str(control / token)
+        env["MPLCONFIGDIR"] = "/tmp/matplotlib"
+        if os.environ.get("MLFLOW_TRACKING_URI"):
+            env["MLFLOW_TRACKING_URI"] = os.environ["MLFLOW_TRACKING_URI"]
+    return env
+
+
+def run_pipeline(
+    cfg: RunSettings, verbose: bool = False, runner: str = "subprocess", image: str = ""
+) -> RunSummary:
+    """Runs the very DAG `kerasflow compile` emits and summarizes.
+
+    Each step runs in a subprocess (`runner="subprocess"`) or in a container of `image`
+    (`runner="docker"`, kfp.local's DockerRunner; see kerasflow.pipelines.docker_runner).
 
     Raises:
         PipelineFailed: a step failed (the message is the step's own line).
         PipelineInterrupted: SIGINT or SIGTERM stopped the run.
-        UserError: the tracking server is not answering.
+        UserError: the tracking store or the Docker engine or image cannot be used.
     """
     from kfp import local
 
-    from kerasflow.pipelines.dag import training_pipeline
+    from kerasflow.pipelines import docker_runner
+    from kerasflow.pipelines.dag import build_pipeline
 
+    docker = runner == "docker"
+    if docker:
+        image = docker_runner.check_image(image)
     work = Path(cfg.work_dir).absolute()
     work.mkdir(parents=True, exist_ok=True)
     uri, timeout = cfg.resolved_tracking_uri(), cfg.tracking_timeout
     token = uuid.uuid4().hex
-    stop_file = work / "control" / f"{token}.stop"
-    stop_file.parent.mkdir(parents=True, exist_ok=True)
-    # Steps are subprocesses: they inherit these (quiet TensorFlow start-up, bounded tracking
-    # calls, the lease and the way back to this process).
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
-    for key, value in lifecycle.client_environment(timeout).items():
-        os.environ.setdefault(key, value)
-    os.environ[lifecycle.TIMEOUT_ENV] = str(timeout)
-    os.environ[lifecycle.LEASE_ENV] = str(cfg.run_lease)
-    os.environ[lifecycle.DRIVER_ENV] = f"{token}:{os.getpid()}"
-    os.environ[lifecycle.STOP_FILE_ENV] = str(stop_file)
+    control = work / "control"
+    control.mkdir(parents=True, exist_ok=True)
+    stop_file = control / f"{token}.stop"
+    env = step_environment(cfg, token, control, docker)
+    os.environ.update(env)  # subprocess steps inherit it; so do the command's own calls
     # The command's own tracking calls report an outage in one line, not urllib3's retries.
     logging.getLogger("urllib3").setLevel(logging.ERROR)
-    started = time.perf_counter()
+    started, wall = time.perf_counter(), time.time()
     reconciled = prepare_tracking(uri, cfg.experiment, timeout)
-    local.init(
-        runner=local.SubprocessRunner(use_venv=False),
-        pipeline_root=str(work / "pipeline_root"),
-        raise_on_error=True,
-    )
+    root = work / "pipeline_root"
+    if docker:
+        serving = Path(cfg.resolved_serving_dir())
+        store = [Path(uri[len("sqlite:///") :]).parent] if uri.startswith("sqlite:///") else []
+        docker_runner.give_to_container_user([work, serving, *store])
+        kfp_runner = docker_runner.make_runner(token, [work, serving, *store], root, env)
+    else:
+        kfp_runner = local.SubprocessRunner(use_venv=False)
+    local.init(runner=kfp_runner, pipeline_root=str(root), raise_on_error=True)
+    pipeline = build_pipeline(image=image) if docker else build_pipeline()
     log_path = work / "logs" / f"run-{time.strftime('%Y%m%d-%H%M%S')}-{token[:6]}.log"
     failure = None
+    alive = lifecycle.keep_alive(control / f"{token}.alive") if docker else contextlib.nullcontext()
+    stop = (lambda: docker_runner.stop_containers(token)) if docker else None
     try:
-        with InterruptGuard(stop_file) as guard, quiet_console(log_path, verbose):
+        with alive, InterruptGuard(stop_file, stop) as guard, quiet_console(log_path, verbose):
             try:
-                training_pipeline(**cfg.pipeline_arguments())
+                pipeline(**cfg.pipeline_arguments())
             except RuntimeError as exc:
                 failure = str(exc)
         if guard.signum:
             raise interrupted(cfg, token, guard.signum, log_path)
+        if failure is None and docker:
+            ran = [s for s in steps_started(log_path) if s in STEPS]
+            silent = docker_runner.unreported_steps(control / token, ran)
+            if silent:
+                failure = (
+                    f"step {silent[0]} reported success but left no exit status (its "
+                    "container was removed before kfp could read its exit code)"
+                )
         if failure is not None:
             message = failure_message(failure, log_path)
             with contextlib.suppress(Exception):
@@ -223,6 +275,8 @@ def run_pipeline(cfg: RunSettings, verbose: bool = False) -> RunSummary:
         stop_file.unlink(missing_ok=True)
     summary = read_summary(uri, cfg.experiment, run.info.run_id, time.perf_counter() - started)
     summary.reconciled = reconciled
+    if docker:
+        summary.containers = docker_runner.containers_started(token, wall - 1)
     return summary
 
 
@@ -293,6 +347,8 @@ def format_summary(summary: RunSummary) -> str:
     else:
         lines.append("  deployed: nothing (the model was not blessed)")
     lines.append(f"  best hyperparameters: {json.dumps(summary.best_hyperparameters)}")
+    if summary.containers is not None:
+        lines.append(f"  containers: {summary.containers} (one per task that ran)")
     if summary.reconciled:
         lines.append(
             f"  reconciled: {len(summary.reconciled)} MLflow runs left RUNNING by processes "

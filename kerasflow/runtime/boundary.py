@@ -62,6 +62,7 @@ def step_entry(step: str, heavy_imports: tuple[str, ...] = ()) -> Callable[[F], 
             from kerasflow.tracking import lifecycle
 
             started = imported = time.perf_counter()
+            code: Any = 1
             try:
                 with lifecycle.interruptible():
                     stopped = lifecycle.stop_requested()
@@ -70,7 +71,9 @@ def step_entry(step: str, heavy_imports: tuple[str, ...] = ()) -> Callable[[F], 
                     for module in heavy_imports:
                         importlib.import_module(module)
                     imported = time.perf_counter()
-                    return fn(*args, **kwargs)
+                    result = fn(*args, **kwargs)
+                    code = 0
+                    return result
             except UserError as exc:
                 _fail(step, str(exc), 2)
             except lifecycle.Interrupted as exc:
@@ -83,8 +86,12 @@ def step_entry(step: str, heavy_imports: tuple[str, ...] = ()) -> Callable[[F], 
                 if not _is_tracking_error(exc):
                     raise
                 _fail(step, tracking_error_message(exc), 3)
+            except SystemExit as exc:
+                code = exc.code
+                raise
             finally:
                 _record_timing(step, imported - started, time.perf_counter() - imported)
+                _record_exit(step, code)
 
         return wrapper  # type: ignore[return-value]
 
@@ -131,6 +138,22 @@ def tracking_error_message(exc: Exception) -> str:
 def _fail(step: str, message: str, code: int) -> None:
     print(f"kerasflow: error in {step}: {message}", file=sys.stderr, flush=True)
     raise SystemExit(code) from None
+
+
+STATUS_DIR_ENV = "KERASFLOW_STATUS_DIR"
+
+
+def _record_exit(step: str, code: Any) -> None:
+    """Leaves the step's exit status where `kerasflow run` checks it (when it asks)."""
+    folder = os.environ.get(STATUS_DIR_ENV)
+    if not folder:
+        return
+    try:
+        os.makedirs(folder, exist_ok=True)
+        with open(os.path.join(folder, f"{step}.exit"), "w", encoding="utf-8") as fh:
+            fh.write(f"{code if isinstance(code, int) else 1}\n")
+    except OSError:
+        pass
 
 
 def _record_timing(step: str, import_s: float, body_s: float) -> None:

@@ -35,7 +35,11 @@ TIMEOUT_ENV = "KERASFLOW_TRACKING_TIMEOUT_S"
 LEASE_ENV = "KERASFLOW_RUN_LEASE_S"
 STOP_FILE_ENV = "KERASFLOW_STOP_FILE"
 DRIVER_ENV = "KERASFLOW_DRIVER"
-"""Set by `kerasflow run` for its steps: `<token>:<pid>` of the driving process."""
+"""Set by `kerasflow run` for its steps: `<token>:<pid>` of the driving process (pid 0 when
+the steps run in containers, which cannot see it)."""
+ALIVE_ENV = "KERASFLOW_DRIVER_ALIVE"
+"""A file `kerasflow run` touches every second while it lives (for steps in containers)."""
+ALIVE_STALE_S = 15.0
 
 DEFAULT_TIMEOUT_S = 60.0
 DEFAULT_LEASE_S = 900.0
@@ -153,27 +157,68 @@ def interruptible() -> Iterator[None]:
 
 
 def _die_with_driver() -> None:
-    """Under `kerasflow run`, SIGTERM to this process once the driving process is gone."""
-    driver = os.environ.get(DRIVER_ENV, "")
+    """Under `kerasflow run`, SIGTERM to this process once the driving process is gone.
+
+    A step that is a subprocess watches the driver's pid; a step in a container, which
+    cannot see it, watches the file the driver touches every second.
+    """
+    driver, alive = os.environ.get(DRIVER_ENV, ""), os.environ.get(ALIVE_ENV, "")
     try:
         pid = int(driver.rsplit(":", 1)[1]) if driver else 0
     except (ValueError, IndexError):
         pid = 0
-    if pid <= 0 or pid == os.getpid():
+    if alive:
+        gone = lambda: not driver_alive(alive)  # noqa: E731
+    elif pid > 0 and pid != os.getpid():
+        gone = lambda: not _pid_alive(pid)  # noqa: E731
+    else:
         return
 
     def watch() -> None:
-        while True:
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                os.kill(os.getpid(), signal.SIGTERM)
-                return
-            except PermissionError:
-                pass
+        while not gone():
             time.sleep(1.0)
+        os.kill(os.getpid(), signal.SIGTERM)
 
     threading.Thread(target=watch, name="kerasflow-driver-watch", daemon=True).start()
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def driver_alive(path: str) -> bool:
+    """Whether the driver that touches `path` touched it within ALIVE_STALE_S seconds."""
+    try:
+        return time.time() - os.stat(path).st_mtime < ALIVE_STALE_S
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def keep_alive(path: Path) -> Iterator[None]:
+    """Touches `path` every second while the body runs (the driver's sign of life)."""
+    stop = threading.Event()
+    path.touch()
+
+    def beat() -> None:
+        while not stop.wait(1.0):
+            with contextlib.suppress(OSError):
+                os.utime(path)
+
+    thread = threading.Thread(target=beat, name="kerasflow-keep-alive", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        with contextlib.suppress(OSError):
+            path.unlink()
 
 
 def child_pids(pid: int | None = None) -> list[int]:
