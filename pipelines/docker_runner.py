@@ -79,15 +79,28 @@ def container_user() -> str:
 
 
 def give_to_container_user(folders: list[Path]) -> None:
-    """Lets the containers' user write the folders it must write (only when run as root)."""
+    """Lets the containers' user write the folders it must write (only when run as root).
+
+    The folders go to the image's user and group, and their folders get the set-group-id bit,
+    so what this process creates in them during the run (kfp.local makes each task's output
+    folder before its container starts) belongs to that group; with the umask 002 the run
+    then uses, the group may write it.
+    """
     if os.geteuid() != 0:
         return
+    import stat
+
     for folder in folders:
         folder.mkdir(parents=True, exist_ok=True)
         for root, dirs, files in os.walk(folder):
             for name in [*dirs, *files, ""]:
+                path = os.path.join(root, name)
                 with contextlib.suppress(OSError):
-                    os.lchown(os.path.join(root, name), IMAGE_UID, IMAGE_UID)
+                    os.lchown(path, IMAGE_UID, IMAGE_UID)
+                    if os.path.isdir(path) and not os.path.islink(path):
+                        mode = os.stat(path).st_mode
+                        os.chmod(path, mode | stat.S_ISGID | stat.S_IRWXG)
+    os.umask(0o002)
 
 
 def make_runner(

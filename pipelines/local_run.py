@@ -237,7 +237,7 @@ def run_pipeline(
     if docker:
         serving = Path(cfg.resolved_serving_dir())
         store = [Path(uri[len("sqlite:///") :]).parent] if uri.startswith("sqlite:///") else []
-        docker_runner.give_to_container_user([work, serving, *store])
+        docker_runner.give_to_container_user([work, root, serving, *store])
         kfp_runner = docker_runner.make_runner(token, [work, serving, *store], root, env)
     else:
         kfp_runner = local.SubprocessRunner(use_venv=False)
