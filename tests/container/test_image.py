@@ -88,13 +88,13 @@ def test_the_host_ca_stays_out_of_the_image(image):
 
 
 def test_another_uid_can_write_home_and_caches(image):
-    # A runner may pass the host user's uid (with gid 0, as OpenShift does) instead of 10001.
+    # kerasflow's Docker runner passes the caller's uid and gid rather than the image's user.
     script = (
         "import os, pathlib, tempfile, matplotlib.pyplot; "
         "pathlib.Path(os.environ['HOME'], 'probe').write_text('x'); "
         "tempfile.NamedTemporaryFile(dir=os.environ['MPLCONFIGDIR']).close(); print('ok')"
     )
-    result = run_in(image, "python", "-c", script, user="12345:0")
+    result = run_in(image, "python", "-c", script, user="12345:12345")
     assert result.stdout.strip().endswith("ok")
     assert "Matplotlib created a temporary" not in result.stderr
 
