@@ -37,7 +37,7 @@ def row(**fields) -> dict:
 
 def outcome(run: h.Run, uri: str, serving: Path) -> dict:
     left = h.wait_session_gone(run.proc.pid, 30)
-    statuses = h.runs_by_status(uri)
+    statuses = h.runs_by_status(uri) if uri else {}
     lines = run.stderr_lines()
     return {
         "last_line": lines[-1][:160] if lines else "",
@@ -48,8 +48,12 @@ def outcome(run: h.Run, uri: str, serving: Path) -> dict:
 
 
 def rerun_ok(work: Path, *args: str) -> bool:
+    """Whether a rerun in the same work directory succeeds (its last line is kept if not)."""
     again = h.start_run(work, "--work-dir", "work", *args, tag="rerun")
     code, _ = again.finish(900)
+    if code != 0:
+        lines = again.stderr_lines()
+        print(json.dumps({"rerun_failed": lines[-1][:300] if lines else code}), flush=True)
     return code == 0
 
 
@@ -90,10 +94,11 @@ def outage_case(step: str, args: argparse.Namespace) -> dict:
             server.stop()
             code, _ = run.finish(600)
             seconds = time.monotonic() - hit
+            facts = outcome(run, "", work / "work" / "models")
             server.start()
             time.sleep(max(0.0, args.lease + 1 - (time.monotonic() - hit)))
             ok = rerun_ok(work, *common) if args.rerun else None
-            facts = outcome(run, server.uri, work / "work" / "models")
+            facts["running_runs"] = len(h.runs_by_status(server.uri).get("RUNNING", []))
             return row(
                 fault="tracking outage",
                 step=step,

@@ -229,8 +229,10 @@ def run_pipeline(
     stop_file = control / f"{token}.stop"
     env = step_environment(cfg, token, control, docker)
     os.environ.update(env)  # subprocess steps inherit it; so do the command's own calls
-    # The command's own tracking calls report an outage in one line, not urllib3's retries.
-    logging.getLogger("urllib3").setLevel(logging.ERROR)
+    # The command's own tracking calls report an outage in one line, not urllib3's retries,
+    # and creating a new store is no news.
+    for name in ("urllib3", "mlflow.store", "alembic"):
+        logging.getLogger(name).setLevel(logging.ERROR)
     started, wall = time.perf_counter(), time.time()
     reconciled = prepare_tracking(uri, cfg.experiment, timeout)
     root = work / "pipeline_root"
