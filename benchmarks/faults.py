@@ -10,7 +10,7 @@ then succeeded. The last line gives the bound as a ratio of the configured timeo
 
 Usage: python benchmarks/faults.py [--faults SIGINT,SIGTERM,SIGKILL,outage,full,concurrent]
        [--steps ingest_clean,...] [--tracking-timeout 10] [--lease 10] [--no-rerun]
-       [--markdown table.md]
+       [--markdown table.md] [--runner-args "--runner docker --image kerasflow:dev"]
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ def rerun_ok(work: Path, *args: str) -> bool:
 def signal_case(name: str, step: str, args: argparse.Namespace) -> dict:
     with tempfile.TemporaryDirectory(prefix="kf-fault-") as tmp:
         work = Path(tmp)
-        common = ["--run-lease", str(args.lease)]
+        common = ["--run-lease", str(args.lease), *args.run_args]
         run = h.start_run(work, "--work-dir", "work", *common)
         run.wait_for(h.step_started(step), 900)
         hit = time.monotonic()
@@ -87,7 +87,7 @@ def outage_case(step: str, args: argparse.Namespace) -> dict:
             server.start_database()
             server.start()
             common = ["--tracking-uri", server.uri, "--tracking-timeout", str(args.timeout)]
-            common += ["--run-lease", str(args.lease)]
+            common += ["--run-lease", str(args.lease), *args.run_args]
             run = h.start_run(work, "--work-dir", "work", *common)
             run.wait_for(h.step_started(step), 900)
             hit = time.monotonic()
@@ -119,7 +119,9 @@ def full_case(args: argparse.Namespace) -> dict:
         if why:
             return row(fault="full serving volume", skipped=why)
         try:
-            run = h.start_run(work, "--work-dir", "work", "--serving-dir", str(full))
+            run = h.start_run(
+                work, "--work-dir", "work", "--serving-dir", str(full), *args.run_args
+            )
             run.wait_for(h.step_started("deploy"), 900)
             hit = time.monotonic()
             code, _ = run.finish(600)
@@ -142,7 +144,9 @@ def concurrent_case(args: argparse.Namespace) -> dict:
         work = Path(tmp)
         started = time.monotonic()
         runs = [
-            h.start_run(work, "--work-dir", "work", "--summary-json", f"{t}.json", tag=t)
+            h.start_run(
+                work, "--work-dir", "work", "--summary-json", f"{t}.json", *args.run_args, tag=t
+            )
             for t in ("a", "b")
         ]
         codes = [r.finish(1200)[0] for r in runs]
@@ -187,6 +191,13 @@ def main() -> int:
     parser.add_argument("--lease", type=float, default=10.0)
     parser.add_argument("--no-rerun", dest="rerun", action="store_false")
     parser.add_argument("--markdown", default="")
+    parser.add_argument(
+        "--runner-args",
+        dest="run_args",
+        default="",
+        type=lambda text: text.split(),
+        help='extra `kerasflow run` flags, e.g. "--runner docker --image kerasflow:dev"',
+    )
     args = parser.parse_args()
     faults = args.faults.split(",")
     steps = args.steps.split(",")
