@@ -388,7 +388,8 @@ def reconcile(client: Any, experiment_id: str, now: float | None = None) -> list
     """Ends KILLED every RUNNING pipeline or step run whose owner's lease has expired.
 
     A run without a heartbeat (written before heartbeats existed) counts from its start time.
-    Runs nested under a reconciled run end with it.
+    Runs nested under a reconciled run end with it, and so does a RUNNING run nested under one
+    that has already ended.
     """
     now = time.time() if now is None else now
     ended: list[Ended] = []
@@ -416,7 +417,24 @@ def reconcile(client: Any, experiment_id: str, now: float | None = None) -> list
                 done.add(child.info.run_id)
         ended.append(_end(client, run, "KILLED", reason))
         done.add(run.info.run_id)
+    # A run nested under one that has ended (a trial whose step was killed while recording it)
+    # has no owner left to end it.
+    running = _running(client, [experiment_id])
+    alive = {run.info.run_id for run in running}
+    for run in running:
+        parent = run.data.tags.get("mlflow.parentRunId", "")
+        if parent and parent not in alive:
+            ended.append(_end(client, run, "KILLED", "reconciled: the run it is nested in ended"))
     return ended
+
+
+def end_nested(client: Any, run_id: str, status: str, reason: str) -> list[Ended]:
+    """Ends every run still RUNNING under `run_id` (a step that failed or was interrupted)."""
+    run = client.get_run(run_id)
+    return [
+        _end(client, child, status, reason)
+        for child in _descendants(client, run.info.experiment_id, run_id)
+    ]
 
 
 def find_driven_run(client: Any, experiment_id: str, token: str) -> Any | None:

@@ -126,6 +126,12 @@ def step_run(tracking_uri: str, parent_run_id: str, step: str) -> Iterator[Any]:
         status = "KILLED"
         raise
     finally:
+        if status != "FINISHED":
+            # Trials the step was recording when it stopped end with it.
+            with contextlib.suppress(Exception):
+                lifecycle.end_nested(
+                    mlflow.MlflowClient(), run.info.run_id, status, f"its step ended {status}"
+                )
         started = time.perf_counter()
         mlflow.end_run(status)
         add_tracking_time(time.perf_counter() - started)

@@ -201,3 +201,21 @@ def test_run_durations_are_settings_and_flags():
     for bad in (0, -1, "soon", True):
         with pytest.raises(UserError, match="must be a number of seconds > 0"):
             RunSettings.from_values({"tracking_timeout": bad})
+
+
+def test_a_run_left_running_under_an_ended_run_is_reconciled_and_a_failed_step_ends_its_own(
+    client,
+):
+    exp = client.create_experiment("e")
+    pipeline = open_run(client, exp, C.KIND_PIPELINE, beat_age=1)
+    step = open_run(client, exp, C.KIND_STEP, parent=pipeline, beat_age=1, name="search")
+    trial = open_run(client, exp, C.KIND_TRIAL, parent=step, name="trial-0")
+    client.set_terminated(step, "KILLED")  # the step ended but was recording a trial
+    ended = lifecycle.reconcile(client, exp)
+    assert [e.run_id for e in ended] == [trial]
+    assert ended[0].reason == "reconciled: the run it is nested in ended"
+    assert status(client, pipeline) == "RUNNING"  # its lease is alive
+    live = open_run(client, exp, C.KIND_STEP, parent=pipeline, name="train")
+    nested = open_run(client, exp, C.KIND_TRIAL, parent=live, name="trial-1")
+    assert [e.run_id for e in lifecycle.end_nested(client, live, "FAILED", "x")] == [nested]
+    assert status(client, nested) == "FAILED" and status(client, live) == "RUNNING"
