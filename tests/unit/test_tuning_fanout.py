@@ -31,10 +31,14 @@ def test_worker_pods_fan_out_beside_the_search_step(tmp_path):
     from kerasflow.pipelines.compiling import compile_pipeline
 
     spec = next(yaml.safe_load_all(compile_pipeline(tmp_path / "p.yaml").read_text()))
-    root = spec["root"]["dag"]["tasks"]
+    # Every step runs inside the pipeline's exit handler, whose inputs are the pipeline's.
+    handler = spec["root"]["dag"]["tasks"]["exit-handler-1"]
+    channel = handler["inputs"]["parameters"]["pipelinechannel--worker_pods"]
+    assert channel["componentInputParameter"] == "worker_pods"
+    root = spec["components"][handler["componentRef"]["name"]]["dag"]["tasks"]
     search = root["hyperparameter-search"]["inputs"]["parameters"]
     assert search["pipeline_root"]["runtimeValue"]["constant"] == "{{$.pipeline_root}}"
-    assert search["worker_pods"]["componentInputParameter"] == "worker_pods"
+    assert search["worker_pods"]["componentInputParameter"] == "pipelinechannel--worker_pods"
     (gate,) = [
         t for t in root.values() if "worker_pods" in t.get("triggerPolicy", {}).get("condition", "")
     ]
