@@ -21,7 +21,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from kerasflow.runtime.errors import UserError
+from kerasflow.runtime.errors import UserError, first_line
 
 RUNNERS = ("subprocess", "docker")
 IMAGE_UID = 1000
@@ -41,7 +41,7 @@ def _client() -> Any:
         client.ping()
     except Exception as exc:  # noqa: BLE001 - any failure means no engine to use
         where = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        first = first_line(exc)
         raise UserError(
             f"no Docker engine answers at {where} ({first[:200]}); start one "
             "(docker/build.sh installs and starts it) or use --runner subprocess"

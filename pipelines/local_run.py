@@ -17,7 +17,7 @@ from typing import Any
 from kerasflow import constants as C
 from kerasflow.pipelines.console import _ANSI, quiet_console
 from kerasflow.runtime import boundary
-from kerasflow.runtime.errors import UserError
+from kerasflow.runtime.errors import UserError, first_line
 from kerasflow.settings import STEPS, RunSettings
 from kerasflow.tracking import lifecycle
 
@@ -153,7 +153,7 @@ def prepare_tracking(tracking_uri: str, experiment: str, timeout: float) -> list
     try:
         return lifecycle.bounded(work, timeout)
     except Exception as exc:  # noqa: BLE001 - any failure here means tracking is unusable
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        first = first_line(exc)
         raise UserError(
             f"cannot use the MLflow tracking store at {tracking_uri}: {first[:300]}; "
             "nothing was run"

@@ -12,6 +12,7 @@ import sys
 
 from kerasflow import constants as C
 from kerasflow.runtime import boundary
+from kerasflow.runtime.errors import first_line
 from kerasflow.tracking import lifecycle, runs
 
 STEP = "finalize"
@@ -67,7 +68,7 @@ def run(*, state: str, error: str, tracking_uri: str, experiment: str, kfp_run_i
             kfp_run_id=kfp_run_id,
         )
     except Exception as exc:  # noqa: BLE001 - one line, the next reconciliation tidies up
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        first = first_line(exc)
         print(
             f"kerasflow: error in {STEP}: could not end the pipeline's MLflow runs at "
             f"{tracking_uri or 'MLFLOW_TRACKING_URI'}: {first}; the next run reconciles them",

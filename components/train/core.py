@@ -20,7 +20,7 @@ from kerasflow import constants as C
 from kerasflow.data.feeds import class_weight_arg
 from kerasflow.modeling import builders
 from kerasflow.runtime import boundary
-from kerasflow.runtime.errors import UserError
+from kerasflow.runtime.errors import UserError, first_line
 from kerasflow.runtime.fileio import write_json_atomic
 from kerasflow.settings import TrainSettings
 from kerasflow.settings.base import choices_of
@@ -253,7 +253,7 @@ def load_champion(
     try:
         champion = builders.load_model(path, compile=False)
     except Exception as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        first = first_line(exc)
         raise registry.ChampionUnavailable(
             f"{name or 'the champion'} does not load from {path}: {first}"
         ) from None

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from kerasflow.runtime.errors import UserError
+from kerasflow.runtime.errors import UserError, first_line
 
 DELIMITED_SUFFIXES = (".csv", ".tsv", ".tab", ".txt")
 PARQUET_SUFFIXES = (".parquet", ".pq")
@@ -168,7 +168,7 @@ def read_table(path: Path) -> Any:
                 encoding_errors="replace",
             )
         except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-            raise UserError(f"cannot parse {path.name}: {_first_line(exc)}") from None
+            raise UserError(f"cannot parse {path.name}: {first_line(exc)}") from None
         frame.columns = [str(c).strip() for c in frame.columns]
     elif kind == "parquet":
         try:
@@ -251,7 +251,3 @@ def read_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
     if y.ndim == 2 and y.shape[1] > 1:
         y = y.argmax(axis=1)  # one-hot labels
     return x, y.reshape(len(y))
-
-
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]

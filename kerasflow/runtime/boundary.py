@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from kerasflow.runtime.errors import UserError
+from kerasflow.runtime.errors import UserError, first_line
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -129,7 +129,7 @@ def tracking_error_message(exc: Exception) -> str:
     """One line for an MLflow tracking server that failed or did not answer."""
     import mlflow
 
-    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    first = first_line(exc)
     return (
         f"the MLflow tracking server at {mlflow.get_tracking_uri()} did not answer: {first[:240]}"
     )

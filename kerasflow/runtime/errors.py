@@ -6,3 +6,8 @@ class UserError(Exception):
 
     The CLI prints its message as one line and exits non-zero; no traceback.
     """
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its type's name when it has none)."""
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
