@@ -25,7 +25,7 @@ from kerasflow.runtime import boundary, markdown
 from kerasflow.runtime.errors import UserError
 from kerasflow.runtime.fileio import write_bytes_atomic
 from kerasflow.settings import IngestSettings
-from kerasflow.tracking import runs
+from kerasflow.tracking import datasets, runs
 
 STEP = "ingest_clean"
 MAX_CLASSES_FOR_INFERENCE = 20
@@ -385,6 +385,7 @@ def run(
         except AnomalyError as exc:
             _log_failure(exc)
             raise
+        result.meta[C.META_SOURCE] = source
         report.validated_against = opts.schema
         artifacts.save(dataset_dir, result)
         text = render_report(source, result.meta, report)
@@ -399,6 +400,7 @@ def run(
 
         runs.log_params({k: result.meta[k] for k in _RESOLVED}, parent_run_id=parent)
         mlflow.log_metrics(report.cleaning.metrics())
+        datasets.log_parts({"clean": result.parts["data"]}, result.meta, source)
         runs.log_text_artifact(text, "ingest_report.md")
         runs.log_dict_artifact(report.as_dict(), "ingest_report.json")
         runs.log_dict_artifact(report.schema, C.SCHEMA_FILE)

@@ -25,7 +25,7 @@ from kerasflow.runtime import boundary, markdown
 from kerasflow.runtime.errors import UserError
 from kerasflow.runtime.fileio import write_bytes_atomic
 from kerasflow.settings import SplitSettings
-from kerasflow.tracking import runs
+from kerasflow.tracking import datasets, runs
 
 STEP = "normalize_split"
 MAX_VOCABULARY = 1000
@@ -332,6 +332,7 @@ def run(
 
         mlflow.log_param("split_strategy", result.meta["split"]["strategy"])
         mlflow.log_metrics({f"{k}_rows": v for k, v in result.meta["split_sizes"].items()})
+        datasets.log_parts(result.parts, result.meta, result.meta.get(C.META_SOURCE, ""))
         runs.log_dict_artifact(result.meta[C.META_NORMALIZATION], "normalization.json")
         if "class_weights" in result.meta:
             runs.log_dict_artifact(result.meta["class_weights"], "class_weights.json")

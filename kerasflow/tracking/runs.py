@@ -28,6 +28,12 @@ def _mlflow():
     return mlflow
 
 
+# MLflow 3's UI picks an experiment's view from this tag; without it an experiment whose runs
+# log no traces may open in the GenAI view.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+
+
 @timed_tracking
 def configure(tracking_uri: str, experiment: str = C.DEFAULT_EXPERIMENT) -> str:
     """Points MLflow at `tracking_uri` and returns the experiment id (created when absent)."""
@@ -37,13 +43,17 @@ def configure(tracking_uri: str, experiment: str = C.DEFAULT_EXPERIMENT) -> str:
     with lifecycle.store_lock(tracking_uri):
         exp = client.get_experiment_by_name(experiment)
     if exp is not None:
+        if exp.tags.get(EXPERIMENT_KIND_TAG) is None:
+            client.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
         return exp.experiment_id
     location = None
     if tracking_uri.startswith("sqlite:///"):
         # Keep artifacts beside the database, not in ./mlruns of whatever folder a step runs in.
         location = Path(tracking_uri[len("sqlite:///") :]).parent.joinpath("mlartifacts").as_uri()
     try:
-        return client.create_experiment(experiment, artifact_location=location)
+        return client.create_experiment(
+            experiment, artifact_location=location, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND}
+        )
     except Exception:
         # Another step may have created it between the lookup and the create.
         exp = client.get_experiment_by_name(experiment)

@@ -64,6 +64,18 @@ def test_breast_cancer_runs_through_all_seven_steps_and_deploys(tmp_path):
     train = next(r for r in steps if r.data.tags[C.TAG_STEP] == "train")
     names = {a.path for a in client.list_artifacts(train.info.run_id)}
     assert {"training_history.png", "model", "model_summary.txt"} <= names
+    # The experiment opens in MLflow's model-training view; the data are run inputs.
+    assert client.get_experiment(exp).tags["mlflow.experimentKind"] == "custom_model_development"
+    split = next(r for r in steps if r.data.tags[C.TAG_STEP] == "normalize_split")
+    inputs = client.get_run(split.info.run_id).inputs.dataset_inputs
+    contexts = {t.value for i in inputs for t in i.tags if t.key == "mlflow.data.context"}
+    assert contexts == {"train", "val", "test"}
+    assert all(i.dataset.digest and i.dataset.name.startswith("breast_cancer-") for i in inputs)
+    assert all("builtin:breast_cancer" in i.dataset.source for i in inputs)
+    ingest = next(r for r in steps if r.data.tags[C.TAG_STEP] == "ingest_clean")
+    (clean,) = client.get_run(ingest.info.run_id).inputs.dataset_inputs
+    assert clean.dataset.name == "breast_cancer-clean"
+    assert '"num_rows": 569' in clean.dataset.profile  # no row of the bundled set is dropped
     champion = client.get_model_version_by_alias("cancer-e2e", "champion")
     assert champion.tags["kerasflow.mlflow_run_id"] == summary["mlflow_run_id"]
     assert champion.tags["kerasflow.serving_version"] == "1"
