@@ -262,13 +262,15 @@ def main(argv: list[str] | None = None) -> int:
         version = build_export(Path(tmp))
         raw_p50, raw_p99, raw_rate = measure_raw(version, image, args.requests)
         rest_port = free_port()
+        batching = Path(tmp, "batching.config")
+        batching.write_text(
+            f"max_batch_size {{ value: {args.max_batch_size} }}\n"
+            f"batch_timeout_micros {{ value: {args.batch_timeout_micros} }}\n"
+        )
         server, target = start_server(
             Path(tmp),
             rest_port,
-            [
-                f"--max_batch_size={args.max_batch_size}",
-                f"--batch_timeout_micros={args.batch_timeout_micros}",
-            ],
+            ["--enable_batching", f"--batching_parameters_file={batching}"],
         )
         try:
             grpc_p50, grpc_p99 = measure_grpc_latency(target, image, args.requests)

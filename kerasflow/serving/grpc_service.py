@@ -14,6 +14,7 @@ import concurrent.futures
 import functools
 import logging
 import threading
+import time
 from collections.abc import Callable
 
 import grpc
@@ -29,6 +30,7 @@ from kerasflow.serving import protocol, tensors
 from kerasflow.serving.config import ModelConfig, configs_from_proto
 from kerasflow.serving.errors import Code, ServingError, invalid_argument
 from kerasflow.serving.manager import ModelManager
+from kerasflow.serving.metrics import ServingMetrics
 from kerasflow.serving.servable import Servable
 from kerasflow.serving.signature import CLASSIFY_METHOD, DEFAULT_SIGNATURE, REGRESS_METHOD
 
@@ -49,15 +51,44 @@ def _guard(method):
 
     @functools.wraps(method)
     async def wrapper(self, request, context):
+        started = time.perf_counter()
+        code, response = "OK", None
         try:
-            return await method(self, request)
+            response = await method(self, request)
+            return response
         except ServingError as exc:
+            code = exc.code.name
             await context.abort(grpc.StatusCode[exc.code.name], exc.message)
         except Exception as exc:
+            code = "INTERNAL"
             log.exception("error in %s", method.__name__)
             await context.abort(grpc.StatusCode.INTERNAL, f"{type(exc).__name__}: {exc}")
+        finally:
+            serving_metrics = getattr(self, "_metrics", None)
+            if serving_metrics is not None and method.__name__ in _INFERENCE:
+                _count(serving_metrics, method.__name__, request, response, code, started)
 
     return wrapper
+
+
+# The calls that run a model; metadata and status calls are not counted as requests.
+_INFERENCE = frozenset({"Predict", "Classify", "Regress", "MultiInference"})
+
+
+def _count(serving_metrics, api: str, request, response, code: str, started: float) -> None:
+    spec = getattr(request, "model_spec", None)
+    answered = getattr(response, "model_spec", None)
+    version = (
+        answered.version.value if answered is not None and answered.HasField("version") else None
+    )
+    serving_metrics.observe(
+        model=spec.name if spec is not None else "",
+        version=version,
+        signature=(spec.signature_name if spec is not None else "") or DEFAULT_SIGNATURE,
+        api=f"grpc:{api}",
+        status=code,
+        started=started,
+    )
 
 
 def _in_pool(method):
@@ -73,9 +104,15 @@ def _in_pool(method):
 class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
     """tensorflow.serving.PredictionService over a ModelManager."""
 
-    def __init__(self, manager: ModelManager, pool: concurrent.futures.Executor):
+    def __init__(
+        self,
+        manager: ModelManager,
+        pool: concurrent.futures.Executor,
+        metrics: ServingMetrics | None = None,
+    ):
         self._manager = manager
         self._pool = pool
+        self._metrics = metrics
 
     @_guard
     async def Predict(self, request):  # noqa: N802 (the proto's naming)
@@ -201,6 +238,7 @@ class GrpcServer:
         max_request_bytes: larger messages are refused with RESOURCE_EXHAUSTED.
         on_reload: applies configs sent with HandleReloadConfigRequest.
         max_threads: calls worked on at once (more wait for a pool thread).
+        metrics: where answered inference calls are counted (None: not counted).
     """
 
     def __init__(
@@ -211,6 +249,7 @@ class GrpcServer:
         max_request_bytes: int,
         on_reload: Callable[[list[ModelConfig]], None] | None = None,
         max_threads: int = 64,
+        metrics: ServingMetrics | None = None,
     ):
         self._manager = manager
         self._address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
@@ -222,6 +261,7 @@ class GrpcServer:
         ]
         self._on_reload = on_reload or manager.apply_configs
         self._max_threads = max_threads
+        self._metrics = metrics
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._server: grpc.aio.Server | None = None
@@ -260,7 +300,7 @@ class GrpcServer:
     async def _bind(self, bound: concurrent.futures.Future) -> None:
         server = grpc.aio.server(options=self._options)
         prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-            PredictionService(self._manager, self._pool), server
+            PredictionService(self._manager, self._pool, self._metrics), server
         )
         model_service_pb2_grpc.add_ModelServiceServicer_to_server(
             ModelService(self._manager, self._pool, self._on_reload), server

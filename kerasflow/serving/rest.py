@@ -21,9 +21,10 @@ import time
 import urllib.parse
 from typing import Any
 
-from kerasflow.serving import protocol, rest_codec
+from kerasflow.serving import metrics, protocol, rest_codec
 from kerasflow.serving.errors import Code, ServingError, http_status, invalid_argument
 from kerasflow.serving.manager import ModelManager
+from kerasflow.serving.metrics import ServingMetrics
 from kerasflow.serving.signature import (
     CLASSIFY_METHOD,
     DEFAULT_SIGNATURE,
@@ -41,6 +42,13 @@ _STATUS_PATH = re.compile(
     re.IGNORECASE,
 )
 _API_PREFIX = re.compile(r"/v1/", re.IGNORECASE)
+
+
+def _status_name(http: int) -> str:
+    """The canonical code name of an answer that no ServingError produced."""
+    return {200: "OK", 404: "NOT_FOUND", 413: "RESOURCE_EXHAUSTED"}.get(http, "INTERNAL")
+
+
 _INT64_MAX = 2**63 - 1
 # How long and how much a refused oversized body is drained so the client can read the 413.
 _DRAIN_SECONDS = 2.0
@@ -178,18 +186,25 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def _dispatch(self, method: str) -> None:
         app = self.server.app
         app.enter()
+        started = time.perf_counter()
+        self._observed = None
+        code = None
         try:
             path = urllib.parse.urlsplit(self.path).path
             too_large = False
             try:
                 # Read the body whatever the route, so a keep-alive connection stays in sync.
                 body = self._read_body()
+                if method == "GET" and path == app.metrics_path:
+                    self._send_text(200, app.metrics.exposition(), metrics.CONTENT_TYPE)
+                    return
                 if not _API_PREFIX.match(path):
                     status, payload = 404, {"error": f"Not found: {method} {path}"}
                 else:
                     status, payload = 200, self._serve(method, path, body)
             except ServingError as exc:
                 status, payload = http_status(exc.code), {"error": exc.message}
+                code = exc.code.name
             except _TooLarge as exc:
                 too_large = True
                 self.close_connection = True
@@ -206,8 +221,39 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self._send_json(status, payload)
             if too_large:
                 self._drain_after_refusal()
+            if app.metrics is not None and method == "POST":
+                self._count(app.metrics, path, code or _status_name(status), started)
         finally:
             app.exit()
+
+    def _count(self, serving_metrics: ServingMetrics, path: str, status: str, started: float):
+        """Counts an inference request (predict, classify, regress) with how it ended."""
+        observed = self._observed
+        if observed is None:
+            try:
+                route = _parse_route("POST", path)
+            except ServingError:
+                return  # not an inference route
+            observed = (route.model, route.version, "", route.action)
+        model, version, signature, api = observed
+        serving_metrics.observe(
+            model=model,
+            version=version,
+            signature=signature,
+            api=f"rest:{api}",
+            status=status,
+            started=started,
+        )
+
+    def _send_text(self, status: int, body: bytes, content_type: str) -> None:
+        reason = self.responses.get(status, ("",))[0]
+        head = (
+            f"HTTP/1.1 {status} {reason}\r\n"
+            f"Content-Type: {content_type}\r\n"
+            f"Content-Length: {len(body)}\r\n"
+            "\r\n"
+        )
+        self.wfile.write(head.encode("latin-1") + body)
 
     def _serve(self, method: str, path: str, body: bytes) -> Any:
         route = _parse_route(method, path)
@@ -229,8 +275,17 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         signature = servable.signature(name)
         if signature is None:
             raise invalid_argument(f'Serving signature name: "{name}" not found in signature def')
+        self._observed = (route.model, servable.version, name, "predict")
         inputs, row_format = rest_codec.decode_predict(doc, signature.inputs)
+        started = time.perf_counter()
         outputs = signature.predict(inputs)
+        timeout = self.server.app.timeout_seconds
+        if timeout > 0 and time.perf_counter() - started > timeout:
+            # As TF Serving's per-call deadline (--rest_api_timeout_in_ms) ends the run.
+            raise ServingError(
+                Code.DEADLINE_EXCEEDED,
+                f"Timed out: the model run took longer than {timeout * 1000:.0f} ms",
+            )
         return rest_codec.encode_predict(outputs, row_format)
 
     def _classify_or_regress(self, manager: ModelManager, route: _Route, doc: dict) -> Any:
@@ -239,6 +294,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if not isinstance(examples, list) or not examples:
             raise invalid_argument("'examples' must be a non-empty list of objects")
         servable = manager.get_servable(route.model, route.version, route.label)
+        self._observed = (route.model, servable.version, name, route.action)
         signature = servable.signature(name)
         if signature is None:
             raise invalid_argument(f"No signature was found with the name: {name}")
@@ -303,11 +359,26 @@ class RestServer:
         host: address to bind.
         port: port to bind (0 picks a free one).
         max_request_bytes: larger bodies get 413.
+        metrics: where answered inference requests are counted (None: not counted).
+        metrics_path: GET path answering the metrics in Prometheus' text format (None: none).
+        timeout_seconds: inference calls whose model run takes longer answer 504 (<= 0: never).
     """
 
-    def __init__(self, manager: ModelManager, host: str, port: int, max_request_bytes: int):
+    def __init__(
+        self,
+        manager: ModelManager,
+        host: str,
+        port: int,
+        max_request_bytes: int,
+        metrics: ServingMetrics | None = None,
+        metrics_path: str | None = None,
+        timeout_seconds: float = 0.0,
+    ):
         self.manager = manager
         self.max_request_bytes = max_request_bytes
+        self.metrics = metrics
+        self.metrics_path = metrics_path if metrics is not None else None
+        self.timeout_seconds = timeout_seconds
         self.closing = False
         self._host, self._port = host, port
         self._httpd: _HTTPServer | None = None

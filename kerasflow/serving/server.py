@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import threading
 
@@ -17,6 +18,8 @@ from kerasflow.runtime.errors import UserError
 from kerasflow.serving.batching import BatchingOptions
 from kerasflow.serving.config import ModelConfig, load_model_config_file
 from kerasflow.serving.manager import ModelManager
+from kerasflow.serving.metrics import ServingMetrics
+from kerasflow.serving.servable import load_servable
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +44,10 @@ class ServerOptions:
         config_poll_seconds: seconds between re-reads of `config_file`.
         grace_seconds: how long shutdown waits for requests in flight.
         grpc_max_threads: gRPC calls served at once (each waits on the batcher in its thread).
+        warmup: replay a version's warmup requests before it serves.
+        rest_timeout_seconds: REST predict calls that take longer answer 504 (<= 0: no limit).
+        allow_labels_for_unavailable: a config may give a new label to a version not loaded.
+        prometheus_path: REST path of the Prometheus metrics (None: no metrics endpoint).
     """
 
     models: list[ModelConfig]
@@ -54,6 +61,10 @@ class ServerOptions:
     config_poll_seconds: float = 0.0
     grace_seconds: float = 10.0
     grpc_max_threads: int = 64
+    warmup: bool = True
+    rest_timeout_seconds: float = 30.0
+    allow_labels_for_unavailable: bool = False
+    prometheus_path: str | None = None
 
 
 class ModelServer:
@@ -66,8 +77,12 @@ class ModelServer:
     def __init__(self, options: ServerOptions):
         self.options = options
         self.manager = ModelManager(
-            options.models, poll_seconds=options.poll_seconds, batching=options.batching
+            options.models,
+            poll_seconds=options.poll_seconds,
+            batching=options.batching,
+            loader=functools.partial(load_servable, warmup=options.warmup),
         )
+        self.metrics = ServingMetrics(self.manager)
         self._grpc = None
         self._rest = None
         self._stop_config_poll = threading.Event()
@@ -123,11 +138,18 @@ class ModelServer:
                 opts.max_request_bytes,
                 on_reload=self.manager.apply_configs,
                 max_threads=opts.grpc_max_threads,
+                metrics=self.metrics,
             )
             self._start_frontend(self._grpc, "gRPC", opts.grpc_port)
             if opts.rest_port is not None:
                 self._rest = RestServer(
-                    self.manager, opts.host, opts.rest_port, opts.max_request_bytes
+                    self.manager,
+                    opts.host,
+                    opts.rest_port,
+                    opts.max_request_bytes,
+                    metrics=self.metrics,
+                    metrics_path=opts.prometheus_path,
+                    timeout_seconds=opts.rest_timeout_seconds,
                 )
                 self._start_frontend(self._rest, "REST", opts.rest_port)
         except BaseException:

@@ -115,6 +115,8 @@ def test_the_served_container_answers_rest_and_grpc_and_swaps_versions(
             "/models/digits",
             "--host",
             "0.0.0.0",
+            "--rest_api_port",
+            "8501",
             "--file_system_poll_wait_seconds",
             "1",
         ],

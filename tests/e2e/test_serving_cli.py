@@ -133,14 +133,16 @@ def test_serve_process_answers_and_finishes_in_flight_requests_on_sigterm(
     publish(serving_exports.digits_v1, base, 1)
     rest_port = free_port()
     # A long batch timeout keeps a lone request in flight while SIGTERM arrives.
+    batching = tmp_path / "batching.config"
+    batching.write_text("max_batch_size { value: 64 }\nbatch_timeout_micros { value: 4000000 }\n")
     server = Process(
         "serve",
         "--port=0",
         f"--rest_api_port={rest_port}",
         "--model_name=digits",
         f"--model_base_path={base}",
-        "--batch_timeout_micros=4000000",
-        "--max_batch_size=64",
+        "--enable_batching",
+        f"--batching_parameters_file={batching}",
     )
     try:
         ready = server.wait_for_line("kerasflow serve: ready")

@@ -11,7 +11,8 @@ import pytest
 from kerasflow.runtime.errors import UserError
 from kerasflow.serving import dtypes
 from kerasflow.serving.client import build_inputs, predictions_from_outputs, read_rows
-from kerasflow.serving.commands import register, server_options_from_args
+from kerasflow.serving.commands import register
+from kerasflow.serving.flags import server_options_from_args
 from kerasflow.serving.signature import TensorSpec
 
 pytestmark = pytest.mark.unit
@@ -24,6 +25,8 @@ def parse(*argv: str) -> argparse.Namespace:
 
 
 def test_serve_takes_tensorflow_model_server_flags(tmp_path):
+    batching = tmp_path / "batching.config"
+    batching.write_text("max_batch_size { value: 8 } batch_timeout_micros { value: 500 }")
     args = parse(
         "serve",
         "--port=9000",
@@ -31,8 +34,8 @@ def test_serve_takes_tensorflow_model_server_flags(tmp_path):
         "--model_name=digits",
         f"--model_base_path={tmp_path}",
         "--file_system_poll_wait_seconds=5",
-        "--max_batch_size=8",
-        "--batch_timeout_micros=500",
+        "--enable_batching",
+        f"--batching_parameters_file={batching}",
         "--max_request_bytes=1000",
         "--host=0.0.0.0",
     )
@@ -46,15 +49,22 @@ def test_serve_takes_tensorflow_model_server_flags(tmp_path):
     assert args.func.__name__ == "run_serve"
 
 
-def test_serve_defaults_match_tf_serving_and_rest_port_zero_turns_rest_off(tmp_path):
+def test_serve_defaults_match_tf_serving_rest_and_batching_are_off(tmp_path):
     defaults = server_options_from_args(parse("serve", "--model_base_path", str(tmp_path)))
-    assert (defaults.grpc_port, defaults.rest_port, defaults.host) == (8500, 8501, "127.0.0.1")
+    assert (defaults.grpc_port, defaults.rest_port, defaults.host) == (8500, None, "127.0.0.1")
     assert defaults.models[0].name == "default"
     assert defaults.poll_seconds == 1
+    assert not defaults.batching.enabled
+    assert defaults.warmup and defaults.rest_timeout_seconds == 30
+    assert defaults.prometheus_path is None and not defaults.allow_labels_for_unavailable
     no_rest = server_options_from_args(
         parse("serve", "--model_base_path", str(tmp_path), "--rest_api_port", "0")
     )
     assert no_rest.rest_port is None
+    on = server_options_from_args(
+        parse("serve", "--model_base_path", str(tmp_path), "--enable_batching")
+    )
+    assert on.batching.enabled and on.batching.max_batch_size == 1000
     off = server_options_from_args(
         parse("serve", "--model_base_path", str(tmp_path), "--enable_batching=false")
     )
