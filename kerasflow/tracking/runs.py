@@ -102,6 +102,11 @@ def _param_value(value: Any) -> str:
     return text[:_MAX_PARAM_LEN]
 
 
+# The steps that work long enough for CPU and memory charts to say something (MLflow's system
+# metrics, sampled every 10 s in a thread of the step).
+SYSTEM_METRICS_STEPS = ("hyperparameter_search", "train")
+
+
 @contextlib.contextmanager
 def step_run(tracking_uri: str, parent_run_id: str, step: str) -> Iterator[Any]:
     """Runs the body inside an MLflow run nested under the pipeline run.
@@ -119,6 +124,7 @@ def step_run(tracking_uri: str, parent_run_id: str, step: str) -> Iterator[Any]:
         run_name=step,
         parent_run_id=parent_run_id,
         nested=True,
+        log_system_metrics=step in SYSTEM_METRICS_STEPS,
         tags={
             C.TAG_STEP: step,
             C.TAG_KIND: C.KIND_STEP,

@@ -14,7 +14,9 @@ from tests.e2e.cli import kerasflow
 pytestmark = pytest.mark.e2e
 
 
-def test_breast_cancer_runs_through_all_seven_steps_and_deploys(tmp_path):
+def test_breast_cancer_runs_through_all_seven_steps_and_deploys(tmp_path, monkeypatch):
+    # System metrics every second (MLflow samples every 10 s by default), so short steps have some.
+    monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "1")
     proc = kerasflow(
         "run",
         "--data",
@@ -64,6 +66,10 @@ def test_breast_cancer_runs_through_all_seven_steps_and_deploys(tmp_path):
     train = next(r for r in steps if r.data.tags[C.TAG_STEP] == "train")
     names = {a.path for a in client.list_artifacts(train.info.run_id)}
     assert {"training_history.png", "model", "model_summary.txt"} <= names
+    for long_step in (search, train):
+        assert any(k.startswith("system/cpu_utilization") for k in long_step.data.metrics)
+    ingest_metrics = next(r for r in steps if r.data.tags[C.TAG_STEP] == "ingest_clean").data
+    assert not any(k.startswith("system/") for k in ingest_metrics.metrics)
     # The experiment opens in MLflow's model-training view; the data are run inputs.
     assert client.get_experiment(exp).tags["mlflow.experimentKind"] == "custom_model_development"
     split = next(r for r in steps if r.data.tags[C.TAG_STEP] == "normalize_split")
