@@ -441,6 +441,18 @@ def test_mlflow_runs_with_auth_postgres_and_secret_files(overlay):
     assert one(docs, "Service", "mlflow")["spec"]["ports"][0]["port"] == 5000
 
 
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_mlflow_server_replaces_its_shell(overlay):
+    (container,) = one(render(overlay), "Deployment", "mlflow")["spec"]["template"]["spec"][
+        "containers"
+    ]
+    lines = [line.strip() for line in container["args"][0].splitlines() if line.strip()]
+    start = next(i for i, line in enumerate(lines) if line.startswith("exec "))
+    # `exec` makes mlflow (which forwards SIGTERM to its workers) the container's main process.
+    assert lines[start].startswith("exec mlflow server ")
+    assert all(line.endswith("\\") for line in lines[start:-1])
+
+
 def test_gcp_commits_no_secret_values():
     assert find(render("gcp"), "Secret") == []
 
