@@ -72,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="",
         metavar="FILE",
         help="cluster settings YAML (resources, retries, caching, secrets, GPU "
-        "nodes, pipeline root), as for `kerasflow submit`",
+        "nodes, pipeline root), as for `kerasflow submit`; without it the built-in ones apply",
     )
     comp.set_defaults(func=cmd_compile)
 
@@ -156,15 +156,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_compile(args: argparse.Namespace) -> int:
     """`kerasflow compile`: the KFP IR YAML of the pipeline."""
+    from kerasflow.pipelines.cluster_settings import settings_for_cluster
     from kerasflow.pipelines.compiling import compile_pipeline
 
-    settings = None
-    if args.cluster_config:
-        from kerasflow.pipelines.cluster_settings import load_cluster_settings
-
-        settings = load_cluster_settings(args.cluster_config)
-        if args.image:
-            settings = settings.with_image(args.image)
+    # The settings `submit` and `schedule` compile with: the built-in ones unless a file is given.
+    settings = settings_for_cluster(args.cluster_config, args.image)
     path = compile_pipeline(args.output, image=args.image, step_settings=settings)
     print(f"kerasflow: wrote {path}")
     return 0

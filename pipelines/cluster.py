@@ -8,6 +8,7 @@ token, parameter, missing object on the server) ends as a one-line `UserError`.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import re
@@ -25,6 +26,9 @@ from kerasflow.runtime.errors import UserError
 TOKEN_ENV_VARS = ("KERASFLOW_KFP_TOKEN", "KF_PIPELINES_TOKEN")
 """Environment variables read for a bearer token, first one set wins."""
 
+IAP_SECRET_ENV_VAR = "KERASFLOW_IAP_CLIENT_SECRET"
+"""Environment variable read for --iap-other-client-secret."""
+
 HOST_ENV_VAR = "KF_PIPELINES_ENDPOINT"
 """Environment variable read for the server URL when no --host is given (as kfp.Client does)."""
 
@@ -32,7 +36,6 @@ SUCCEEDED = "SUCCEEDED"
 FINISHED_STATES = frozenset({"SUCCEEDED", "FAILED", "SKIPPED", "CANCELED"})
 
 _HEALTHZ_TIMEOUT_S = 15
-_CRON_FIELD = re.compile(r"^[0-9A-Za-z*?/,\-#LW]+$")
 _STATUS_HINTS = {
     401: "check --token, --token-file or $KF_PIPELINES_TOKEN",
     403: "the token's identity may not use this namespace; check --namespace",
@@ -163,21 +166,119 @@ def check_server(host: str, token: str | None) -> None:
             api.healthz_service_get_healthz(_request_timeout=_HEALTHZ_TIMEOUT_S)
 
 
-def connect(host: str, token: str | None = None, namespace: str | None = None) -> Any:
+@dataclasses.dataclass(frozen=True)
+class IapLogin:
+    """kfp.Client's Identity-Aware Proxy login (Kubeflow on GKE behind IAP).
+
+    Attributes:
+        client_id: OAuth client id of the IAP-protected backend; the ID token's audience.
+        other_client_id: A desktop OAuth client id, for a user login in the browser; empty for
+            a service account (Application Default Credentials).
+        other_client_secret: That desktop client's secret.
+    """
+
+    client_id: str
+    other_client_id: str = ""
+    other_client_secret: str = ""
+
+    def client_kwargs(self) -> dict[str, Any]:
+        """The keyword arguments kfp.Client takes for this login."""
+        return {
+            "client_id": self.client_id,
+            "other_client_id": self.other_client_id or None,
+            "other_client_secret": self.other_client_secret or None,
+        }
+
+
+def resolve_iap_login(
+    client_id: str | None,
+    other_client_id: str | None,
+    other_client_secret: str | None,
+    environ: Mapping[str, str] | None = None,
+) -> IapLogin | None:
+    """The IAP login from --iap-client-id and friends; None without --iap-client-id.
+
+    The desktop client's secret may come from $KERASFLOW_IAP_CLIENT_SECRET, off the command line.
+
+    Raises:
+        UserError: when the desktop client id and secret are not given together, or are given
+            without --iap-client-id.
+    """
+    env = os.environ if environ is None else environ
+    secret = (other_client_secret or env.get(IAP_SECRET_ENV_VAR, "")).strip()
+    other = (other_client_id or "").strip()
+    if not (client_id or "").strip():
+        if other or other_client_secret:
+            raise UserError("--iap-other-client-id/-secret need --iap-client-id")
+        return None
+    if bool(other) != bool(secret):
+        raise UserError(
+            "--iap-other-client-id and its secret (--iap-other-client-secret or "
+            f"${IAP_SECRET_ENV_VAR}) go together"
+        )
+    return IapLogin(client_id.strip(), other, secret)
+
+
+def iap_token(login: IapLogin, get_token: Callable[..., Any] | None = None) -> str:
+    """An ID token whose audience is the IAP client id, as kfp.Client gets it.
+
+    Args:
+        login: The IAP login.
+        get_token: kfp's `auth.get_auth_token` (the default) or a stand-in with its signature.
+
+    Raises:
+        UserError: when no token can be had (no credentials, refused login).
+    """
+    if get_token is None:
+        from kfp.client import auth
+
+        get_token = auth.get_auth_token
+    try:
+        token, _ = get_token(
+            login.client_id, login.other_client_id or None, login.other_client_secret or None
+        )
+    except Exception as exc:  # google-auth and oauthlib raise many kinds
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise UserError(f"IAP login for client id {login.client_id} failed: {reason}") from None
+    if not token:
+        raise UserError(
+            f"IAP login for client id {login.client_id} gave no token: run `gcloud auth "
+            "application-default login` or pass --iap-other-client-id for a browser login"
+        )
+    return token
+
+
+def connect(
+    host: str,
+    token: str | None = None,
+    namespace: str | None = None,
+    iap: IapLogin | None = None,
+    get_iap_token: Callable[..., Any] | None = None,
+) -> Any:
     """Returns a `kfp.Client` for `host` after checking that the server answers.
 
     Args:
         host: Kubeflow Pipelines URL, e.g. https://kubeflow.example.com/pipeline.
         token: Bearer token sent with every request (kfp.Client's existing_token).
         namespace: Kubernetes namespace for multi-user deployments.
+        iap: Identity-Aware Proxy login; kfp.Client then fetches (and refreshes) the ID token.
+        get_iap_token: Stand-in for kfp's `auth.get_auth_token` (tests).
 
     Raises:
         UserError: when the server cannot be reached or refuses the token.
     """
     import kfp
 
-    check_server(host, token)
-    kwargs: dict[str, Any] = {"host": host, "existing_token": token}
+    if iap is not None and token:
+        raise UserError("give either a bearer token or --iap-client-id, not both")
+    # The health check goes through the same proxy as every later call, so it carries the token.
+    check_token = iap_token(iap, get_iap_token) if iap is not None else token
+    check_server(host, check_token)
+    kwargs: dict[str, Any] = {"host": host}
+    if iap is not None:
+        kwargs.update(iap.client_kwargs())
+    else:
+        kwargs["existing_token"] = token
     if namespace:
         kwargs["namespace"] = namespace
     with warnings.catch_warnings(), api_errors(host, "connect"):
@@ -199,6 +300,63 @@ def declared_parameters(package_path: str | Path) -> dict[str, str]:
     spec = read_package(package_path)
     params = spec.get("root", {}).get("inputDefinitions", {}).get("parameters", {})
     return {name: p.get("parameterType", "STRING") for name, p in params.items()}
+
+
+_OBJECT_STORES = ("gs://", "s3://", "minio://")
+_URI = re.compile(r"^(gs|s3|minio)://[a-z0-9][a-z0-9._-]{1,220}[a-z0-9](/.*)?$")
+
+
+def _remote_path_problem(value: str) -> str:
+    """Why `value` cannot be a path that pods on a cluster share, or ""."""
+    if value.startswith(_OBJECT_STORES):
+        if not _URI.match(value):
+            return "is not a valid object-store URI (SCHEME://BUCKET/PATH)"
+        return ""
+    if "://" in value:
+        return "must be gs://, s3://, minio:// or an absolute path on a mounted volume"
+    if not value.startswith("/"):
+        return "is a path on this machine, which pods on a cluster cannot read"
+    return ""
+
+
+def check_cluster_arguments(params: Mapping[str, Any], package_path: str | Path) -> None:
+    """Checks what a run on a cluster needs and a user can get wrong, before it is created.
+
+    KFP retries a failed step whatever made it fail, so a bad argument found by a step costs
+    every retry and its backoff; these checks fail at once instead. `params` are the run's
+    arguments; a parameter they do not set takes the package's default.
+
+    Raises:
+        UserError: naming the parameter and what is wrong with it.
+    """
+    spec = read_package(package_path)
+    declared = spec.get("root", {}).get("inputDefinitions", {}).get("parameters", {})
+    values = {name: p.get("defaultValue") for name, p in declared.items()}
+    values.update(params)
+    if "serving_dir" in declared:
+        serving_dir = str(values.get("serving_dir") or "").strip()
+        if not serving_dir:
+            raise UserError(
+                "serving_dir is empty: pass --param serving_dir=gs://BUCKET/models (the folder "
+                "TF Serving reads models.config and model versions from)"
+            )
+        problem = _remote_path_problem(serving_dir)
+        if problem:
+            raise UserError(f"serving_dir '{serving_dir}' {problem}")
+    if "data" in declared:
+        data = str(values.get("data") or "").strip()
+        if not data.startswith(("builtin:", "http://", "https://")):
+            problem = _remote_path_problem(data) if data else "is empty"
+            if problem:
+                raise UserError(f"data '{data}' {problem}")
+    tracking_uri = str(values.get("tracking_uri") or "").strip()
+    if tracking_uri and not tracking_uri.startswith(("http://", "https://")):
+        raise UserError(
+            f"tracking_uri '{tracking_uri}' must be the http(s):// URL of an MLflow server that "
+            "pods can reach (empty: the steps' MLFLOW_TRACKING_URI)"
+        )
+    if "model_name" in declared and not str(values.get("model_name") or "").strip():
+        raise UserError("model_name is empty: TF Serving needs a model name")
 
 
 def _coerce(name: str, raw: str, kind: str) -> Any:
@@ -389,21 +547,71 @@ def run_error(run: Any) -> str:
 # --- recurring runs ----------------------------------------------------------------------
 
 
-def to_kfp_cron(expression: str) -> str:
-    """Converts a 5-field cron expression to KFP's 6-field form (seconds first).
+# KFP's ScheduledWorkflow parses with robfig/cron: six fields, seconds first; names for months
+# and weekdays; `?` in the day fields; no `L`, `W` or `#`.
+_MONTHS = ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC")
+_CRON_FIELDS = (
+    ("second", 0, 59, ()),
+    ("minute", 0, 59, ()),
+    ("hour", 0, 23, ()),
+    ("day of month", 1, 31, ()),
+    ("month", 1, 12, _MONTHS),
+    ("day of week", 0, 6, ["SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"]),
+)
 
-    A 6-field expression passes through unchanged.
+
+def _cron_value(text: str, low: int, names: tuple[str, ...] | list[str]) -> int | None:
+    if text.isdigit():
+        return int(text)
+    upper = text.upper()
+    return names.index(upper) + low if upper in names else None
+
+
+def _cron_field_problem(text: str, field: tuple[str, int, int, Any]) -> str:
+    """Why `text` is not a valid value of `field`, or ""."""
+    name, low, high, names = field
+    for part in text.split(","):
+        base, slash, step = part.partition("/")
+        if slash and not (step.isdigit() and int(step) > 0):
+            return f"the {name} field has a bad step '{part}'"
+        if base in ("*", "?"):
+            if base == "?" and name not in ("day of month", "day of week"):
+                return f"'?' is only allowed in the day fields, not the {name} field"
+            continue
+        bounds = base.split("-")
+        if len(bounds) > 2 or not all(bounds):
+            return f"the {name} field has a bad value '{part}'"
+        values = [_cron_value(b, low, names) for b in bounds]
+        if any(v is None or not low <= v <= high for v in values):
+            return f"the {name} field must lie in {low}-{high}, got '{part}'"
+        if len(values) == 2 and values[0] > values[1]:
+            return f"the {name} field has a backwards range '{part}'"
+    return ""
+
+
+def to_kfp_cron(expression: str) -> str:
+    """Converts a cron expression to KFP's 6-field form (seconds first) after checking it.
+
+    A 5-field expression (minute hour day month weekday) gets second 0 in front; a 6-field one
+    passes through. Every field is checked against KFP's cron parser, so a bad expression fails
+    here rather than after the recurring run is created.
 
     Raises:
-        UserError: when the expression does not have 5 or 6 valid fields.
+        UserError: naming the first field that is wrong.
     """
     fields = expression.split()
-    if len(fields) not in (5, 6) or not all(_CRON_FIELD.match(f) for f in fields):
-        raise UserError(
-            f"--cron '{expression}' is not a cron expression of 5 fields "
-            '(minute hour day month weekday), e.g. "0 3 * * *"'
-        )
-    return " ".join(["0", *fields] if len(fields) == 5 else fields)
+    usage = (
+        '5 fields (minute hour day month weekday), e.g. "0 3 * * *", or KFP\'s 6 with seconds first'
+    )
+    if len(fields) not in (5, 6):
+        raise UserError(f"--cron '{expression}' is not a cron expression of {usage}")
+    if len(fields) == 5:
+        fields = ["0", *fields]
+    for text, field in zip(fields, _CRON_FIELDS, strict=True):
+        problem = _cron_field_problem(text, field)
+        if problem:
+            raise UserError(f"--cron '{expression}': {problem}")
+    return " ".join(fields)
 
 
 def create_schedule(
@@ -448,13 +656,24 @@ def create_schedule(
 
 def list_schedules(client: Any, host: str, namespace: str | None = None) -> list[Any]:
     """Every recurring run the server shows (all pages)."""
+    import kfp_server_api
+
     found: list[Any] = []
     token = ""
     with api_errors(host, "list recurring runs"):
         while True:
-            page = client.list_recurring_runs(
-                page_token=token, page_size=100, namespace=namespace or None
-            )
+            try:
+                page = client.list_recurring_runs(
+                    page_token=token, page_size=100, namespace=namespace or None
+                )
+            except kfp_server_api.ApiException as exc:
+                if not namespace and exc.status in (400, 403, 404):
+                    # Multi-user Kubeflow keeps recurring runs per profile namespace.
+                    raise UserError(
+                        f"Kubeflow Pipelines at {host} lists recurring runs per namespace: "
+                        f"pass --namespace (HTTP {exc.status})"
+                    ) from None
+                raise
             found.extend(page.recurring_runs or [])
             token = page.next_page_token or ""
             if not token:

@@ -17,7 +17,7 @@ from typing import Any
 
 from kerasflow import constants as C
 from kerasflow.pipelines import cluster
-from kerasflow.pipelines.cluster_settings import ClusterSettings, load_cluster_settings
+from kerasflow.pipelines.cluster_settings import ClusterSettings, settings_for_cluster
 from kerasflow.pipelines.compiling import compile_pipeline
 from kerasflow.runtime.errors import UserError
 
@@ -103,6 +103,23 @@ def _add_connection_args(parser: argparse.ArgumentParser) -> None:
         help="bearer token (default $KERASFLOW_KFP_TOKEN or $KF_PIPELINES_TOKEN)",
     )
     group.add_argument("--token-file", help="file holding the bearer token")
+    group.add_argument(
+        "--iap-client-id",
+        metavar="ID",
+        help="OAuth client id of the Identity-Aware Proxy in front of Kubeflow (GKE); kfp "
+        "logs in with an ID token for this audience instead of a bearer token",
+    )
+    group.add_argument(
+        "--iap-other-client-id",
+        metavar="ID",
+        help="desktop OAuth client id for a browser login to IAP (default: the service "
+        "account of Application Default Credentials)",
+    )
+    group.add_argument(
+        "--iap-other-client-secret",
+        metavar="SECRET",
+        help=f"that desktop client's secret (default ${cluster.IAP_SECRET_ENV_VAR})",
+    )
 
 
 def _add_pipeline_args(parser: argparse.ArgumentParser) -> None:
@@ -166,16 +183,28 @@ def _parameter_names(target: Callable[..., Any]) -> set[str]:
 
 
 def _settings(args: argparse.Namespace) -> ClusterSettings:
-    settings = load_cluster_settings(args.cluster_config)
-    if args.image:
-        settings = settings.with_image(args.image)
-    return settings
+    return settings_for_cluster(args.cluster_config, args.image)
 
 
 def _connect(args: argparse.Namespace) -> tuple[Any, str]:
     host = cluster.resolve_host(args.host)
+    iap = cluster.resolve_iap_login(
+        args.iap_client_id, args.iap_other_client_id, args.iap_other_client_secret
+    )
     token = cluster.resolve_token(args.token, args.token_file)
-    return cluster.connect(host, token=token, namespace=args.namespace), host
+    if iap is not None and (args.token or args.token_file):
+        raise UserError("give either --token/--token-file or --iap-client-id, not both")
+    if iap is not None:
+        token = None  # a token from the environment would not pass IAP
+    return cluster.connect(host, token=token, namespace=args.namespace, iap=iap), host
+
+
+def _namespace(args: argparse.Namespace, client: Any) -> str | None:
+    """--namespace, else the namespace kfp's context file remembers (multi-user Kubeflow)."""
+    if args.namespace:
+        return args.namespace
+    remembered = getattr(client, "get_user_namespace", lambda: None)()
+    return remembered or None
 
 
 def _with_package(
@@ -188,6 +217,7 @@ def _with_package(
             Path(tmp, "pipeline.yaml"), pipeline=pipeline, step_settings=settings
         )
         params = cluster.parse_params(args.param, cluster.declared_parameters(package))
+        cluster.check_cluster_arguments(params, package)
         return body(package, params, settings)
 
 
@@ -259,14 +289,13 @@ def handle_schedule(args: argparse.Namespace, echo: Callable[[str], None] = prin
         return _with_package(args, create)
 
     client, host = _connect(args)
+    namespace = _namespace(args, client)
     if args.list:
-        rows = [
-            cluster.schedule_row(rr) for rr in cluster.list_schedules(client, host, args.namespace)
-        ]
+        rows = [cluster.schedule_row(rr) for rr in cluster.list_schedules(client, host, namespace)]
         _print_table(rows, echo)
         return 0
     target = args.pause or args.resume or args.delete
-    rr = cluster.find_schedule(client, host, target, args.namespace)
+    rr = cluster.find_schedule(client, host, target, namespace)
     if args.delete:
         cluster.delete_schedule(client, host, rr.recurring_run_id)
         echo(f"deleted recurring run {rr.recurring_run_id} ({rr.display_name})")

@@ -37,6 +37,16 @@ POD_LABEL_KEY = "kerasflow.io/component"
 MLFLOW_CREDENTIALS_SECRET = "mlflow-client-credentials"
 """Secret (created by k8s/) whose username/password the steps send to the MLflow server."""
 
+SHIPPED_MLFLOW_URI = "http://mlflow.kerasflow.svc.cluster.local:5000"
+"""Tracking URI of the MLflow server that k8s/base runs (namespace `kerasflow`)."""
+
+GPU_MEMORY_GROWTH_ENV = "TF_FORCE_GPU_ALLOW_GROWTH"
+"""Set to "true" on GPU steps: TensorFlow then takes GPU memory as it needs it instead of all of
+it at start, so the search chief, which builds models before it starts its trial workers, leaves
+the GPU usable for them."""
+
+_MERGED_KEYS = ("retry", "env", "node_selector")
+
 _CPU = re.compile(r"^([0-9]*[.])?[0-9]+m?$")
 _MEMORY = re.compile(r"^([0-9]*[.])?[0-9]+(E|Ei|P|Pi|T|Ti|G|Gi|M|Mi|K|Ki)?$")
 _DURATION = re.compile(r"^[0-9]+(\.[0-9]+)?(s|m|h)?$")
@@ -45,6 +55,7 @@ _ROOT_SCHEMES = ("gs://", "s3://", "minio://", "https://", "http://")
 # Baseline for every step. Retries cover pre-empted nodes and flaky object storage; the backoff
 # keeps a struggling dependency (MLflow, GCS) from being hammered.
 _BUILTIN_DEFAULTS: dict[str, Any] = {
+    "env": {"MLFLOW_TRACKING_URI": SHIPPED_MLFLOW_URI},
     "cpu_request": "500m",
     "cpu_limit": "1",
     "memory_request": "1Gi",
@@ -246,7 +257,8 @@ def _default_gpu_tolerations() -> list[Toleration]:
 def _merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
     out = copy.deepcopy(dict(base))
     for key, value in override.items():
-        if key == "retry" and isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+        # Mappings merge key by key, so a file that adds one variable keeps the built-in ones.
+        if key in _MERGED_KEYS and isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
             out[key] = {**out[key], **value}
         else:
             out[key] = copy.deepcopy(value)
@@ -431,6 +443,20 @@ def load_cluster_settings(path: str | None) -> ClusterSettings:
         raise UserError(f"{path}: {exc}") from None
 
 
+def settings_for_cluster(config_path: str | None, image: str | None = None) -> ClusterSettings:
+    """The settings `compile`, `submit` and `schedule` all compile with.
+
+    Args:
+        config_path: A cluster config file; empty or None gives the built-in settings.
+        image: When given, every step runs in this image (as `with_image`).
+
+    Raises:
+        UserError: when the file is missing or holds an unknown key or bad value.
+    """
+    settings = load_cluster_settings(config_path)
+    return settings.with_image(image) if image else settings
+
+
 def apply_step_settings(task: Any, step: str, settings: ClusterSettings) -> None:
     """Sets resources, retries, caching, scheduling, secrets and image on one pipeline task.
 
@@ -464,7 +490,10 @@ def apply_step_settings(task: Any, step: str, settings: ClusterSettings) -> None
             backoff_max_duration=own.retry.backoff_max_duration,
         )
     task.set_caching_options(enable_caching=own.caching)
-    for name, value in sorted(own.env.items()):
+    env = dict(own.env)
+    if own.gpu > 0:
+        env.setdefault(GPU_MEMORY_GROWTH_ENV, "true")
+    for name, value in sorted(env.items()):
         task.set_env_variable(name, value)
     image = settings.image_for(step)
     if image:

@@ -184,8 +184,8 @@ def build_pipeline(step_settings: Any = None, image: str = ""):
             # On a cluster, trials can also run in worker pods beside the search step: they find its
             # chief oracle through a rendezvous file under the pipeline root.
             with dsl.If(worker_pods > 0, name="search-worker-pods"):
-                slots = configure(search_worker_slots(count=worker_pods), "hyperparameter_search")
-                slots.set_display_name("search_worker_slots")
+                # A list helper: it takes the default resources, never the search step's GPU.
+                slots = configure(search_worker_slots(count=worker_pods), "search_worker_slots")
                 with dsl.ParallelFor(slots.output, name="search-workers") as slot:
                     worker = configure(
                         hyperparameter_search_worker(

@@ -132,3 +132,8 @@ def test_dockerignore_sends_only_the_sources():
     needed = packaged_folders() | {"pyproject.toml"}
     assert needed <= allowed
     assert not {".git", "tests", "k8s", ".venv"} & allowed
+
+
+def test_gpu_image_lets_tensorflow_grow_its_gpu_memory():
+    gpu = stages(DOCKERFILE.read_text())["gpu"]
+    assert "TF_FORCE_GPU_ALLOW_GROWTH=true" in gpu

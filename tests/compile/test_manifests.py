@@ -15,6 +15,7 @@ venv of its own and prints its path, which this test reads from KERASFLOW_CHECKO
 
 import json
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -135,18 +136,34 @@ def selects(selector: dict, labels: dict) -> bool:
     return True
 
 
-def model_server_config(docs: list[dict]):
+def parse_model_server_config(text: str):
     from tensorflow_serving.config import model_server_config_pb2
 
-    text = one(docs, "ConfigMap", "tf-serving-models")["data"]["models.config"]
     return text_format.Parse(text, model_server_config_pb2.ModelServerConfig())
+
+
+def serving_container(docs: list[dict]) -> dict:
+    (container,) = one(docs, "Deployment", "tf-serving")["spec"]["template"]["spec"]["containers"]
+    return container
+
+
+def flag(args: list[str], name: str) -> str:
+    (value,) = [a.split("=", 1)[1] for a in args if a.startswith(f"--{name}=")]
+    return value
+
+
+def example_serving_dir(overlay: str) -> str:
+    """The serving_dir the overlay's cluster-settings.yaml tells users to pass."""
+    text = (ROOT / "k8s" / "overlays" / overlay / "cluster-settings.yaml").read_text()
+    (value,) = re.findall(r"--param serving_dir=(\S+)", text)
+    return value
 
 
 # --- schema ----------------------------------------------------------------------------------
 
 
 def test_overlays_exist():
-    assert {"local", "gcp"} <= set(OVERLAYS)
+    assert {"local", "gcp", "minio"} <= set(OVERLAYS)
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -168,51 +185,57 @@ def test_strict_validation_rejects_an_unknown_field():
 # --- TF Serving ------------------------------------------------------------------------------
 
 
+SEED_CONFIG = ROOT / "k8s" / "base" / "serving" / "models.config"
+
+
+def test_the_first_models_config_names_no_model():
+    config = parse_model_server_config(SEED_CONFIG.read_text())
+    assert config.WhichOneof("config") == "model_config_list"
+    assert list(config.model_config_list.config) == []
+
+
 @pytest.mark.parametrize("overlay", OVERLAYS)
-def test_tf_serving_runs_the_official_image_on_the_model_config(overlay):
+def test_tf_serving_is_ready_without_a_model(overlay):
     docs = render(overlay)
-    deployment = one(docs, "Deployment", "tf-serving")
-    (container,) = deployment["spec"]["template"]["spec"]["containers"]
-    image, _, tag = container["image"].partition(":")
-    assert image == "tensorflow/serving"
-    assert tag and tag != "latest" and tag[0].isdigit()
+    # No version is pinned in the manifests: a pinned version that does not exist yet keeps
+    # TF Serving's ports closed, so the pod would never become Ready before a first run.
+    assert find(docs, "ConfigMap", "tf-serving-models") == []
+    assert "model_version_policy" not in render_text(overlay)
+    container = serving_container(docs)
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert "httpGet" not in container[probe], (probe, "a model-status URL needs a model")
+        assert container[probe]["tcpSocket"]["port"] in ("grpc", 8500), probe
+    startup = container["startupProbe"]
+    assert startup["failureThreshold"] * startup.get("periodSeconds", 10) >= 300, (
+        "a large first model needs minutes to load"
+    )
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_server_polls_the_models_config_the_deploy_step_pins(overlay):
+    docs = render(overlay)
+    container = serving_container(docs)
     args = container["args"]
-    assert "--model_config_file=/etc/tfserving/models.config" in args
-    assert any(a.startswith("--model_config_file_poll_wait_seconds=") for a in args)
+    assert flag(args, "model_config_file") == example_serving_dir(overlay) + "/models.config"
+    assert int(flag(args, "model_config_file_poll_wait_seconds")) > 0
+    mounts = {m["mountPath"] for m in container.get("volumeMounts", [])}
+    assert "/etc/tfserving" not in mounts
     assert {p["containerPort"]: p["name"] for p in container["ports"]} == {
         8500: "grpc",
         8501: "http",
     }
-    for probe in ("readinessProbe", "livenessProbe"):
-        get = container[probe]["httpGet"]
-        assert get["path"] == f"/v1/models/{MODEL_NAME}"
-        assert get["port"] in ("http", 8501)
-    mount = next(m for m in container["volumeMounts"] if m["mountPath"] == "/etc/tfserving")
-    assert "subPath" not in mount, "a subPath mount never sees ConfigMap updates"
-    volume = next(
-        v for v in deployment["spec"]["template"]["spec"]["volumes"] if v["name"] == mount["name"]
-    )
-    assert volume["configMap"]["name"] == "tf-serving-models"
     service = one(docs, "Service", "tf-serving")
     assert {p["port"] for p in service["spec"]["ports"]} == {8500, 8501}
 
 
-@pytest.mark.parametrize("overlay", OVERLAYS)
-def test_model_config_is_a_valid_model_server_config(overlay):
-    config = model_server_config(render(overlay))
-    (model,) = config.model_config_list.config
-    assert model.name == MODEL_NAME
-    assert model.base_path.endswith(f"/{MODEL_NAME}")
-    if model.version_labels:
-        pinned = set(model.model_version_policy.specific.versions)
-        assert set(model.version_labels) == {"stable", "canary"}
-        assert set(model.version_labels.values()) <= pinned
-
-
-def test_gcp_reads_models_from_gcs_through_workload_identity():
+def test_gcp_serves_with_the_official_image_from_gcs_through_workload_identity():
     docs = render("gcp")
-    config = model_server_config(docs)
-    assert config.model_config_list.config[0].base_path.startswith("gs://")
+    container = serving_container(docs)
+    image, _, tag = container["image"].partition(":")
+    assert image == "tensorflow/serving"
+    assert tag and tag != "latest" and tag[0].isdigit()
+    assert container["command"] == ["/usr/bin/tensorflow_model_server"]
+    assert flag(container["args"], "model_config_file").startswith("gs://")
     for name in ("tf-serving", "mlflow", "kerasflow-pipeline-runner"):
         account = one(docs, "ServiceAccount", name)
         assert account["metadata"]["annotations"]["iam.gke.io/gcp-service-account"].endswith(
@@ -221,6 +244,62 @@ def test_gcp_reads_models_from_gcs_through_workload_identity():
     text = render_text("gcp")
     assert "GOOGLE_APPLICATION_CREDENTIALS" not in text
     assert "key.json" not in text
+
+
+def test_local_seeds_an_empty_models_config_on_the_volume():
+    docs = render("local")
+    pod = one(docs, "Deployment", "tf-serving")["spec"]["template"]["spec"]
+    (init,) = pod["initContainers"]
+    script = " ".join(init["command"])
+    assert "test -s /models/models.config" in script and "model_config_list {}" in script
+    assert "mv " in script, "the seed appears whole or not at all"
+    writable = [m for m in init["volumeMounts"] if m["mountPath"] == "/models"]
+    assert writable and not writable[0].get("readOnly")
+    settings = ClusterSettings.from_mapping(
+        yaml.safe_load((ROOT / "k8s/overlays/local/cluster-settings.yaml").read_text())
+    )
+    assert "/models" in settings.for_step("deploy").pvc_mounts.values()
+
+
+def test_minio_serves_s3_with_kerasflow_serve_and_its_flags():
+    from kerasflow.pipelines.cli import build_parser
+
+    docs = render("minio")
+    container = serving_container(docs)
+    assert container["command"] == ["kerasflow", "serve"]
+    assert container["image"].rpartition(":")[0].endswith("/kerasflow")
+    # Every flag is one `kerasflow serve` accepts (the parser exits on an unknown one).
+    parsed = build_parser().parse_args(["serve", *container["args"]])
+    assert parsed.model_config_file.startswith("s3://mlpipeline/")
+    assert parsed.host == "0.0.0.0"
+    env = {e["name"]: e for e in container["env"]}
+    assert env["AWS_ENDPOINT_URL"]["value"] == "http://minio-service.kubeflow:9000"
+    assert not any("secretKeyRef" in e.get("valueFrom", {}) for e in container["env"])
+    credentials = env["AWS_SHARED_CREDENTIALS_FILE"]["value"]
+    mount = next(m for m in container["volumeMounts"] if credentials.startswith(m["mountPath"]))
+    deployment = one(docs, "Deployment", "tf-serving")
+    pod = deployment["spec"]["template"]["spec"]
+    volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
+    assert volume["secret"]["secretName"] == "kerasflow-minio-credentials"
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    ports = {
+        port["port"]
+        for policy in find(docs, "NetworkPolicy")
+        if selects(policy["spec"]["podSelector"], labels)
+        for rule in policy["spec"].get("egress", [])
+        if any(selects(p.get("podSelector", {}), {"app": "minio"}) for p in rule.get("to", []))
+        for port in rule.get("ports", [])
+    }
+    assert 9000 in ports, "the NetworkPolicies must let the server reach MinIO"
+
+
+def test_minio_cluster_settings_reach_minio_and_mlflow():
+    path = ROOT / "k8s" / "overlays" / "minio" / "cluster-settings.yaml"
+    settings = ClusterSettings.from_mapping(yaml.safe_load(path.read_text()))
+    assert settings.defaults.env["AWS_ENDPOINT_URL"].startswith("http://minio-service.")
+    variables = {v for s in settings.secrets for v in s.env.values()}
+    assert {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "MLFLOW_TRACKING_PASSWORD"} <= variables
+    assert example_serving_dir("minio").startswith("s3://mlpipeline/")
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -237,9 +316,105 @@ def test_serving_scales_and_survives_disruption(overlay):
     pdb = one(docs, "PodDisruptionBudget", "tf-serving")
     labels = one(docs, "Deployment", "tf-serving")["spec"]["template"]["metadata"]["labels"]
     assert selects(pdb["spec"]["selector"], labels)
-    replicas = one(docs, "Deployment", "tf-serving")["spec"]["replicas"]
     # A budget that keeps every replica would block node drains forever.
-    assert pdb["spec"].get("minAvailable", 0) < max(replicas, hpa["spec"]["minReplicas"])
+    if pdb["spec"].get("minAvailable") is not None:
+        assert pdb["spec"]["minAvailable"] < hpa["spec"]["minReplicas"]
+    else:
+        assert pdb["spec"]["maxUnavailable"] >= 1
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_no_deployment_an_hpa_scales_sets_replicas(overlay):
+    docs = render(overlay)
+    hpas = find(docs, "HorizontalPodAutoscaler")
+    assert hpas
+    for hpa in hpas:
+        target = hpa["spec"]["scaleTargetRef"]
+        deployment = one(docs, target["kind"], target["name"])
+        # `kubectl apply` would reset the autoscaler's count to this value every time.
+        assert "replicas" not in deployment["spec"], target["name"]
+
+
+# --- images ----------------------------------------------------------------------------------
+
+BUILT_IMAGES = {"kerasflow", "kerasflow-mlflow"}  # docker/build.sh, docker/mlflow.Dockerfile
+UPSTREAM_IMAGES = {"tensorflow/serving", "postgres"}
+
+
+def kustomize_images(overlay: str) -> dict[str, dict]:
+    data = yaml.safe_load((ROOT / "k8s" / "overlays" / overlay / "kustomization.yaml").read_text())
+    return {entry["name"]: entry for entry in data.get("images", [])}
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_image_is_upstream_or_mapped_from_the_documented_build(overlay):
+    docs = render(overlay)
+    mapped = kustomize_images(overlay)
+    assert set(mapped) <= BUILT_IMAGES
+    targets = {f"{m['newName']}:{m['newTag']}" for m in mapped.values()}
+    assert "ghcr.io" not in render_text(overlay)
+    for workload, template in pod_templates(docs):
+        pod = template["spec"]
+        for container in pod["containers"] + pod.get("initContainers", []):
+            image = container["image"]
+            name, _, tag = image.rpartition(":")
+            assert name in UPSTREAM_IMAGES or image in targets, (
+                workload["metadata"]["name"],
+                image,
+            )
+            assert tag not in ("", "latest"), image
+
+
+def test_base_images_are_the_names_the_build_produces():
+    text = "\n".join(p.read_text() for p in (ROOT / "k8s" / "base").rglob("deployment.yaml"))
+    names = {i.rpartition(":")[0] for i in re.findall(r"image:\s*(\S+)", text)}
+    assert names - UPSTREAM_IMAGES <= BUILT_IMAGES
+    assert "kerasflow:dev" in (ROOT / "docker" / "build.sh").read_text()
+    assert "kerasflow-mlflow" in (ROOT / "docker" / "mlflow.Dockerfile").read_text()
+
+
+def test_the_guide_pushes_and_sets_every_mapped_image():
+    guide = (ROOT / "docs" / "deployment.md").read_text()
+    for overlay in OVERLAYS:
+        for name in kustomize_images(overlay):
+            assert re.search(rf"kustomize edit set image {re.escape(name)}=", guide), (
+                overlay,
+                name,
+            )
+    assert "docker push" in guide
+
+
+# --- network ---------------------------------------------------------------------------------
+
+NODE_LOCAL_DNS = ("169.254.169.254/32", "169.254.20.10/32")
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_dns_egress_also_reaches_cloud_dns_and_nodelocal_dnscache(overlay):
+    policies = [p for p in find(render(overlay), "NetworkPolicy") if p["spec"].get("egress")]
+    dns_rules = [
+        rule
+        for p in policies
+        for rule in p["spec"]["egress"]
+        if any(port.get("port") == 53 for port in rule.get("ports", []))
+    ]
+    assert dns_rules
+    for rule in dns_rules:
+        cidrs = {peer["ipBlock"]["cidr"] for peer in rule["to"] if "ipBlock" in peer}
+        assert set(NODE_LOCAL_DNS) <= cidrs
+        assert {(p["port"], p["protocol"]) for p in rule["ports"]} == {(53, "UDP"), (53, "TCP")}
+    # Every pod that may go out at all may resolve names.
+    docs = render(overlay)
+    for workload, template in pod_templates(docs):
+        labels = template["metadata"]["labels"]
+        rules = [
+            rule
+            for p in policies
+            if selects(p["spec"]["podSelector"], labels)
+            for rule in p["spec"]["egress"]
+        ]
+        if rules:
+            assert any(rule in dns_rules for rule in rules), workload["metadata"]["name"]
 
 
 # --- MLflow ----------------------------------------------------------------------------------
@@ -264,6 +439,18 @@ def test_mlflow_runs_with_auth_postgres_and_secret_files(overlay):
     if overlay == "gcp":
         assert config["artifact-root"].startswith("gs://")
     assert one(docs, "Service", "mlflow")["spec"]["ports"][0]["port"] == 5000
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_mlflow_server_replaces_its_shell(overlay):
+    (container,) = one(render(overlay), "Deployment", "mlflow")["spec"]["template"]["spec"][
+        "containers"
+    ]
+    lines = [line.strip() for line in container["args"][0].splitlines() if line.strip()]
+    start = next(i for i, line in enumerate(lines) if line.startswith("exec "))
+    # `exec` makes mlflow (which forwards SIGTERM to its workers) the container's main process.
+    assert lines[start].startswith("exec mlflow server ")
+    assert all(line.endswith("\\") for line in lines[start:-1])
 
 
 def test_gcp_commits_no_secret_values():

@@ -131,7 +131,7 @@ def test_component_inputs_are_described(compiled):
 def test_compile_command_swaps_the_image(tmp_path, capsys):
     out = tmp_path / "p.yaml"
     assert main(["compile", "--output", str(out), "--image", "reg.example/kf:1.2"]) == 0
-    spec = yaml.safe_load(out.read_text())
+    spec = next(yaml.safe_load_all(out.read_text()))
     images = {e["container"]["image"] for e in spec["deploymentSpec"]["executors"].values()}
     assert images == {"reg.example/kf:1.2"}
     assert "wrote" in capsys.readouterr().out
@@ -165,3 +165,61 @@ def test_cluster_configuration_sets_resources_gpu_retries_and_root(compiled_for_
     assert any("retryPolicy" in t for t in spec["root"]["dag"]["tasks"].values())
     platform = docs[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
     assert all("secretAsEnv" in e for e in platform.values())
+
+
+def _executor_env(executor: dict) -> dict:
+    return {e["name"]: e["value"] for e in executor["container"].get("env", [])}
+
+
+def test_plain_compile_applies_the_same_cluster_settings_as_submit(tmp_path):
+    from kerasflow.pipelines.cluster_commands import DEFAULT_PIPELINE, load_pipeline
+    from kerasflow.pipelines.cluster_settings import (
+        MLFLOW_CREDENTIALS_SECRET,
+        POD_LABEL_KEY,
+        SHIPPED_MLFLOW_URI,
+        settings_for_cluster,
+    )
+
+    plain = tmp_path / "plain.yaml"
+    assert main(["compile", "--output", str(plain)]) == 0
+    settings = settings_for_cluster(None)
+    submitted = compile_pipeline(
+        tmp_path / "submit.yaml",
+        pipeline=load_pipeline(DEFAULT_PIPELINE, settings),
+        step_settings=settings,
+    )
+    assert plain.read_text() == submitted.read_text()
+
+    spec, platform = yaml.safe_load_all(plain.read_text())
+    executors = spec["deploymentSpec"]["executors"]
+    kubernetes = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    assert set(kubernetes) == set(executors)
+    for name, executor in executors.items():
+        assert _executor_env(executor)["MLFLOW_TRACKING_URI"] == SHIPPED_MLFLOW_URI, name
+        assert {"resourceCpuLimit", "resourceMemoryLimit"} <= set(
+            executor["container"]["resources"]
+        ), name
+        secrets = {s["secretName"] for s in kubernetes[name]["secretAsEnv"]}
+        assert MLFLOW_CREDENTIALS_SECRET in secrets, name
+        assert POD_LABEL_KEY in kubernetes[name]["podMetadata"]["labels"], name
+    body = _exit_handler_body(spec)
+    assert body["train"]["retryPolicy"]["maxRetryCount"] >= 1
+
+
+def test_only_trial_running_tasks_get_the_gpu_and_its_memory_growth(compiled_for_gcp):
+    from kerasflow.pipelines.cluster_settings import GPU_MEMORY_GROWTH_ENV
+
+    spec = next(yaml.safe_load_all(compiled_for_gcp.read_text()))
+    executors = spec["deploymentSpec"]["executors"]
+    gpu = {n for n, e in executors.items() if "accelerator" in e["container"]["resources"]}
+    assert gpu == {
+        "exec-hyperparameter-search",
+        "exec-hyperparameter-search-worker",
+        "exec-train",
+    }
+    slots = executors["exec-search-worker-slots"]["container"]
+    assert slots["resources"]["resourceMemoryLimit"] == "2Gi"
+    assert slots["image"].endswith("kerasflow:0.1.0")
+    for name, executor in executors.items():
+        growth = _executor_env(executor).get(GPU_MEMORY_GROWTH_ENV)
+        assert growth == ("true" if name in gpu else None), name

@@ -17,6 +17,7 @@ pytestmark = pytest.mark.e2e
 
 TOKEN = "test-token-123"
 STANDIN = "kfp_api_stub:build_standin_pipeline"
+SERVING_DIR = "s3://mlpipeline/kerasflow/models"
 
 
 def run_cli(argv: list[str]) -> int:
@@ -126,6 +127,8 @@ def test_submit_sends_the_real_training_dag(stub):
             "max_trials=2",
             "--param",
             "tuner=random",
+            "--param",
+            f"serving_dir={SERVING_DIR}",
         ]
     )
     assert code == 0
@@ -135,7 +138,11 @@ def test_submit_sends_the_real_training_dag(stub):
     assert spec["pipeline_spec"]["pipelineInfo"]["name"] == "kerasflow-training"
     executors = spec["pipeline_spec"]["deploymentSpec"]["executors"]
     assert executors["exec-train"]["container"]["resources"]["resourceCpuLimit"] == "4"
-    assert run_request.body["runtime_config"]["parameters"] == {"max_trials": 2, "tuner": "random"}
+    assert run_request.body["runtime_config"]["parameters"] == {
+        "max_trials": 2,
+        "tuner": "random",
+        "serving_dir": SERVING_DIR,
+    }
 
 
 def test_submit_rejects_a_bad_real_parameter_before_calling_the_server(stub, capsys):
@@ -338,6 +345,8 @@ def test_an_old_flat_parameter_goes_into_its_steps_structure_with_a_warning(stub
             'train_settings={"lr_schedule": "cosine"}',
             "--param",
             "patience=4",
+            "--param",
+            f"serving_dir={SERVING_DIR}",
         ]
     )
     assert code == 0
@@ -345,6 +354,7 @@ def test_an_old_flat_parameter_goes_into_its_steps_structure_with_a_warning(stub
     assert len(warnings) == 2 and "'augment_factor' is now the key" in warnings[0]
     (run_request,) = stub.find("POST", "/runs")
     assert run_request.body["runtime_config"]["parameters"] == {
+        "serving_dir": SERVING_DIR,
         "augment_settings": {"augment_factor": 2},
         "train_settings": {"lr_schedule": "cosine", "patience": 4},
         "hyperparameter_search_settings": {"patience": 4},
@@ -364,3 +374,59 @@ def test_a_bad_value_inside_a_settings_structure_is_refused_before_the_server(st
     assert code == 2
     assert_one_line_error(capsys, "unknown scaling 'robust'")
     assert stub.requests == []
+
+
+def test_submit_without_a_serving_dir_fails_before_calling_the_server(stub, capsys):
+    code = run_cli(["submit", "--host", stub.url, "--token", TOKEN])
+    assert code == 2
+    assert_one_line_error(capsys, "serving_dir is empty", "--param serving_dir=")
+    assert stub.requests == []
+
+
+def test_schedule_with_a_bad_cron_field_fails_before_calling_the_server(stub, capsys):
+    code = run_cli(["schedule", *base(stub), "--cron", "0 25 * * *"])
+    assert code == 2
+    assert_one_line_error(capsys, "hour field must lie in 0-23")
+    assert stub.requests == []
+
+
+def test_schedule_list_without_a_namespace_names_the_fix(stub, capsys):
+    # Multi-user Kubeflow refuses to list recurring runs outside a namespace.
+    stub.fail(400, "GET", "/recurringruns", "Invalid input error: namespace is required")
+    code = run_cli(["schedule", "--host", stub.url, "--token", TOKEN, "--list"])
+    assert code == 2
+    assert_one_line_error(capsys, "lists recurring runs per namespace: pass --namespace")
+
+
+def test_schedule_list_uses_the_namespace_kfp_remembers(stub, tmp_path, monkeypatch):
+    import kfp
+
+    context = tmp_path / "context.json"
+    context.write_text(json.dumps({"namespace": "team-a"}))
+    monkeypatch.setattr(kfp.Client, "_LOCAL_KFP_CONTEXT", str(context))
+    assert run_cli(["schedule", "--host", stub.url, "--token", TOKEN, "--list"]) == 0
+    (listing,) = stub.find("GET", "/recurringruns")
+    assert listing.query["namespace"] == ["team-a"]
+
+
+def test_iap_login_sends_its_id_token_to_the_health_check(stub, monkeypatch, capsys):
+    from kfp.client import auth
+
+    audiences = []
+
+    def get_auth_token(client_id, other_client_id, other_client_secret):
+        audiences.append(client_id)
+        return TOKEN, False
+
+    monkeypatch.setattr(auth, "get_auth_token", get_auth_token)
+    argv = ["schedule", "--host", stub.url, "--iap-client-id", "backend.apps", "--list"]
+    assert run_cli(argv) == 0
+    assert audiences and set(audiences) == {"backend.apps"}
+    assert stub.find("GET", "/healthz")
+    assert all(r.header("Authorization") == f"Bearer {TOKEN}" for r in stub.requests)
+
+
+def test_iap_and_a_token_are_not_mixed(stub, capsys):
+    argv = ["schedule", *base(stub), "--iap-client-id", "backend.apps", "--list"]
+    assert run_cli(argv) == 2
+    assert_one_line_error(capsys, "not both")

@@ -51,6 +51,39 @@ def test_cron_becomes_six_fields(given, expected):
     assert cluster.to_kfp_cron(given) == expected
 
 
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ("0 3 * * MON-FRI", "0 0 3 * * MON-FRI"),
+        ("0 0 3 ? JAN,JUL *", "0 0 3 ? JAN,JUL *"),
+        ("59 59 23 31 12 6", "59 59 23 31 12 6"),
+    ],
+)
+def test_cron_accepts_what_kfp_parses(given, expected):
+    assert cluster.to_kfp_cron(given) == expected
+
+
+@pytest.mark.parametrize(
+    ("bad", "fragment"),
+    [
+        ("61 * * * *", "minute field must lie in 0-59"),
+        ("0 24 * * *", "hour field"),
+        ("0 3 0 * *", "day of month field"),
+        ("0 3 * 13 *", "month field"),
+        ("0 3 * * 7", "day of week field"),
+        ("60 0 3 * * *", "second field"),
+        ("0 3 L * *", "day of month field"),
+        ("0 3 * * 5#2", "day of week field"),
+        ("0 3 * * 5-1", "backwards range"),
+        ("*/0 * * * *", "bad step"),
+        ("? 3 * * *", "only allowed in the day fields"),
+    ],
+)
+def test_cron_fields_are_checked_as_kfp_parses_them(bad, fragment):
+    with pytest.raises(UserError, match=fragment):
+        cluster.to_kfp_cron(bad)
+
+
 @pytest.mark.parametrize("bad", ["", "0 3 * *", "nightly", "0 3 * * * * *", "0 3 * * $"])
 def test_bad_cron_is_refused(bad):
     with pytest.raises(UserError, match="cron"):
@@ -262,3 +295,104 @@ def test_load_pipeline_reports_bad_references():
 
 def not_a_factory(step_settings=None):
     return "not a pipeline"
+
+
+# --- arguments checked before a run is created ----------------------------------------------
+
+
+@pytest.fixture
+def package(tmp_path):
+    """A compiled package declaring the parameters the checks read, with empty defaults."""
+    import yaml
+
+    params = {
+        name: {"parameterType": "STRING", "defaultValue": default, "isOptional": True}
+        for name, default in {
+            "data": "builtin:digits",
+            "serving_dir": "",
+            "tracking_uri": "",
+            "model_name": "kerasflow-model",
+        }.items()
+    }
+    path = tmp_path / "p.yaml"
+    path.write_text(yaml.safe_dump({"root": {"inputDefinitions": {"parameters": params}}}))
+    return path
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"serving_dir": "gs://bucket/models"},
+        {"serving_dir": "s3://mlpipeline/kerasflow/models", "data": "s3://mlpipeline/d.csv"},
+        {"serving_dir": "minio://mlpipeline/models", "tracking_uri": "http://mlflow:5000"},
+        {"serving_dir": "/models", "data": "gs://bkt/data/train.csv"},
+    ],
+)
+def test_cluster_arguments_that_pods_can_use_pass(package, params):
+    cluster.check_cluster_arguments(params, package)
+
+
+@pytest.mark.parametrize(
+    ("params", "fragment"),
+    [
+        ({}, "serving_dir is empty: pass --param serving_dir="),
+        ({"serving_dir": "  "}, "serving_dir is empty"),
+        ({"serving_dir": "models"}, "a path on this machine"),
+        ({"serving_dir": "gs://"}, "not a valid object-store URI"),
+        ({"serving_dir": "gs://Bad_Bucket/m"}, "not a valid object-store URI"),
+        ({"serving_dir": "hdfs://nn/models"}, "must be gs://, s3://, minio://"),
+        ({"serving_dir": "gs://bkt/m", "data": "data/train.csv"}, "data 'data/train.csv'"),
+        ({"serving_dir": "gs://bkt/m", "tracking_uri": "sqlite:///mlflow.db"}, "tracking_uri"),
+        ({"serving_dir": "gs://bkt/m", "model_name": ""}, "model_name is empty"),
+    ],
+)
+def test_cluster_arguments_a_step_would_fail_on_are_refused_first(package, params, fragment):
+    with pytest.raises(UserError, match=fragment.replace("(", r"\(")):
+        cluster.check_cluster_arguments(params, package)
+
+
+# --- IAP ---------------------------------------------------------------------------------------
+
+
+def test_iap_login_needs_the_client_id_and_a_whole_desktop_client():
+    assert cluster.resolve_iap_login(None, None, None, environ={}) is None
+    login = cluster.resolve_iap_login("backend.apps", None, None, environ={})
+    assert login.client_kwargs() == {
+        "client_id": "backend.apps",
+        "other_client_id": None,
+        "other_client_secret": None,
+    }
+    login = cluster.resolve_iap_login(
+        "backend.apps", "desktop.apps", None, environ={cluster.IAP_SECRET_ENV_VAR: "s3cret"}
+    )
+    assert login.client_kwargs()["other_client_secret"] == "s3cret"
+    with pytest.raises(UserError, match="go together"):
+        cluster.resolve_iap_login("backend.apps", "desktop.apps", None, environ={})
+    with pytest.raises(UserError, match="need --iap-client-id"):
+        cluster.resolve_iap_login(None, "desktop.apps", "s", environ={})
+
+
+def test_iap_token_is_asked_for_the_client_id_audience():
+    calls = []
+
+    def get_token(client_id, other_client_id, other_client_secret):
+        calls.append((client_id, other_client_id, other_client_secret))
+        return "id-token", False
+
+    login = cluster.IapLogin("backend.apps", "desktop.apps", "s")
+    assert cluster.iap_token(login, get_token) == "id-token"
+    assert calls == [("backend.apps", "desktop.apps", "s")]
+
+
+def test_iap_failures_are_one_line():
+    def no_token(*_):
+        return None, False
+
+    def refused(*_):
+        raise RuntimeError("invalid_grant: Bad Request\nmore")
+
+    login = cluster.IapLogin("backend.apps")
+    with pytest.raises(UserError, match="gave no token"):
+        cluster.iap_token(login, no_token)
+    with pytest.raises(UserError, match="failed: invalid_grant: Bad Request$"):
+        cluster.iap_token(login, refused)
