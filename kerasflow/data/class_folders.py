@@ -14,12 +14,15 @@ from pathlib import Path
 
 import numpy as np
 
+from kerasflow.runtime import progress
 from kerasflow.runtime.errors import UserError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 TEXT_SUFFIXES = (".txt",)
 # Above this share of unreadable files the folder is refused rather than partly read.
 MAX_UNREADABLE_SHARE = 0.1
+# Files read between two progress lines, as a share of the folder: a line per tenth.
+FILES_PROGRESS_SHARE = 0.1
 GRAY_MODES = frozenset({"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"})
 
 
@@ -137,7 +140,10 @@ def _read_images(classes: dict[str, list[Path]], size: tuple[int, int] | None) -
     channels = 3 if mode == "RGB" else 1
     x = np.empty((len(headers), target[0], target[1], channels), dtype="float32")
     labels, n, resized = [], 0, 0
+    shown = progress.in_current_step("files", len(headers), every=FILES_PROGRESS_SHARE)
     for path, index, _, _ in headers:
+        if shown is not None:
+            shown.update()
         img = _open_image(path)
         if img is None:  # a valid header over truncated or corrupt data
             bad.append(path)
@@ -185,10 +191,16 @@ def _to_mode(img, mode: str):
 def _read_texts(classes: dict[str, list[Path]]) -> FolderData:
     names = list(classes)
     texts, labels, bad = [], [], []
+    listed = sum(
+        1 for files in classes.values() for f in files if f.suffix.lower() in TEXT_SUFFIXES
+    )
+    shown = progress.in_current_step("files", listed, every=FILES_PROGRESS_SHARE)
     for index, name in enumerate(names):
         for path in classes[name]:
             if path.suffix.lower() not in TEXT_SUFFIXES:
                 continue
+            if shown is not None:
+                shown.update()
             try:
                 data = path.read_bytes()
             except OSError:

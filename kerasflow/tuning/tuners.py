@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from kerasflow import constants as C
-from kerasflow.runtime import boundary
+from kerasflow.runtime import boundary, progress
 from kerasflow.runtime.errors import UserError
 from kerasflow.settings import SearchSettings
 
@@ -244,6 +244,33 @@ def display_values(values: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def ended_trials(oracle: Any) -> int:
+    """Trials of the oracle that completed or failed."""
+    return sum(1 for t in oracle.trials.values() if str(t.status) in ("COMPLETED", "FAILED"))
+
+
+def planned_trials(oracle: Any, max_trials: int | None) -> int | None:
+    """How many trials the search plans: `max_trials`, or the trials of Hyperband's brackets
+    (None when a time budget repeats the brackets until it is spent)."""
+    if max_trials:
+        return max_trials
+    if not hasattr(oracle, "_get_num_brackets") or getattr(oracle, "deadline", 0.0):
+        return None
+    brackets = oracle._get_num_brackets()
+    per_iteration = sum(
+        oracle._get_size(b, r) for b in range(brackets) for r in range(oracle._get_num_rounds(b))
+    )
+    return per_iteration * int(getattr(oracle, "hyperband_iterations", 1) or 1)
+
+
+def best_so_far(oracle: Any) -> str:
+    """`best val_accuracy 0.9611` for the best completed trial (empty before one exists)."""
+    best = oracle.get_best_trials(1)
+    if not best or best[0].score is None:
+        return ""
+    return f"best {oracle.objective.name} {float(best[0].score):.4f}"
+
+
 class TrialQuotaReached(Exception):
     """A worker process ran its share of trials; a fresh process takes over."""
 
@@ -265,9 +292,24 @@ class TrackedTrialsMixin:
     _trials_ended = 0
     _experiment_id = ""
 
+    _progress: progress.Progress | None = None
+
+    def search(self, *args: Any, **kwargs: Any) -> Any:
+        if hasattr(self.oracle, "trials"):  # a worker of a distributed search has no table
+            self._progress = progress.Progress(
+                self.step_name,
+                "trials",
+                planned_trials(self.oracle, self.total_trials),
+                deadline=getattr(self.oracle, "deadline", 0.0),
+                done=ended_trials(self.oracle),
+            )
+        return super().search(*args, **kwargs)
+
     def on_trial_end(self, trial: Any) -> None:
         super().on_trial_end(trial)
         self._trials_ended += 1
+        if self._progress is not None:
+            self._progress.update(ended_trials(self.oracle), best_so_far(self.oracle))
         if self.trial_quota and self._trials_ended >= self.trial_quota:
             raise TrialQuotaReached
 
