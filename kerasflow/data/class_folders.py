@@ -173,6 +173,24 @@ def _read_images(classes: dict[str, list[Path]], size: tuple[int, int] | None) -
     )
 
 
+def read_image_file(path: Path, height: int, width: int, channels: int) -> np.ndarray:
+    """One image as training read it: converted to the model's channels, resized to its size
+    (bilinear), raw pixel values as float32 of shape (height, width, channels).
+
+    Raises:
+        UserError: when the file cannot be read as an image.
+    """
+    from PIL import Image
+
+    img = _open_image(path)
+    if img is None:
+        raise UserError(f"{path} is not an image that can be read")
+    img = _to_mode(img, "RGB" if channels == 3 else "L")
+    if (img.height, img.width) != (height, width):
+        img = img.resize((width, height), Image.Resampling.BILINEAR)
+    return np.asarray(img, dtype="float32").reshape(height, width, channels)
+
+
 def _to_mode(img, mode: str):
     if img.mode == mode:
         return img
@@ -188,6 +206,21 @@ def _to_mode(img, mode: str):
     return img.convert(mode)
 
 
+def read_text_file(path: Path) -> str | None:
+    """A text file as one document, as training reads it (None when unreadable or binary)."""
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return None
+    if b"\x00" in data:
+        return None
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        text = data.decode("cp1252", errors="replace")
+    return text.strip()
+
+
 def _read_texts(classes: dict[str, list[Path]]) -> FolderData:
     names = list(classes)
     texts, labels, bad = [], [], []
@@ -201,19 +234,11 @@ def _read_texts(classes: dict[str, list[Path]]) -> FolderData:
                 continue
             if shown is not None:
                 shown.update()
-            try:
-                data = path.read_bytes()
-            except OSError:
+            text = read_text_file(path)
+            if text is None:
                 bad.append(path)
                 continue
-            if b"\x00" in data:
-                bad.append(path)
-                continue
-            try:
-                text = data.decode("utf-8-sig")
-            except UnicodeDecodeError:
-                text = data.decode("cp1252", errors="replace")
-            texts.append(text.strip())
+            texts.append(text)
             labels.append(index)
     total = len(texts) + len(bad)
     warnings = _check_unreadable(bad, total, "text")
