@@ -149,8 +149,13 @@ class StoppableOracleMixin:
             return trial_module.Trial(hps, trial_id="stopped", status="STOPPED")
         return super().create_trial(tuner_id)
 
+    trial_progress: progress.Progress | None = None
+
     def end_trial(self, trial: Any) -> None:
         super().end_trial(trial)
+        # The oracle sees every trial end, whichever process ran it (a worker reports to it).
+        if self.trial_progress is not None:
+            self.trial_progress.update(ended_trials(self), best_so_far(self))
         # KerasTuner saves before it forgets the trial was running; a chief is not saved again
         # by its tuner, and a reload would then run a finished trial once more.
         self.save()
@@ -171,12 +176,24 @@ def failure_line(message: str | None) -> str:
     return lines[-1][:300] if lines else ""
 
 
-def make_stoppable(oracle: Any, deadline: float, max_failures: int) -> Any:
-    """Gives an oracle instance the budget and failure-limit behaviour, in place."""
+def make_stoppable(
+    oracle: Any, deadline: float, max_failures: int, max_trials: int | None = None
+) -> Any:
+    """Gives an oracle instance the budget and failure-limit behaviour, in place, and (inside a
+    step) a progress line per trial that ends, out of `max_trials` or Hyperband's plan."""
     base = type(oracle)
     if not issubclass(base, StoppableOracleMixin):
         oracle.__class__ = type(f"Stoppable{base.__name__}", (StoppableOracleMixin, base), {})
     oracle.deadline = deadline
+    step = boundary.current_step()
+    if step:
+        oracle.trial_progress = progress.Progress(
+            step,
+            "trials",
+            planned_trials(oracle, max_trials),
+            deadline=deadline,
+            done=ended_trials(oracle),
+        )
     oracle.max_consecutive_failed_trials = max(1, int(max_failures))
     # A reloaded oracle retries the trials it had running; one that had ended is done.
     oracle._retry_queue = [
@@ -292,24 +309,9 @@ class TrackedTrialsMixin:
     _trials_ended = 0
     _experiment_id = ""
 
-    _progress: progress.Progress | None = None
-
-    def search(self, *args: Any, **kwargs: Any) -> Any:
-        if hasattr(self.oracle, "trials"):  # a worker of a distributed search has no table
-            self._progress = progress.Progress(
-                self.step_name,
-                "trials",
-                planned_trials(self.oracle, self.total_trials),
-                deadline=getattr(self.oracle, "deadline", 0.0),
-                done=ended_trials(self.oracle),
-            )
-        return super().search(*args, **kwargs)
-
     def on_trial_end(self, trial: Any) -> None:
         super().on_trial_end(trial)
         self._trials_ended += 1
-        if self._progress is not None:
-            self._progress.update(ended_trials(self.oracle), best_so_far(self.oracle))
         if self.trial_quota and self._trials_ended >= self.trial_quota:
             raise TrialQuotaReached
 
@@ -570,7 +572,9 @@ def make_tuner(
     tuner.step_name = spec.step_name
     tuner.parent_run_id = spec.parent_run_id
     if hasattr(tuner.oracle, "trials"):
-        make_stoppable(tuner.oracle, spec.deadline, spec.max_consecutive_failures)
+        make_stoppable(
+            tuner.oracle, spec.deadline, spec.max_consecutive_failures, tuner.total_trials
+        )
         tuner.oracle.verbose = 0
     return tuner
 
