@@ -55,6 +55,8 @@ TAG_MODEL_VERSION = "kerasflow.model_version"
 TAG_MODEL_PATH = "kerasflow.model_path"
 TAG_BEST_HPARAMS = "kerasflow.best_hyperparameters"
 TAG_REGISTRY_VERSION = "kerasflow.registry_version"
+# JSON: the MLflow artifact folder of the evaluation's pictures and their file names.
+TAG_PICTURES = "kerasflow.evaluation_pictures"
 KIND_PIPELINE = "pipeline"
 KIND_STEP = "step"
 KIND_TRIAL = "trial"

@@ -54,6 +54,7 @@ class RunSummary:
     seconds: float
     reconciled: list[str] = dataclasses.field(default_factory=list)
     containers: int | None = None
+    pictures: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         """The `--summary-json` document."""
@@ -333,6 +334,7 @@ def read_summary(tracking_uri: str, experiment: str, run_id: str, seconds: float
         model_path=tags.get(C.TAG_MODEL_PATH),
         best_hyperparameters=json.loads(tags.get(C.TAG_BEST_HPARAMS, "{}")),
         seconds=seconds,
+        pictures=json.loads(tags.get(C.TAG_PICTURES, "{}")),
     )
 
 
@@ -361,5 +363,12 @@ def format_summary(summary: RunSummary) -> str:
         f"  MLflow: run {summary.mlflow_run_id} in experiment '{summary.experiment}' "
         f"at {summary.tracking_uri}"
     )
-    lines.append(f"          (browse: mlflow ui --backend-store-uri {summary.tracking_uri})")
+    if summary.tracking_uri.startswith(("http://", "https://")):
+        lines.append(f"          (open {summary.tracking_uri})")
+    else:
+        lines.append(f"          (browse: mlflow ui --backend-store-uri {summary.tracking_uri})")
+    if summary.pictures.get("files"):
+        lines.append(
+            f"  pictures: {', '.join(summary.pictures['files'])} in {summary.pictures['folder']}"
+        )
     return "\n".join(lines)

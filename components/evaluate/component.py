@@ -1,7 +1,16 @@
 """KFP component: evaluation and the promotion gate."""
 
 from kfp import dsl
-from kfp.dsl import ClassificationMetrics, Dataset, Input, Markdown, Metrics, Model, Output
+from kfp.dsl import (
+    HTML,
+    ClassificationMetrics,
+    Dataset,
+    Input,
+    Markdown,
+    Metrics,
+    Model,
+    Output,
+)
 
 from kerasflow.settings import DEFAULT_IMAGE
 
@@ -19,6 +28,7 @@ def evaluate(
     classification: Output[ClassificationMetrics],
     report: Output[Markdown],
     predictions: Output[Dataset],
+    pictures: Output[HTML],
 ) -> bool:
     """Evaluates on the test split against thresholds and the champion; returns the blessing.
 
@@ -34,6 +44,7 @@ def evaluate(
         classification: Confusion matrix and ROC curve (classification).
         report: The metrics and the reasons of the blessing.
         predictions: The model's test predictions, which deploy checks the export against.
+        pictures: Confusion matrix, ROC and precision-recall curves, or residual plots.
 
     Returns:
         Whether the model is blessed for deployment.
@@ -49,6 +60,7 @@ def evaluate(
         predictions_dir=predictions.path,
         tracking_uri=tracking_uri,
         parent_run_id=parent_run_id,
+        pictures_path=pictures.path,
     )
     for name, value in result.metrics.items():
         metrics.log_metric(name, value)

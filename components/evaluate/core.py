@@ -421,6 +421,29 @@ def judge_against_champion(
     check_signature(result, changes, version, allow_signature_change=opts.allow_signature_change)
 
 
+def log_pictures(meta: dict, y: np.ndarray, outputs: np.ndarray, html_path: str) -> dict:
+    """Logs the test results' pictures as MLflow artifacts under `evaluation/` and writes them
+    as one HTML page to `html_path`; returns the artifact folder's URI and the file names."""
+    import mlflow
+
+    from kerasflow.components.evaluate import plots
+
+    if meta[C.META_TASK] == "classification":
+        names = list(meta.get(C.META_CLASS_NAMES) or [])
+        figures = plots.classification_figures(np.asarray(y).astype(int), outputs, names)
+    else:
+        figures = plots.regression_figures(y, outputs)
+    try:
+        for name, fig in figures.items():
+            runs.log_figure(fig, f"evaluation/{name}")
+        if html_path:
+            Path(html_path).parent.mkdir(parents=True, exist_ok=True)
+            Path(html_path).write_text(plots.figures_html(figures, "evaluation on the test split"))
+    finally:
+        plots.close_all(figures)
+    return {"folder": mlflow.get_artifact_uri("evaluation"), "files": list(figures)}
+
+
 @boundary.step_entry(STEP, heavy_imports=("tensorflow", "keras"))
 def run(
     *,
@@ -432,6 +455,7 @@ def run(
     predictions_dir: str,
     tracking_uri: str,
     parent_run_id: str,
+    pictures_path: str = "",
 ) -> Evaluation:
     """Runs the step: evaluates on test, compares with the champion, logs, writes predictions.
 
@@ -444,6 +468,7 @@ def run(
         predictions_dir: Output folder of the test predictions.
         tracking_uri: MLflow tracking URI.
         parent_run_id: The pipeline's MLflow run.
+        pictures_path: Output HTML page of the pictures (none when empty).
     """
     opts = EvaluateSettings.from_parameters(settings, headline)
     model_name, slice_by = opts.model_name, opts.slice_by
@@ -454,7 +479,8 @@ def run(
         model = builders.load_model(Path(model_dir, C.KERAS_MODEL_FILE))
         outputs = predict(model, meta, test)
         gate = opts.thresholds or default_thresholds(meta[C.META_TASK])
-        result = evaluate(meta, artifacts.targets(meta, test), outputs, gate)
+        y = artifacts.targets(meta, test)
+        result = evaluate(meta, y, outputs, gate)
         if slice_by:
             result.slices = slice_metrics(meta, test, outputs, slice_by)
         if model_name:
@@ -482,6 +508,7 @@ def run(
             checks[SIGNATURE_TAG] = str(not result.signature_changes).lower()
             mlflow.set_tag(SIGNATURE_TAG, checks[SIGNATURE_TAG])
         runs.log_text_artifact(text, "evaluation.md")
+        pictures = log_pictures(meta, y, outputs, pictures_path)
         if result.slices:
             runs.log_dict_artifact(result.slices, "slices.json")
         runs.log_pipeline_metrics(
@@ -492,6 +519,7 @@ def run(
             {
                 C.TAG_BLESSED: str(result.blessed).lower(),
                 "kerasflow.blessing_reasons": result.reasons,
+                C.TAG_PICTURES: pictures,
                 **checks,
             },
         )

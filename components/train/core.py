@@ -19,7 +19,7 @@ from typing import Any
 from kerasflow import constants as C
 from kerasflow.data.feeds import class_weight_arg
 from kerasflow.modeling import builders
-from kerasflow.runtime import boundary
+from kerasflow.runtime import boundary, progress
 from kerasflow.runtime.errors import UserError, first_line
 from kerasflow.runtime.fileio import write_json_atomic
 from kerasflow.settings import TrainSettings
@@ -404,6 +404,8 @@ def run(
             }
         )
         boundary.progress(STEP, f"fitting up to {epochs} epochs on {hparams}")
+        monitor = tuners.resolve_objective(meta, opts.objective, opts.direction)[0]
+        shown = monitor if monitor.startswith("val_") else f"val_{monitor}"
         model, history = fit_final(
             meta,
             train_ds,
@@ -413,7 +415,10 @@ def run(
             patience=opts.patience,
             seed=seed,
             class_weight=class_weight_arg(meta),
-            extra_callbacks=[tuners.EpochLogger.make()],
+            extra_callbacks=[
+                tuners.EpochLogger.make(),
+                progress.epoch_callback(STEP, epochs, shown),
+            ],
             label_smoothing=opts.label_smoothing,
             objective=opts.objective,
             direction=opts.direction,

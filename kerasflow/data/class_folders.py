@@ -14,12 +14,15 @@ from pathlib import Path
 
 import numpy as np
 
+from kerasflow.runtime import progress
 from kerasflow.runtime.errors import UserError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 TEXT_SUFFIXES = (".txt",)
 # Above this share of unreadable files the folder is refused rather than partly read.
 MAX_UNREADABLE_SHARE = 0.1
+# Files read between two progress lines, as a share of the folder: a line per tenth.
+FILES_PROGRESS_SHARE = 0.1
 GRAY_MODES = frozenset({"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"})
 
 
@@ -137,7 +140,10 @@ def _read_images(classes: dict[str, list[Path]], size: tuple[int, int] | None) -
     channels = 3 if mode == "RGB" else 1
     x = np.empty((len(headers), target[0], target[1], channels), dtype="float32")
     labels, n, resized = [], 0, 0
+    shown = progress.in_current_step("files", len(headers), every=FILES_PROGRESS_SHARE)
     for path, index, _, _ in headers:
+        if shown is not None:
+            shown.update()
         img = _open_image(path)
         if img is None:  # a valid header over truncated or corrupt data
             bad.append(path)
@@ -167,6 +173,24 @@ def _read_images(classes: dict[str, list[Path]], size: tuple[int, int] | None) -
     )
 
 
+def read_image_file(path: Path, height: int, width: int, channels: int) -> np.ndarray:
+    """One image as training read it: converted to the model's channels, resized to its size
+    (bilinear), raw pixel values as float32 of shape (height, width, channels).
+
+    Raises:
+        UserError: when the file cannot be read as an image.
+    """
+    from PIL import Image
+
+    img = _open_image(path)
+    if img is None:
+        raise UserError(f"{path} is not an image that can be read")
+    img = _to_mode(img, "RGB" if channels == 3 else "L")
+    if (img.height, img.width) != (height, width):
+        img = img.resize((width, height), Image.Resampling.BILINEAR)
+    return np.asarray(img, dtype="float32").reshape(height, width, channels)
+
+
 def _to_mode(img, mode: str):
     if img.mode == mode:
         return img
@@ -182,26 +206,39 @@ def _to_mode(img, mode: str):
     return img.convert(mode)
 
 
+def read_text_file(path: Path) -> str | None:
+    """A text file as one document, as training reads it (None when unreadable or binary)."""
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return None
+    if b"\x00" in data:
+        return None
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        text = data.decode("cp1252", errors="replace")
+    return text.strip()
+
+
 def _read_texts(classes: dict[str, list[Path]]) -> FolderData:
     names = list(classes)
     texts, labels, bad = [], [], []
+    listed = sum(
+        1 for files in classes.values() for f in files if f.suffix.lower() in TEXT_SUFFIXES
+    )
+    shown = progress.in_current_step("files", listed, every=FILES_PROGRESS_SHARE)
     for index, name in enumerate(names):
         for path in classes[name]:
             if path.suffix.lower() not in TEXT_SUFFIXES:
                 continue
-            try:
-                data = path.read_bytes()
-            except OSError:
+            if shown is not None:
+                shown.update()
+            text = read_text_file(path)
+            if text is None:
                 bad.append(path)
                 continue
-            if b"\x00" in data:
-                bad.append(path)
-                continue
-            try:
-                text = data.decode("utf-8-sig")
-            except UnicodeDecodeError:
-                text = data.decode("cp1252", errors="replace")
-            texts.append(text.strip())
+            texts.append(text)
             labels.append(index)
     total = len(texts) + len(bad)
     warnings = _check_unreadable(bad, total, "text")

@@ -20,6 +20,12 @@ F = TypeVar("F", bound=Callable[..., Any])
 TIMINGS_ENV = "KERASFLOW_TIMINGS"
 _tracking_seconds = 0.0
 _tracking_depth = 0
+_current_step = ""
+
+
+def current_step() -> str:
+    """The step this process runs (empty outside a step), for libraries that report progress."""
+    return _current_step
 
 
 def add_tracking_time(seconds: float) -> None:
@@ -61,6 +67,8 @@ def step_entry(step: str, heavy_imports: tuple[str, ...] = ()) -> Callable[[F], 
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             from kerasflow.tracking import lifecycle
 
+            global _current_step
+            _current_step = step
             started = imported = time.perf_counter()
             code: Any = 1
             try:

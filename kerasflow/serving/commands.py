@@ -12,6 +12,8 @@ import signal
 import sys
 import threading
 
+from kerasflow.constants import CLASSIFY_SIGNATURE
+from kerasflow.constants import SERVING_SIGNATURE as DEFAULT_SIGNATURE
 from kerasflow.runtime.errors import UserError
 from kerasflow.serving import flags
 from kerasflow.serving.flags import _non_negative
@@ -36,9 +38,12 @@ def register(subparsers) -> None:
 
     predict = subparsers.add_parser(
         "predict",
-        help="send rows to a served model and print its predictions",
-        description="Read rows (JSON list of objects or lists, or CSV with a header), send one "
-        "predict request over REST or gRPC and print the predictions as JSON.",
+        help="send images, texts or rows to a served model and print its predictions",
+        description="Read --input (image files or a folder of them for an image model; a .txt "
+        "file or a folder of them for a text model; rows in CSV, JSON or Parquet for any model), "
+        "shape it as the model's signature asks, send one predict request over REST or gRPC and "
+        "print class names and probabilities (the classify signature, when the model has one) "
+        "or values, as a table or --json.",
     )
     predict.add_argument("--model-name", required=True, help="served model name")
     target = predict.add_mutually_exclusive_group()
@@ -46,12 +51,21 @@ def register(subparsers) -> None:
     target.add_argument(
         "--rest", metavar="URL", help=f"REST base URL of the server (default {DEFAULT_REST_URL})"
     )
-    predict.add_argument("--input", required=True, help="rows.json or rows.csv")
+    predict.add_argument(
+        "--input",
+        required=True,
+        help="an image, a .txt file, a folder of either, or rows.csv / rows.json / rows.parquet",
+    )
     predict.add_argument(
         "--version", type=_non_negative(int), help="model version (default: latest)"
     )
     predict.add_argument(
-        "--signature-name", default="serving_default", help="signature (default serving_default)"
+        "--signature-name",
+        default=None,
+        help="signature (default: classify when the model has it, else serving_default)",
+    )
+    predict.add_argument(
+        "--json", action="store_true", help="print one JSON document instead of a table"
     )
     predict.set_defaults(func=run_predict)
 
@@ -60,6 +74,9 @@ def run_serve(args: argparse.Namespace) -> int:
     """Serves until SIGTERM or SIGINT, then stops cleanly and returns 0."""
     import logging
 
+    from kerasflow.runtime.quiet_tf import import_tensorflow_quietly
+
+    import_tensorflow_quietly()
     from kerasflow.serving.server import ModelServer
 
     logging.basicConfig(
@@ -102,18 +119,36 @@ def run_serve(args: argparse.Namespace) -> int:
 
 
 def run_predict(args: argparse.Namespace) -> int:
-    """Sends the rows of --input to the server and prints {"predictions": [...]}."""
-    from kerasflow.serving.client import GrpcClient, RestClient, predict_rows, read_rows
+    """Sends --input to the server and prints the predictions as a table or JSON."""
+    from kerasflow.serving import answers
+    from kerasflow.serving.client import GrpcClient, RestClient
+    from kerasflow.serving.inputs import read_batch
 
-    rows = read_rows(args.input)
     if args.grpc:
+        from kerasflow.runtime.quiet_tf import import_tensorflow_quietly
+
+        import_tensorflow_quietly()  # the gRPC protos import TensorFlow
         client = GrpcClient(args.grpc)
     else:
         url = args.rest or DEFAULT_REST_URL
         if not url.startswith(("http://", "https://")):
             raise UserError(f"--rest wants an http:// or https:// URL, got {url!r}")
         client = RestClient(url)
-    predictions = predict_rows(client, args.model_name, rows, args.version, args.signature_name)
-    json.dump({"predictions": predictions}, sys.stdout)
-    sys.stdout.write("\n")
+    signature = args.signature_name or DEFAULT_SIGNATURE
+    specs = client.input_specs(args.model_name, args.version, signature)
+    if args.signature_name is None:
+        try:
+            named = client.input_specs(args.model_name, args.version, CLASSIFY_SIGNATURE)
+        except UserError:  # no classify signature: regression, or a model exported elsewhere
+            named = None
+        if named == specs:
+            signature = CLASSIFY_SIGNATURE
+    batch = read_batch(args.input, specs)
+    predictions = client.predict(args.model_name, args.version, signature, batch.inputs)
+    classified = answers.is_classify(signature)
+    if args.json:
+        json.dump(answers.json_document(predictions, batch.names, classified), sys.stdout)
+        sys.stdout.write("\n")
+    else:
+        sys.stdout.write(answers.render_table(predictions, batch.names, classified))
     return 0

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from kerasflow import constants as C
-from kerasflow.runtime import boundary
+from kerasflow.runtime import boundary, progress
 from kerasflow.runtime.errors import UserError
 from kerasflow.settings import SearchSettings
 
@@ -149,8 +149,13 @@ class StoppableOracleMixin:
             return trial_module.Trial(hps, trial_id="stopped", status="STOPPED")
         return super().create_trial(tuner_id)
 
+    trial_progress: progress.Progress | None = None
+
     def end_trial(self, trial: Any) -> None:
         super().end_trial(trial)
+        # The oracle sees every trial end, whichever process ran it (a worker reports to it).
+        if self.trial_progress is not None:
+            self.trial_progress.update(ended_trials(self), best_so_far(self))
         # KerasTuner saves before it forgets the trial was running; a chief is not saved again
         # by its tuner, and a reload would then run a finished trial once more.
         self.save()
@@ -171,12 +176,24 @@ def failure_line(message: str | None) -> str:
     return lines[-1][:300] if lines else ""
 
 
-def make_stoppable(oracle: Any, deadline: float, max_failures: int) -> Any:
-    """Gives an oracle instance the budget and failure-limit behaviour, in place."""
+def make_stoppable(
+    oracle: Any, deadline: float, max_failures: int, max_trials: int | None = None
+) -> Any:
+    """Gives an oracle instance the budget and failure-limit behaviour, in place, and (inside a
+    step) a progress line per trial that ends, out of `max_trials` or Hyperband's plan."""
     base = type(oracle)
     if not issubclass(base, StoppableOracleMixin):
         oracle.__class__ = type(f"Stoppable{base.__name__}", (StoppableOracleMixin, base), {})
     oracle.deadline = deadline
+    step = boundary.current_step()
+    if step:
+        oracle.trial_progress = progress.Progress(
+            step,
+            "trials",
+            planned_trials(oracle, max_trials),
+            deadline=deadline,
+            done=ended_trials(oracle),
+        )
     oracle.max_consecutive_failed_trials = max(1, int(max_failures))
     # A reloaded oracle retries the trials it had running; one that had ended is done.
     oracle._retry_queue = [
@@ -242,6 +259,33 @@ def display_values(values: dict[str, Any]) -> dict[str, Any]:
     if "tuner/epochs" in values:
         out["epochs"] = values["tuner/epochs"]
     return out
+
+
+def ended_trials(oracle: Any) -> int:
+    """Trials of the oracle that completed or failed."""
+    return sum(1 for t in oracle.trials.values() if str(t.status) in ("COMPLETED", "FAILED"))
+
+
+def planned_trials(oracle: Any, max_trials: int | None) -> int | None:
+    """How many trials the search plans: `max_trials`, or the trials of Hyperband's brackets
+    (None when a time budget repeats the brackets until it is spent)."""
+    if max_trials:
+        return max_trials
+    if not hasattr(oracle, "_get_num_brackets") or getattr(oracle, "deadline", 0.0):
+        return None
+    brackets = oracle._get_num_brackets()
+    per_iteration = sum(
+        oracle._get_size(b, r) for b in range(brackets) for r in range(oracle._get_num_rounds(b))
+    )
+    return per_iteration * int(getattr(oracle, "hyperband_iterations", 1) or 1)
+
+
+def best_so_far(oracle: Any) -> str:
+    """`best val_accuracy 0.9611` for the best completed trial (empty before one exists)."""
+    best = oracle.get_best_trials(1)
+    if not best or best[0].score is None:
+        return ""
+    return f"best {oracle.objective.name} {float(best[0].score):.4f}"
 
 
 class TrialQuotaReached(Exception):
@@ -528,7 +572,9 @@ def make_tuner(
     tuner.step_name = spec.step_name
     tuner.parent_run_id = spec.parent_run_id
     if hasattr(tuner.oracle, "trials"):
-        make_stoppable(tuner.oracle, spec.deadline, spec.max_consecutive_failures)
+        make_stoppable(
+            tuner.oracle, spec.deadline, spec.max_consecutive_failures, tuner.total_trials
+        )
         tuner.oracle.verbose = 0
     return tuner
 

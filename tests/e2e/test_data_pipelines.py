@@ -94,6 +94,30 @@ def test_digits_as_a_png_class_tree_reach_097(tmp_path):
     print("test metrics:", summary["test_metrics"])
     assert summary["test_metrics"]["accuracy"] >= 0.97
     assert "augment: train rows 1257 -> 3771 (rotation, zoom, translation, x2)" in proc.stdout
+    assert "ingest_clean: files 1797/1797" in proc.stdout
+    # kerasflow predict on a PNG file and on a folder of PNGs, resized as ingest read them
+    sevens = tmp_path / "sevens"
+    sevens.mkdir()
+    for i, img in enumerate(digits.images[digits.target == 7][:6]):
+        big = Image.fromarray(np.clip(img * 16, 0, 255).astype(np.uint8)).resize((32, 32))
+        big.save(sevens / f"seven-{i}.png")
+    one = cli.predict_served(
+        tmp_path / "work", "kerasflow-model", "--input", "../sevens/seven-0.png"
+    )
+    assert one.returncode == 0, one.stderr
+    assert "seven-0.png" in one.stdout and "probability" in one.stdout
+    assert "oneDNN" not in one.stdout + one.stderr
+    many = cli.predict_served(
+        tmp_path / "work", "kerasflow-model", "--input", "../sevens", "--json"
+    )
+    assert many.returncode == 0, many.stderr
+    rows = json.loads(many.stdout)["predictions"]
+    assert [r["input"] for r in rows] == [f"seven-{i}.png" for i in range(6)]
+    assert sum(r["class"] == "7" for r in rows) >= 5
+    assert all(abs(sum(r["probabilities"].values()) - 1) < 1e-4 for r in rows)
+    bad = cli.predict_served(tmp_path / "work", "kerasflow-model", "--input", "run.yaml")
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1
+    assert "takes .png .jpg .jpeg .bmp .gif files" in bad.stderr
 
 
 def census(path: Path, n: int = 900) -> None:
@@ -185,3 +209,9 @@ def test_a_small_text_set_trains_end_to_end_with_text_augmentation(tmp_path):
     assert "(deletion, swap, insertion, synonym, x1)" in proc.stdout
     assert summary["test_metrics"]["accuracy"] >= 0.8
     assert summary["model_version"] == 1
+    review = tmp_path / "review.txt"
+    review.write_text("The film was brilliant and the cast superb, a wonderful story.\n")
+    answer = cli.predict_served(tmp_path / "work", "kerasflow-model", "--input", str(review))
+    assert answer.returncode == 0, answer.stderr
+    (line,) = [line for line in answer.stdout.splitlines() if "review.txt" in line]
+    assert line.split()[1] == "positive"

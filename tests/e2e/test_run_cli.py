@@ -9,7 +9,7 @@ import mlflow
 import pytest
 
 from kerasflow import constants as C
-from tests.e2e.cli import kerasflow
+from tests.e2e.cli import kerasflow, predict_served
 
 pytestmark = pytest.mark.e2e
 
@@ -53,6 +53,12 @@ def test_breast_cancer_runs_through_all_seven_steps_and_deploys(tmp_path, monkey
         assert f"] {step}: " in proc.stdout
     assert "hyperparameter_search: trial 1" in proc.stdout
     assert "deployed: version 1" in proc.stdout
+    # progress: an epoch line per epoch and a trials line per trial, with an estimate
+    assert "train: epoch 1/10 loss " in proc.stdout and "val_accuracy" in proc.stdout
+    assert "hyperparameter_search: trials 1/6 best val_accuracy" in proc.stdout
+    assert ", eta 0:" in proc.stdout
+    assert len(proc.stdout.splitlines()) < 200  # piped output stays compact
+    assert "pictures: confusion_matrix.png, roc_curve.png, pr_curve.png in " in proc.stdout
     assert list((tmp_path / "work" / "logs").glob("run-*.log"))
     # MLflow: the pipeline run, a run per step, a run per trial
     client = mlflow.MlflowClient(summary["tracking_uri"])
@@ -82,6 +88,13 @@ def test_breast_cancer_runs_through_all_seven_steps_and_deploys(tmp_path, monkey
     (clean,) = client.get_run(ingest.info.run_id).inputs.dataset_inputs
     assert clean.dataset.name == "breast_cancer-clean"
     assert '"num_rows": 569' in clean.dataset.profile  # no row of the bundled set is dropped
+    evaluate = next(r for r in steps if r.data.tags[C.TAG_STEP] == "evaluate")
+    pictures = {a.path for a in client.list_artifacts(evaluate.info.run_id, "evaluation")}
+    assert pictures == {f"evaluation/{n}_curve.png" for n in ("roc", "pr")} | {
+        "evaluation/confusion_matrix.png"
+    }
+    page = next((tmp_path / "work" / "pipeline_root").rglob("evaluate/pictures"))
+    assert page.read_text().count("data:image/png;base64,") == 3
     champion = client.get_model_version_by_alias("cancer-e2e", "champion")
     assert champion.tags["kerasflow.mlflow_run_id"] == summary["mlflow_run_id"]
     assert champion.tags["kerasflow.serving_version"] == "1"
@@ -92,6 +105,7 @@ def assert_served_like_evaluated(work: Path) -> None:
     """Serves what the run deployed and queries it with raw test rows over REST and gRPC, as a
     TF Serving client would; the answers equal the evaluation step's predictions."""
     import numpy as np
+    import pandas as pd
     import requests
     import tensorflow as tf
     from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
@@ -135,6 +149,17 @@ def assert_served_like_evaluated(work: Path) -> None:
             answer = stub.Predict(request, timeout=30)
         got = tf.make_ndarray(answer.outputs[C.SERVING_OUTPUT])
         np.testing.assert_allclose(got, expected, atol=1e-5)
+    # kerasflow predict on a CSV of raw rows with an extra id column: class names back
+    frame = pd.DataFrame({k: v[:, 0] for k, v in inputs.items()})
+    frame.insert(0, "id", range(5))
+    frame.to_csv(work / "rows.csv", index=False)
+    answer = predict_served(work, "cancer-e2e", "--input", "rows.csv", "--json")
+    assert answer.returncode == 0, answer.stderr
+    rows = json.loads(answer.stdout)["predictions"]
+    assert [r["class"] for r in rows] == [names[i] for i in expected.argmax(axis=1)]
+    np.testing.assert_allclose(
+        [[r["probabilities"][n] for n in names] for r in rows], expected, atol=1e-5
+    )
 
 
 def test_diabetes_regression_reports_r2_and_an_unblessed_model_is_not_deployed(tmp_path):

@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def run_predict(capsys, *argv: str) -> tuple[int, dict | None, str]:
-    code = main(["predict", *argv])
+    code = main(["predict", "--json", *argv])
     out, err = capsys.readouterr()
     return code, json.loads(out) if code == 0 else None, err
 
@@ -156,6 +156,7 @@ def test_serve_process_answers_and_finishes_in_flight_requests_on_sigterm(
                 "-m",
                 "kerasflow.serving",
                 "predict",
+                "--json",
                 "--model-name",
                 "digits",
                 "--rest",
