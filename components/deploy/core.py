@@ -234,6 +234,28 @@ def commit(
     return config_path
 
 
+def publish(
+    staged: Path,
+    serving_dir: str,
+    model_name: str,
+    tracking_uri: str,
+    parent_run_id: str,
+    meta: dict,
+) -> tuple[int, str, int, str]:
+    """Publishes, registers, pins and promotes; returns (version, path, registry version, config).
+
+    A complete version that a failure left unpinned is not served; it keeps its marker, so a
+    retry reuses it rather than publishing another.
+    """
+    # One publisher at a time per local serving directory: the version number, the champion
+    # and the serving config change together.
+    with fileio.exclusive_lock(serving_dir):
+        version, path = push(staged, serving_dir, model_name)
+        registry_version = register(tracking_uri, parent_run_id, model_name, version, path, meta)
+        config_path = commit(tracking_uri, serving_dir, model_name, version, registry_version)
+    return version, path, registry_version, config_path
+
+
 @boundary.step_entry(STEP, heavy_imports=("tensorflow",))
 def run(
     *,
@@ -275,18 +297,9 @@ def run(
             )
             validate_export(staged, meta, test, expected)
             boundary.progress(STEP, "infra validation passed (loaded, warmed up, answers match)")
-            # One publisher at a time per serving directory: the version number, the champion
-            # and the serving config change together.
-            with fileio.exclusive_lock(serving_dir):
-                # A complete version that is not pinned is not served; it stays (with its
-                # marker) so that a retry reuses it rather than publishing another.
-                version, path = push(staged, serving_dir, model_name)
-                registry_version = register(
-                    tracking_uri, parent_run_id, model_name, version, path, meta
-                )
-                config_path = commit(
-                    tracking_uri, serving_dir, model_name, version, registry_version
-                )
+            version, path, registry_version, config_path = publish(
+                staged, serving_dir, model_name, tracking_uri, parent_run_id, meta
+            )
         runs.log_params({"model_name": model_name, "serving_dir": serving_dir})
         import mlflow
 

@@ -172,6 +172,7 @@ def basename(path: str) -> str:
 
 def exists(path: str) -> bool:
     """True when a file or folder (on an object store: an object or any object under it) exists."""
+    check_uri(path)
     if not is_remote(path):
         return Path(path).exists()
     fs, key = filesystem(path)
@@ -185,6 +186,7 @@ def read_bytes(path: str) -> bytes:
     Raises:
         FileNotFoundError: when there is none.
     """
+    check_uri(path)
     if not is_remote(path):
         return Path(path).read_bytes()
     fs, key = filesystem(path)
@@ -199,6 +201,7 @@ def local_copy(path: str) -> Iterator[Path]:
     Raises:
         UserError: when nothing exists at `path`.
     """
+    check_uri(path)
     if not is_remote(path):
         if not Path(path).exists():
             raise UserError(f"data not found: {path}")
@@ -280,6 +283,7 @@ def create_exclusive(path: str, data: bytes) -> bool:
 
 def list_dir_names(path: str) -> list[str]:
     """Names directly under a local folder or remote prefix (empty when it does not exist)."""
+    check_uri(path)
     if not is_remote(path):
         p = Path(path)
         return sorted(x.name for x in p.iterdir()) if p.is_dir() else []
@@ -310,6 +314,7 @@ def _remote_files(fs: Any, key: str) -> dict[str, int]:
 
 def list_files(path: str) -> dict[str, int]:
     """Relative name (with `/`) -> size of every file under a local folder or remote prefix."""
+    check_uri(path)
     if is_remote(path):
         fs, key = filesystem(path)
         with _remote(path):
