@@ -308,7 +308,15 @@ def run(
         with lock, mirror.working_copy(directory) as local_dir:
             spec = dataclasses.replace(spec, tuner_dir=local_dir)
             result = _search(
-                spec, arrays, meta, isolated, workers, pods, quota, pipeline_root, run_id
+                spec,
+                arrays,
+                meta=meta,
+                isolated=isolated,
+                workers=workers,
+                pods=pods,
+                quota=quota,
+                pipeline_root=pipeline_root,
+                run_id=run_id,
             )
         if result.stop_reason:
             boundary.progress(STEP, f"stopped early: {result.stop_reason}; keeping the best so far")
@@ -327,6 +335,7 @@ def run(
 def _search(
     spec: tuners.SearchSpec,
     arrays: Any,
+    *,
     meta: dict,
     isolated: bool,
     workers: int,
