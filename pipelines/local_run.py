@@ -238,10 +238,14 @@ def run_pipeline(
     reconciled = prepare_tracking(uri, cfg.experiment, timeout)
     root = work / "pipeline_root"
     if docker:
-        serving = Path(cfg.resolved_serving_dir())
+        from kerasflow.runtime import fileio
+
+        # A serving directory on an object store is reached over the network, not mounted.
+        serving_dir = cfg.resolved_serving_dir()
+        serving = [] if fileio.is_remote(serving_dir) else [Path(serving_dir)]
         store = [Path(uri[len("sqlite:///") :]).parent] if uri.startswith("sqlite:///") else []
-        docker_runner.give_to_container_user([work, root, serving, *store])
-        kfp_runner = docker_runner.make_runner(token, [work, serving, *store], root, env)
+        docker_runner.give_to_container_user([work, root, *serving, *store])
+        kfp_runner = docker_runner.make_runner(token, [work, *serving, *store], root, env)
     else:
         kfp_runner = local.SubprocessRunner(use_venv=False)
     local.init(runner=kfp_runner, pipeline_root=str(root), raise_on_error=True)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 
 from kerasflow.runtime import fileio
-from kerasflow.runtime.errors import UserError
 from kerasflow.settings.run import DEFAULT_WORK_DIR
 
 
@@ -75,14 +74,9 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     if args.to is not None:
         target = registry.registry_version_for(uri, args.model_name, args.to)
     serving_dir = cfg.resolved_serving_dir()
+    path = fileio.join(serving_dir, registry.CONFIG_FILE)
     with fileio.exclusive_lock(serving_dir):  # as a deploy does: one publisher at a time
-        champion = registry.rollback(uri, args.model_name, target)
-        if champion.serving_version is None:
-            raise UserError(
-                f"registry version {champion.registry_version} of '{args.model_name}' "
-                "was never published for serving"
-            )
-        path = registry.pin_serving_version(serving_dir, args.model_name, champion.serving_version)
+        champion = registry.rollback(uri, args.model_name, target, serving_dir=serving_dir)
     print(
         f"kerasflow: {args.model_name}: champion is now registry version "
         f"{champion.registry_version} (serving version {champion.serving_version}); "

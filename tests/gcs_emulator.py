@@ -1,9 +1,10 @@
 """A Google Cloud Storage emulator for tests: in-process, in memory, on a free local port.
 
 Test modules load this with `pytest_plugins = ["tests.gcs_emulator"]` and ask for the `gcs`
-fixture. It sets STORAGE_EMULATOR_HOST, which google-cloud-storage (and kerasflow.runtime.fileio)
-honour, so gs:// URIs resolve against the emulator, in this process and in any subprocess the
-test starts (the CLI and its pipeline steps).
+fixture. It sets STORAGE_EMULATOR_HOST, which google-cloud-storage and gcsfs (so
+kerasflow.runtime.fileio) honour, so gs:// URIs resolve against the emulator, in this process and
+in any subprocess the test starts (the CLI and its pipeline steps). The emulator ignores write
+preconditions (`ifGenerationMatch`), which real GCS enforces.
 """
 
 from __future__ import annotations
@@ -27,10 +28,11 @@ class Emulator:
     bucket: str
 
     def client(self):
-        """A storage client bound to the emulator."""
-        from kerasflow.runtime.fileio import gcs_client
+        """A google-cloud-storage client bound to the emulator (anonymous there)."""
+        from google.auth.credentials import AnonymousCredentials
+        from google.cloud import storage
 
-        return gcs_client()
+        return storage.Client(project="kerasflow", credentials=AnonymousCredentials())
 
     def upload(self, local: Path, key: str) -> str:
         """Uploads a file, or a folder file by file, under `key`; returns its gs:// URI."""

@@ -10,6 +10,7 @@ searched hyperparameter. Each trial is a nested MLflow run under this step's run
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from kerasflow import constants as C
-from kerasflow.runtime import boundary, budget, fileio
+from kerasflow.runtime import boundary, budget, fileio, mirror
 from kerasflow.runtime.errors import UserError
 from kerasflow.runtime.fileio import write_json_atomic
 from kerasflow.settings import SearchSettings
@@ -40,11 +41,12 @@ def search_key(content_hash: str, settings: dict[str, Any]) -> str:
 
 
 def tuning_root(pipeline_root: str) -> str:
-    """Where searches live under a pipeline root (gs:// roots through KFP's /gcs mount)."""
-    if fileio.is_gcs(pipeline_root):
-        bucket, key = fileio.split_gcs(pipeline_root)
-        return str(Path("/gcs", bucket, key, TUNING_DIR))
-    return str(Path(pipeline_root, TUNING_DIR))
+    """Where searches live under a pipeline root (a local folder or the object store itself).
+
+    Not KFP's `/gcs` mount: on open-source KFP that is a per-pod scratch folder, so a retried
+    search and the worker pods would share nothing.
+    """
+    return fileio.join(pipeline_root, TUNING_DIR)
 
 
 def rendezvous_path(pipeline_root: str, run_id: str) -> str:
@@ -173,7 +175,7 @@ def resolve_tuner_dir(tuner_dir: str, pipeline_root: str, key: str, fallback: st
     if tuner_dir:
         return tuner_dir
     if pipeline_root:
-        return str(Path(tuning_root(pipeline_root), key))
+        return fileio.join(tuning_root(pipeline_root), key)
     return fallback
 
 
@@ -220,7 +222,7 @@ def run(
         warm_forkserver()  # its TensorFlow import overlaps with this process's
     deadline = budget.deadline_after(budget.parse_time_budget(time_budget), started)
     with runs.step_run(tracking_uri, parent_run_id, STEP) as step:
-        from kerasflow.data.feeds import DataFeed, content_hash, load_training_arrays
+        from kerasflow.data.feeds import content_hash, load_training_arrays
         from kerasflow.modeling import search_space as spaces
         from kerasflow.modeling.hypermodel import check_user_build
 
@@ -294,27 +296,28 @@ def run(
         # Runs of the same search share its tuner directory: one searches at a time, and the
         # next resumes from the trials the first one finished.
         parent, name = os.path.split(directory.rstrip("/"))
-        with fileio.exclusive_lock(
+        lock = fileio.exclusive_lock(
             parent or ".",
             f".{name}.lock",
             on_wait=lambda: boundary.progress(
                 STEP, f"waiting: another run is searching in {directory}"
             ),
-        ):
-            if not isolated:
-                result = tuners.run_search(spec, DataFeed(arrays, seed))
-            else:
-                from kerasflow.tuning.parallel import run_parallel_search
-
-                local = 0 if pods and workers <= 1 else max(1, workers)
-                result = run_parallel_search(
-                    spec,
-                    meta,
-                    local,
-                    pods,
-                    rendezvous_path(pipeline_root, run_id) if pods else "",
-                    trials_per_process=quota,
-                )
+        )
+        # KerasTuner cannot write to s3:// (nor gs:// without TF's extra): a search on an
+        # object store runs in a local copy restored from it and synced back as trials end.
+        with lock, mirror.working_copy(directory) as local_dir:
+            spec = dataclasses.replace(spec, tuner_dir=local_dir)
+            result = _search(
+                spec,
+                arrays,
+                meta=meta,
+                isolated=isolated,
+                workers=workers,
+                pods=pods,
+                quota=quota,
+                pipeline_root=pipeline_root,
+                run_id=run_id,
+            )
         if result.stop_reason:
             boundary.progress(STEP, f"stopped early: {result.stop_reason}; keeping the best so far")
         log_results(
@@ -327,6 +330,36 @@ def run(
             parent_run_id=parent_run_id,
             seconds=time.time() - started,
         )
+
+
+def _search(
+    spec: tuners.SearchSpec,
+    arrays: Any,
+    *,
+    meta: dict,
+    isolated: bool,
+    workers: int,
+    pods: int,
+    quota: int,
+    pipeline_root: str,
+    run_id: str,
+) -> tuners.SearchOutcome:
+    """Runs the search in this process, or in worker processes and pods when `isolated`."""
+    if not isolated:
+        from kerasflow.data.feeds import DataFeed
+
+        return tuners.run_search(spec, DataFeed(arrays, spec.seed))
+    from kerasflow.tuning.parallel import run_parallel_search
+
+    local = 0 if pods and workers <= 1 else max(1, workers)
+    return run_parallel_search(
+        spec,
+        meta,
+        local,
+        pods,
+        rendezvous_path(pipeline_root, run_id) if pods else "",
+        trials_per_process=quota,
+    )
 
 
 def log_results(

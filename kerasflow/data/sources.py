@@ -17,7 +17,7 @@ import numpy as np
 
 from kerasflow.data import readers
 from kerasflow.runtime.errors import UserError
-from kerasflow.runtime.fileio import exists, is_gcs, local_copy
+from kerasflow.runtime.fileio import check_uri, exists, is_remote, local_copy
 
 BUILTINS = ("digits", "breast_cancer", "wine", "iris", "diabetes")
 BUILTIN_PREFIX = "builtin:"
@@ -70,7 +70,8 @@ def check_source(
     if uri.startswith(BUILTIN_PREFIX):
         _builtin_name(uri)
         return
-    if is_gcs(uri):
+    check_uri(uri)
+    if is_remote(uri):
         _check_exists(uri, "data")
         return  # the ingest step reads the object itself
     path = Path(uri)
@@ -98,7 +99,7 @@ _FORMATS = "expected .csv/.tsv, .parquet, .jsonl, .npz or a folder with one subf
 
 
 def _check_exists(uri: str, what: str) -> None:
-    if not is_gcs(uri):
+    if not is_remote(uri):
         if not Path(uri).exists():
             raise UserError(f"{what} not found: {uri}")
         return

@@ -12,7 +12,7 @@ from pathlib import Path
 from types import MappingProxyType
 
 from kerasflow.runtime.errors import UserError
-from kerasflow.runtime.fileio import is_gcs, local_copy
+from kerasflow.runtime.fileio import is_remote, read_bytes
 
 LATEST = "latest"
 ALL = "all"
@@ -52,7 +52,9 @@ class ModelConfig:
             raise UserError("a served model needs a name")
         if not self.base_path:
             raise UserError(f"model {self.name!r} needs a base_path")
-        base = self.base_path if is_gcs(self.base_path) else str(Path(self.base_path).absolute())
+        base = self.base_path
+        if not is_remote(base):
+            base = str(Path(base).absolute())
         object.__setattr__(self, "base_path", base)
         object.__setattr__(self, "labels", MappingProxyType(dict(self.labels)))
 
@@ -131,17 +133,15 @@ def parse_model_config_text(text: str, source: str = "model config") -> list[Mod
 
 
 def load_model_config_file(path: str) -> list[ModelConfig]:
-    """Reads and parses a `--model_config_file` (a local path or a gs:// URI).
+    """Reads and parses a `--model_config_file` (a local path or an object-store URI).
 
     Raises:
         UserError: when the file is missing or invalid.
     """
     try:
-        if is_gcs(path):
-            with local_copy(path) as local:
-                text = local.read_text(encoding="utf-8")
-        else:
-            text = Path(path).read_text(encoding="utf-8")
+        text = read_bytes(path).decode("utf-8")
+    except FileNotFoundError:
+        raise UserError(f"cannot read --model_config_file {path}: no such file") from None
     except OSError as exc:
         raise UserError(f"cannot read --model_config_file {path}: {exc.strerror}") from None
     except UserError as exc:

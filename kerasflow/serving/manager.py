@@ -5,8 +5,8 @@ the missing ones (and warms them up) and only then unloads the versions no longe
 new version takes traffic before the old one leaves. A version that fails to load is recorded in
 state END with its error, is not retried while it stays on disk, and never takes down what is
 serving. A failed version is tried again when its files change (a copy that was still going on,
-or a fix). On gs://, where a version cannot appear atomically, a version that shows up while the
-server runs is loaded once its listing is the same on two polls in a row. Requests read an
+or a fix). On an object store, where a version cannot appear atomically, a version that shows up
+while the server runs is loaded once its listing is the same on two polls in a row. Requests read an
 immutable dict of available versions, so they never wait on a load.
 """
 
@@ -55,19 +55,25 @@ class _Model:
         # Replaced as a whole on every change, so readers need no lock.
         self.available: dict[int, Servable] = {}
         self.states: dict[int, VersionStatus] = {}
-        # Failed versions and gs:// versions still settling, with their files' fingerprint.
+        # Failed versions and object-store versions still settling, with their files' fingerprint.
         self.failed: dict[int, tuple] = {}
         self.settling: dict[int, tuple] = {}
         self.listed = False
 
 
 def folder_fingerprint(path: str) -> tuple:
-    """Names, sizes and modification stamps of the files under a local folder or gs:// prefix."""
+    """Names, sizes and modification stamps of the files under a local folder or remote prefix."""
     try:
-        if fileio.is_gcs(path):
-            bucket, key = fileio.split_gcs(path)
-            blobs = fileio.gcs_client().list_blobs(bucket, prefix=key.rstrip("/") + "/")
-            return tuple(sorted((b.name, b.size, str(b.updated)) for b in blobs))
+        if fileio.is_remote(path):
+            fs, key = fileio.filesystem(path)
+            found = fs.find(key.rstrip("/"), detail=True)
+            # Sizes plus the store's version stamp (GCS generation, S3 ETag) of each object.
+            return tuple(
+                sorted(
+                    (name, info.get("size"), str(info.get("generation") or info.get("ETag")))
+                    for name, info in found.items()
+                )
+            )
         entries = []
         for root, _, files in os.walk(path):
             for name in files:
@@ -196,7 +202,7 @@ class ModelManager:
             if self._stopping.is_set():
                 return
             path = fileio.join(config.base_path, str(version))
-            if fileio.is_gcs(path) and not first_listing:
+            if fileio.is_remote(path) and not first_listing:
                 fingerprint = folder_fingerprint(path)
                 if model.settling.get(version) != fingerprint:
                     model.settling[version] = fingerprint
@@ -226,7 +232,7 @@ class ModelManager:
         log.info("model %s: version %d is available", name, version)
 
     def _load_path(self, path: str, name: str, version: int) -> Servable:
-        if not fileio.is_gcs(path):
+        if not fileio.is_remote(path):
             return self._loader(path, name, version, batching=self._batching)
         with fileio.local_copy(path) as local:
             servable = self._loader(str(local), name, version, batching=self._batching)

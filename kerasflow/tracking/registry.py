@@ -140,20 +140,50 @@ def champion_history(tracking_uri: str, model_name: str) -> list[int]:
 
 
 def promote(tracking_uri: str, model_name: str, registry_version: int) -> None:
-    """Points the `champion` alias at `registry_version` and appends it to the history."""
+    """Points the `champion` alias at `registry_version` and appends it to the history.
+
+    A retried promotion of the version that is already last in the history adds nothing.
+    """
     client = _client(tracking_uri)
     history = champion_history(tracking_uri, model_name)
     client.set_registered_model_alias(model_name, CHAMPION, str(registry_version))
-    client.set_registered_model_tag(
-        model_name, HISTORY_TAG, json.dumps([*history, registry_version])
-    )
+    if not history or history[-1] != registry_version:
+        client.set_registered_model_tag(
+            model_name, HISTORY_TAG, json.dumps([*history, registry_version])
+        )
 
 
-def rollback(tracking_uri: str, model_name: str, to_version: int | None = None) -> Champion:
+def find_serving_version(
+    tracking_uri: str, model_name: str, serving_version: int, path: str
+) -> int | None:
+    """The registry version already registered for serving version `serving_version` at `path`."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        versions = _client(tracking_uri).search_model_versions(f"name = '{model_name}'")
+    except MlflowException:
+        return None
+    for mv in versions:
+        tags = mv.tags or {}
+        if tags.get(SERVING_VERSION_TAG) == str(serving_version) and (
+            tags.get(SERVING_PATH_TAG) == path
+        ):
+            return int(mv.version)
+    return None
+
+
+def rollback(
+    tracking_uri: str, model_name: str, to_version: int | None = None, serving_dir: str = ""
+) -> Champion:
     """Moves the champion back: to the previous champion, or to registry version `to_version`.
 
+    With `serving_dir`, the target's serving version is pinned in `<serving_dir>/models.config`
+    first and the alias moves after it (as a deploy commits); when the alias cannot move, the
+    previous config is put back.
+
     Raises:
-        UserError: unknown model, nothing to roll back to, or an unknown version.
+        UserError: unknown model, nothing to roll back to, an unknown version, or (with
+            `serving_dir`) a version that was never published for serving.
     """
     from mlflow.exceptions import MlflowException
 
@@ -169,17 +199,32 @@ def rollback(tracking_uri: str, model_name: str, to_version: int | None = None) 
             raise UserError(f"model '{model_name}' has no earlier champion to roll back to")
         to_version = earlier[-1]
         history = history[: len(history) - 1 - history[::-1].index(to_version)]
-    else:
-        try:
-            client.get_model_version(model_name, str(to_version))
-        except MlflowException:
-            raise UserError(f"model '{model_name}' has no version {to_version}") from None
-    client.set_registered_model_alias(model_name, CHAMPION, str(to_version))
-    client.set_registered_model_tag(
-        model_name,
-        HISTORY_TAG,
-        json.dumps([*history, to_version] if not history or history[-1] != to_version else history),
-    )
+    try:
+        target = client.get_model_version(model_name, str(to_version))
+    except MlflowException:
+        raise UserError(f"model '{model_name}' has no version {to_version}") from None
+    previous = None
+    if serving_dir:
+        serving = (target.tags or {}).get(SERVING_VERSION_TAG)
+        if not serving:
+            raise UserError(
+                f"registry version {to_version} of '{model_name}' was never published for serving"
+            )
+        previous = read_serving_config(serving_dir)
+        pin_serving_version(serving_dir, model_name, int(serving))
+    try:
+        client.set_registered_model_alias(model_name, CHAMPION, str(to_version))
+        client.set_registered_model_tag(
+            model_name,
+            HISTORY_TAG,
+            json.dumps(
+                [*history, to_version] if not history or history[-1] != to_version else history
+            ),
+        )
+    except BaseException:
+        if serving_dir:
+            restore_serving_config(serving_dir, previous)
+        raise
     champion = get_champion(tracking_uri, model_name)
     assert champion is not None
     return champion
@@ -204,20 +249,37 @@ def registry_version_for(tracking_uri: str, model_name: str, serving_version: in
     raise UserError(f"model '{model_name}' has no registered serving version {serving_version}")
 
 
+def read_serving_config(serving_dir: str) -> bytes | None:
+    """The bytes of `<serving_dir>/models.config`, or None when there is none."""
+    try:
+        return fileio.read_bytes(fileio.join(serving_dir, CONFIG_FILE))
+    except FileNotFoundError:
+        return None
+
+
+def restore_serving_config(serving_dir: str, content: bytes | None) -> None:
+    """Puts back a serving config read by `read_serving_config` (None: there was none)."""
+    path = fileio.join(serving_dir, CONFIG_FILE)
+    if content is None:
+        fileio.remove(path)
+    else:
+        fileio.write_bytes_atomic(path, content)
+
+
 def pin_serving_version(serving_dir: str, model_name: str, version: int) -> str:
     """Writes `<serving_dir>/models.config` so `model_name` serves exactly `version`.
 
-    Other models in the file are kept. The version also gets the `stable` label. Local files are
-    replaced atomically.
+    Other models in the file are kept. The version also gets the `stable` label. The file is
+    replaced atomically (a rename locally, a single-object PUT on an object store).
     """
     from google.protobuf import text_format
     from tensorflow_serving.config import model_server_config_pb2
 
     path = fileio.join(serving_dir, CONFIG_FILE)
     config = model_server_config_pb2.ModelServerConfig()
-    if fileio.exists(path):
-        with fileio.local_copy(path) as local:
-            text_format.Parse(local.read_text(encoding="utf-8"), config)
+    current = read_serving_config(serving_dir)
+    if current is not None:
+        text_format.Parse(current.decode("utf-8"), config)
     entries = config.model_config_list.config
     entry = next((c for c in entries if c.name == model_name), None)
     if entry is None:
@@ -229,10 +291,5 @@ def pin_serving_version(serving_dir: str, model_name: str, version: int) -> str:
     entry.model_version_policy.specific.versions.append(version)
     entry.version_labels.clear()
     entry.version_labels["stable"] = version
-    text = text_format.MessageToString(config)
-    if fileio.is_gcs(path):
-        bucket, key = fileio.split_gcs(path)
-        fileio.gcs_client().bucket(bucket).blob(key).upload_from_string(text)
-    else:
-        fileio.write_bytes_atomic(path, text.encode())
+    fileio.write_bytes_atomic(path, text_format.MessageToString(config).encode())
     return path

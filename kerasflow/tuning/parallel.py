@@ -391,23 +391,14 @@ def _wait(slots: list, oracle: Any, servicer: Any, pods: int, spec: SearchSpec) 
 
 
 def write_rendezvous(path: str, document: dict) -> None:
-    """Writes the rendezvous document (a local path or a gs:// URI) atomically."""
-    data = json.dumps(document, sort_keys=True).encode()
-    if fileio.is_gcs(path):
-        bucket, key = fileio.split_gcs(path)
-        fileio.gcs_client().bucket(bucket).blob(key).upload_from_string(data)
-    else:
-        fileio.write_bytes_atomic(path, data)
+    """Writes the rendezvous document (a local path or an object-store URI) atomically."""
+    fileio.write_bytes_atomic(path, json.dumps(document, sort_keys=True).encode())
 
 
 def read_rendezvous(path: str) -> dict | None:
     """The rendezvous document, or None while the chief has not written it."""
     try:
-        if fileio.is_gcs(path):
-            bucket, key = fileio.split_gcs(path)
-            blob = fileio.gcs_client().bucket(bucket).blob(key)
-            return json.loads(blob.download_as_bytes()) if blob.exists() else None
-        return json.loads(Path(path).read_text())
+        return json.loads(fileio.read_bytes(path))
     except (FileNotFoundError, json.JSONDecodeError):
         return None
 

@@ -2,7 +2,8 @@
 
 Budgets are the smallest that reliably meet the targets on this machine: damaged breast_cancer
 (test accuracy >= 0.94), digits as a PNG class-folder tree (>= 0.97), a census-style table with
-string categories read from gs:// and deployed to gs:// (served on raw strings), and a small
+string categories read from gs:// and deployed to gs:// (served on raw strings, by
+`kerasflow serve` from the gs:// serving config too), and a small
 text classification set.
 """
 
@@ -182,6 +183,13 @@ def test_string_categories_from_gs_train_and_the_served_model_takes_raw_strings(
         proba = serve(**request)["output_0"].numpy()
     assert proba.shape == (2, 2) and np.allclose(proba.sum(axis=1), 1.0, atol=1e-5)
     assert proba[0, 1] > 0.5 > proba[1, 1]  # classes ['<=50K', '>50K'] in sorted order
+    # `kerasflow serve` serves what the run pinned in the serving config on gs://.
+    instances = [{k: v[i] for k, v in rows.items()} for i in range(2)]
+    served = cli.serve_and_predict(
+        f"{serving}/models.config", "kerasflow-model", instances, tmp_path
+    )
+    assert [(s["version"], s["state"]) for s in served["status"]] == [("1", "AVAILABLE")]
+    np.testing.assert_allclose(served["predictions"], proba, rtol=1e-5, atol=1e-5)
 
 
 def test_a_small_text_set_trains_end_to_end_with_text_augmentation(tmp_path):

@@ -5,6 +5,7 @@ model becomes champion and is pinned, and a rollback brings the previous champio
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -125,7 +126,15 @@ def test_push_registers_champion_pins_config_and_rollback_returns(world, tmp_pat
     assert champion.serving_version == 1
     config = (serving / "models.config").read_text()
     assert "versions: 1" in config and 'key: "stable"' in config
-    path2 = run_deploy(world, "good", "good", serving, name)
+    # The same model again (a retried step) reuses its version and its registry entry.
+    assert run_deploy(world, "good", "good", serving, name) == path1
+    assert registry.champion_history(world["uri"], name) == [1]
+    # Another export (the same model with one more file) is the next version.
+    again = tmp_path / "good-again"
+    shutil.copytree(world["dirs"]["good"], again)
+    (again / C.SAVED_MODEL_DIR / "assets").mkdir(exist_ok=True)
+    (again / C.SAVED_MODEL_DIR / "assets" / "note.txt").write_text("retrained")
+    path2 = run_deploy({**world, "dirs": {"again": again}}, "again", "good", serving, name)
     assert path2 == str(serving / name / "2")
     assert registry.get_champion(world["uri"], name).serving_version == 2
     assert "versions: 2" in (serving / "models.config").read_text()
@@ -171,7 +180,6 @@ def test_model_failing_infra_validation_is_not_pushed(world, tmp_path, capsys):
 
 
 def test_corrupt_export_is_not_pushed(world, tmp_path, capsys):
-    import shutil
 
     broken = world["root"] / "broken"
     shutil.copytree(world["dirs"]["good"], broken)

@@ -16,6 +16,7 @@ import pytest
 from kerasflow.tracking import runs
 from tests.unit.test_tuning import make_tabular_bundle
 
+pytest_plugins = ["tests.s3_server"]
 pytestmark = pytest.mark.local
 
 MAX_TRIALS = 6
@@ -97,3 +98,49 @@ def test_killed_search_resumes_without_rerunning_finished_trials(tmp_path, mlflo
     rerun_runs = client.search_runs([exp], f"tags.mlflow.parentRunId = '{done_step.info.run_id}'")
     assert {t.data.tags["trial_id"] for t in rerun_runs} == set(after) - set(before)
     assert all(t.info.status == "FINISHED" for t in rerun_runs)
+
+
+def remote_trials(s3, prefix: str) -> dict[str, tuple[str, float]]:
+    """Stored trial.json name -> (last-modified stamp, score) of every completed trial."""
+    out = {}
+    client = s3.client()
+    for name in s3.names(prefix):
+        if name.endswith("/trial.json"):
+            obj = client.get_object(Bucket=s3.bucket, Key=name)
+            trial = json.loads(obj["Body"].read())
+            if trial["status"] == "COMPLETED":
+                out[name] = (str(obj["LastModified"]), trial["score"])
+    return out
+
+
+def test_a_search_on_s3_resumes_from_the_trials_synced_to_the_store(tmp_path, mlflow_store, s3):
+    data = make_tabular_bundle(tmp_path / "data", rows=120, seed=3)
+    parent = runs.find_or_create_pipeline_run(mlflow_store, "search-s3", "s3-1")
+    settings = {"tuner": "random", "max_epochs": 1, "batch_size": 16, "patience": 1, "seed": 7}
+
+    def search(trials: int, attempt: str) -> subprocess.CompletedProcess:
+        args = dict(
+            settings={**settings, "max_trials": trials},
+            splits_dir=str(data),
+            train_dir=str(data),
+            hparams_path=str(tmp_path / attempt / "best.json"),
+            summary_path=str(tmp_path / attempt / "summary.md"),
+            tracking_uri=mlflow_store,
+            parent_run_id=parent,
+            pipeline_root=f"s3://{s3.bucket}/root",
+        )
+        cmd = [sys.executable, "-c", STEP, json.dumps(args)]
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+        return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+
+    first = search(1, "first")
+    assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-2000:]
+    before = remote_trials(s3, "root/tuning/")
+    assert len(before) == 1
+    # A larger budget continues the same search from the store: the stored trial is neither
+    # run nor written again, and one more trial joins it.
+    second = search(2, "second")
+    assert second.returncode == 0, second.stdout[-2000:] + second.stderr[-2000:]
+    after = remote_trials(s3, "root/tuning/")
+    assert len(after) == 2
+    assert {k: after[k] for k in before} == before

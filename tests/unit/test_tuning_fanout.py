@@ -23,7 +23,8 @@ def test_search_directory_is_keyed_by_data_and_shape_not_budget():
     )
     assert core.resolve_tuner_dir("/mine", "/w/pipeline_root", key, "/fb") == "/mine"
     assert core.resolve_tuner_dir("", "", key, "/fb") == "/fb"
-    assert core.tuning_root("gs://bucket/root") == "/gcs/bucket/root/tuning"
+    assert core.tuning_root("gs://bucket/root") == "gs://bucket/root/tuning"
+    assert core.tuning_root("minio://b/x") == "minio://b/x/tuning"
     assert core.rendezvous_path("gs://b/r", "run-1") == "gs://b/r/tuning/rendezvous/run-1.json"
 
 
