@@ -126,10 +126,9 @@ def parse_model_config_text(text: str, source: str = "model config") -> list[Mod
         text_format.Parse(text, message)
     except text_format.ParseError as exc:
         raise UserError(f"bad model config in {source}: {exc}") from None
-    configs = configs_from_proto(message)
-    if not configs:
-        raise UserError(f"{source} lists no models")
-    return configs
+    # An empty model_config_list is valid, as for TF Serving: a server can start before the
+    # first model is deployed and pick it up when the config names it.
+    return configs_from_proto(message)
 
 
 def load_model_config_file(path: str) -> list[ModelConfig]:

@@ -16,7 +16,7 @@ import logging
 from pathlib import Path
 
 from kerasflow.runtime.errors import UserError
-from kerasflow.runtime.fileio import is_gcs
+from kerasflow.runtime.fileio import check_uri, is_remote
 
 log = logging.getLogger(__name__)
 
@@ -275,7 +275,8 @@ def server_options_from_args(args: argparse.Namespace):
         models = load_model_config_file(args.model_config_file)
     elif args.model_base_path:
         base = args.model_base_path
-        if "://" not in base and not is_gcs(base) and not Path(base).is_dir():
+        check_uri(base)
+        if not is_remote(base) and not Path(base).is_dir():
             raise UserError(f"--model_base_path {base} is not a folder")
         models = [ModelConfig(name=args.model_name, base_path=base)]
     else:

@@ -222,7 +222,10 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
             configs = configs_from_proto(request.config)
         except UserError as exc:
             raise invalid_argument(str(exc)) from None
-        self._on_reload(configs)
+        try:
+            self._on_reload(configs)
+        except UserError as exc:  # a label on a version that is not available
+            raise ServingError(Code.FAILED_PRECONDITION, str(exc)) from None
         response = model_management_pb2.ReloadConfigResponse()
         response.status.error_code = int(Code.OK)
         return response

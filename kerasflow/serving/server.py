@@ -131,12 +131,13 @@ class ModelServer:
         opts = self.options
         self.manager.start()
         try:
+            self.check_labels(opts.models, previous=[])
             self._grpc = GrpcServer(
                 self.manager,
                 opts.host,
                 opts.grpc_port,
                 opts.max_request_bytes,
-                on_reload=self.manager.apply_configs,
+                on_reload=self.apply_configs,
                 max_threads=opts.grpc_max_threads,
                 metrics=self.metrics,
             )
@@ -180,7 +181,51 @@ class ModelServer:
                 continue
             if configs != self.manager.configs:
                 log.info("model config changed; applying %s", self.options.config_file)
-                self.manager.apply_configs(configs)
+                try:
+                    self.apply_configs(configs)
+                except UserError as exc:
+                    log.error("keeping the current models: %s", exc)
+
+    def apply_configs(self, configs: list[ModelConfig]) -> None:
+        """Serves `configs` from now on, once their version labels pass check_labels.
+
+        Raises:
+            UserError: when a label names a version that is not available (the current models
+                stay as they are).
+        """
+        self.check_labels(configs, previous=self.manager.configs)
+        self.manager.apply_configs(configs)
+
+    def check_labels(self, configs: list[ModelConfig], previous: list[ModelConfig]) -> None:
+        """Refuses labels on versions that are not available, as TF Serving does.
+
+        With `allow_labels_for_unavailable` (`--allow_version_labels_for_unavailable_models`) a
+        label that a model does not have yet may name a version still to be loaded; a label
+        that exists is only ever moved to an available version.
+
+        Raises:
+            UserError: naming the model, the label and the version.
+        """
+        before = {c.name: dict(c.labels) for c in previous}
+        for config in configs:
+            for label, version in config.labels.items():
+                if self._available(config.name, version):
+                    continue
+                is_new = label not in before.get(config.name, {})
+                if self.options.allow_labels_for_unavailable and is_new:
+                    continue
+                raise UserError(
+                    f"label '{label}' of model {config.name} names version {version}, which is "
+                    "not currently available for inference"
+                    + ("" if is_new else " (an existing label only moves to a loaded version)")
+                )
+
+    def _available(self, name: str, version: int) -> bool:
+        try:
+            (status,) = self.manager.model_status(name, version)
+        except Exception:  # no such model or version yet
+            return False
+        return status.state == "AVAILABLE"
 
     def stop(self, grace: float | None = None) -> None:
         """Stops accepting, finishes requests in flight, unloads the models. Idempotent."""

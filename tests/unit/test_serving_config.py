@@ -54,11 +54,15 @@ def test_the_text_format_gives_names_paths_policies_and_labels():
     assert dict(plain.labels) == {}
 
 
+def test_an_empty_model_list_is_a_valid_config_as_in_tf_serving():
+    assert parse_model_config_text("model_config_list { }") == []
+    assert parse_model_config_text("") == []
+
+
 @pytest.mark.parametrize(
     ("text", "match"),
     [
         ("model_config_list { config { name: 'x' base_path: '/m' ", "bad model config"),
-        ("model_config_list { }", "lists no models"),
         (
             "model_config_list { config { name: 'x' base_path: '/a' } "
             "config { name: 'x' base_path: '/b' } }",
