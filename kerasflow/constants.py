@@ -55,6 +55,8 @@ TAG_MODEL_VERSION = "kerasflow.model_version"
 TAG_MODEL_PATH = "kerasflow.model_path"
 TAG_BEST_HPARAMS = "kerasflow.best_hyperparameters"
 TAG_REGISTRY_VERSION = "kerasflow.registry_version"
+# The train run's LoggedModel (MLflow's Keras flavor), as a models:/ URI.
+TAG_LOGGED_MODEL_URI = "kerasflow.logged_model_uri"
 # JSON: the MLflow artifact folder of the evaluation's pictures and their file names.
 TAG_PICTURES = "kerasflow.evaluation_pictures"
 KIND_PIPELINE = "pipeline"

@@ -200,7 +200,12 @@ def register(
         return existing  # a retried deploy: the earlier attempt registered it already
     parent = mlflow.MlflowClient().get_run(parent_run_id)
     train_run = runs.find_step_run(parent_run_id, "train")
-    source = f"runs:/{train_run}/model" if train_run else path
+    source = path
+    if train_run:
+        # The train step's LoggedModel (MLflow's Keras flavor); runs of older releases logged
+        # the model as plain run artifacts.
+        tags = mlflow.MlflowClient().get_run(train_run).data.tags
+        source = tags.get(C.TAG_LOGGED_MODEL_URI) or f"runs:/{train_run}/model"
     return registry.register_version(
         tracking_uri,
         model_name,

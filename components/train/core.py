@@ -363,6 +363,9 @@ def run(
         import mlflow
 
         from kerasflow.data.feeds import DataFeed, load_training_arrays, merged_arrays
+        from kerasflow.tracking import models
+
+        models.prewarm()
         from kerasflow.modeling import search_space
 
         arrays = load_training_arrays(splits_dir, train_dir)
@@ -467,7 +470,10 @@ def run(
         summary: list[str] = []
         model.summary(print_fn=lambda line, *_: summary.append(line))
         runs.log_text_artifact("\n".join(summary), "model_summary.txt")
-        mlflow.log_artifact(str(out / C.KERAS_MODEL_FILE), "model")
+        # The Keras flavor's LoggedModel is what the registry version is created from; the
+        # SavedModel TF Serving loads, exported from the same weights, stays a run artifact.
+        logged = models.log_keras_model(model, models.example_rows(arrays.val_x))
+        mlflow.set_tag(C.TAG_LOGGED_MODEL_URI, logged.model_uri)
         runs.log_dir_artifacts(out / C.SAVED_MODEL_DIR, "model/saved_model")
         boundary.progress(
             STEP,

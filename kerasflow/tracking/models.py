@@ -67,6 +67,27 @@ def prewarm() -> None:
     threading.Thread(target=scan, name="mlflow-requirements-scan", daemon=True).start()
 
 
+def example_rows(inputs: Any, rows: int = 5) -> Any:
+    """The first `rows` rows of model inputs (an array, or a dict of arrays by input name)."""
+    if isinstance(inputs, dict):
+        return {name: values[:rows] for name, values in inputs.items()}
+    return inputs[:rows]
+
+
+def _as_schema_values(inputs: Any) -> Any:
+    """Python-object arrays (strings) as NumPy unicode, which MLflow's schema inference takes;
+    Keras itself wants the object arrays."""
+    import numpy as np
+
+    def convert(values: Any) -> Any:
+        values = np.asarray(values)
+        return values.astype(str) if values.dtype == object else values
+
+    if isinstance(inputs, dict):
+        return {name: convert(values) for name, values in inputs.items()}
+    return convert(inputs)
+
+
 def log_keras_model(model: Any, example_inputs: Any) -> Any:
     """Logs `model` with the Keras flavor under the active run; returns MLflow's ModelInfo.
 
@@ -77,7 +98,12 @@ def log_keras_model(model: Any, example_inputs: Any) -> Any:
     """
     from mlflow.models import Model, infer_signature
 
-    outputs = model.predict(example_inputs, verbose=0)
+    import tensorflow as tf
+
+    # A direct call: Keras' predict() refuses string arrays, tensors it takes.
+    tensors = tf.nest.map_structure(tf.constant, example_inputs)
+    outputs = tf.nest.map_structure(lambda t: t.numpy(), model(tensors, training=False))
+    example_inputs = _as_schema_values(example_inputs)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # schema hints about integer columns
         signature = infer_signature(example_inputs, outputs)

@@ -31,6 +31,7 @@ class Champion:
     registry_version: int
     serving_version: int | None
     source: str
+    run_id: str = ""
 
     def describe(self, model_name: str) -> str:
         """Names the champion for messages: registry version, serving version and source."""
@@ -86,7 +87,7 @@ def get_champion(tracking_uri: str, model_name: str) -> Champion | None:
             f"{tracking_uri}: {_first_line(exc)}"
         ) from None
     serving = mv.tags.get(SERVING_VERSION_TAG)
-    return Champion(int(mv.version), int(serving) if serving else None, mv.source)
+    return Champion(int(mv.version), int(serving) if serving else None, mv.source, mv.run_id or "")
 
 
 def download_champion(tracking_uri: str, model_name: str) -> tuple[Champion, Path] | None:
@@ -105,6 +106,8 @@ def download_champion(tracking_uri: str, model_name: str) -> tuple[Champion, Pat
     if champion is None:
         return None
     try:
+        if champion.source.startswith(LOGGED_MODEL_PREFIX):
+            return champion, _download_logged_champion(tracking_uri, model_name, champion)
         local = mlflow.artifacts.download_artifacts(
             artifact_uri=champion.source, tracking_uri=tracking_uri
         )
@@ -116,10 +119,39 @@ def download_champion(tracking_uri: str, model_name: str) -> tuple[Champion, Pat
     return champion, Path(local)
 
 
+# Registered versions created from a LoggedModel (MLflow's Keras flavor) have this source.
+LOGGED_MODEL_PREFIX = "models:/m-"
+
+
+def _download_logged_champion(tracking_uri: str, model_name: str, champion: Champion) -> Path:
+    """The champion's Keras model (from its LoggedModel, through the registry's own URI) and
+    the SavedModel its train run exported, laid out as `model.keras` and `saved_model/`."""
+    import shutil
+    import tempfile
+
+    import mlflow
+
+    local = Path(tempfile.mkdtemp(prefix="kerasflow-champion-"))
+    flavor = mlflow.artifacts.download_artifacts(
+        artifact_uri=f"models:/{model_name}/{champion.registry_version}",
+        dst_path=str(local / "logged_model"),
+        tracking_uri=tracking_uri,
+    )
+    shutil.move(str(Path(flavor, "data", "model.keras")), local / "model.keras")
+    if champion.run_id:
+        mlflow.artifacts.download_artifacts(
+            artifact_uri=f"runs:/{champion.run_id}/model/saved_model",
+            dst_path=str(local),
+            tracking_uri=tracking_uri,
+        )
+    return local
+
+
 def register_version(
     tracking_uri: str, model_name: str, source: str, run_id: str, tags: dict[str, Any]
 ) -> int:
-    """Registers `source` (a runs:/ or file URI of the model) and returns the registry version."""
+    """Registers `source` (a LoggedModel's models:/ URI, a runs:/ or a file URI of the model) and
+    returns the registry version."""
     from mlflow.exceptions import MlflowException
 
     client = _client(tracking_uri)
@@ -127,8 +159,14 @@ def register_version(
         client.get_registered_model(model_name)
     except MlflowException:
         client.create_registered_model(model_name, description="Served by kerasflow.")
+    # A version made from a LoggedModel is linked to it (the model page lists the version).
+    model_id = source[len("models:/") :] if source.startswith(LOGGED_MODEL_PREFIX) else None
     mv = client.create_model_version(
-        model_name, source, run_id=run_id, tags={k: str(v) for k, v in tags.items()}
+        model_name,
+        source,
+        run_id=run_id,
+        tags={k: str(v) for k, v in tags.items()},
+        model_id=model_id,
     )
     return int(mv.version)
 

@@ -116,7 +116,7 @@ def test_digits_as_a_png_class_tree_reach_097(tmp_path):
     assert [r["input"] for r in rows] == [f"seven-{i}.png" for i in range(6)]
     assert sum(r["class"] == "7" for r in rows) >= 5
     assert all(abs(sum(r["probabilities"].values()) - 1) < 1e-4 for r in rows)
-    bad = cli.predict_served(tmp_path / "work", "kerasflow-model", "--input", "run.yaml")
+    bad = cli.predict_served(tmp_path / "work", "kerasflow-model", "--input", "../run.yaml")
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1
     assert "takes .png .jpg .jpeg .bmp .gif files" in bad.stderr
 
