@@ -97,8 +97,31 @@ def test_breast_cancer_runs_through_all_seven_steps_and_deploys(tmp_path, monkey
     assert page.read_text().count("data:image/png;base64,") == 3
     champion = client.get_model_version_by_alias("cancer-e2e", "champion")
     assert champion.tags["kerasflow.mlflow_run_id"] == summary["mlflow_run_id"]
+    # The registered version comes from the train run's LoggedModel (MLflow's Keras flavor).
+    logged = client.get_logged_model(champion.source.removeprefix("models:/"))
+    assert logged.source_run_id == train.info.run_id
+    assert champion.model_id == logged.model_id and champion.run_id == train.info.run_id
+    assert_flavor_predicts_like_served(tmp_path / "work", summary["tracking_uri"])
     assert champion.tags["kerasflow.serving_version"] == "1"
     assert_served_like_evaluated(tmp_path / "work")
+
+
+def assert_flavor_predicts_like_served(work: Path, tracking_uri: str) -> None:
+    """`models:/cancer-e2e@champion` loaded with the Keras flavor answers the whole test split
+    like the served SavedModel (whose answers are evaluation's predictions)."""
+    import numpy as np
+
+    from kerasflow.data import artifacts
+    from kerasflow.tracking import models
+
+    mlflow.set_tracking_uri(tracking_uri)
+    splits = next(work.joinpath("pipeline_root").rglob("normalize-split/splits"))
+    meta, test = artifacts.load_meta(splits), artifacts.load_part(splits, "test")
+    preds = next(work.joinpath("pipeline_root").rglob("evaluate/predictions"))
+    served = np.load(preds / C.PREDICTIONS_FILE)["outputs"]
+    model = models.load_keras_model("models:/cancer-e2e@champion")
+    flavored = model.predict(artifacts.model_inputs(meta, test), verbose=0)
+    np.testing.assert_allclose(flavored, served, atol=1e-5)
 
 
 def assert_served_like_evaluated(work: Path) -> None:
