@@ -218,8 +218,8 @@ def test_the_server_polls_the_models_config_the_deploy_step_pins(overlay):
     args = container["args"]
     assert flag(args, "model_config_file") == example_serving_dir(overlay) + "/models.config"
     assert int(flag(args, "model_config_file_poll_wait_seconds")) > 0
-    mounts = {m["mountPath"] for m in container.get("volumeMounts", [])}
-    assert "/etc/tfserving" not in mounts
+    # No ConfigMap copy of models.config, which nothing would update after a deploy.
+    assert not [d for d in find(docs, "ConfigMap") if "models.config" in d.get("data", {})]
     assert {p["containerPort"]: p["name"] for p in container["ports"]} == {
         8500: "grpc",
         8501: "http",
@@ -650,3 +650,23 @@ def test_checkov_skips_are_allowed_and_explained(checkov_results):
         assert check["check_id"] in ALLOWED_SKIPS, check["check_id"]
         reason = (check.get("check_result") or {}).get("suppress_comment") or ""
         assert len(reason) > 20, (check["check_id"], check["resource"])
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_server_exposes_prometheus_metrics_where_the_pod_says_to_scrape(overlay):
+    from kerasflow.serving.protos import parse_text
+
+    docs = render(overlay)
+    deployment = one(docs, "Deployment", "tf-serving")
+    pod = deployment["spec"]["template"]
+    annotations = pod["metadata"]["annotations"]
+    assert annotations["prometheus.io/scrape"] == "true"
+    container = serving_container(docs)
+    path = flag(container["args"], "monitoring_config_file")
+    assert annotations["prometheus.io/port"] == flag(container["args"], "rest_api_port")
+    mount = next(m for m in container["volumeMounts"] if path.startswith(m["mountPath"] + "/"))
+    volume = next(v for v in pod["spec"]["volumes"] if v["name"] == mount["name"])
+    config_map = one(docs, "ConfigMap", volume["configMap"]["name"])
+    text = config_map["data"][path.rsplit("/", 1)[1]]
+    prometheus = parse_text("MonitoringConfig", text, path).prometheus_config
+    assert prometheus.enable and prometheus.path == annotations["prometheus.io/path"]

@@ -8,6 +8,7 @@ local) or to `kerasflow serve` (minio).
 from __future__ import annotations
 
 import signal
+from pathlib import Path
 
 import grpc
 import pytest
@@ -24,11 +25,17 @@ pytestmark = pytest.mark.e2e
 
 
 def _cluster_args(overlay: str, config: str, grpc_port: int, rest_port: int) -> list[str]:
-    container = serving_container(render(overlay))
+    docs = render(overlay)
+    container = serving_container(docs)
+    # The monitoring config the pod mounts from its ConfigMap, as a local file.
+    (monitoring,) = [d for d in docs if d["metadata"]["name"].startswith("tf-serving-monitoring")]
+    local_monitoring = Path(config).with_name("monitoring.config")
+    local_monitoring.write_text(monitoring["data"]["monitoring.config"])
     replaced = {
         "--port": str(grpc_port),
         "--rest_api_port": str(rest_port),
         "--model_config_file": config,
+        "--monitoring_config_file": str(local_monitoring),
     }
     args = []
     for arg in container["args"]:
@@ -63,6 +70,11 @@ def test_the_deployment_args_serve_a_pinned_version(overlay, serving_exports, tm
             request.inputs["image"].CopyFrom(tf.make_tensor_proto(digits_batch(2)))
             answer = stub.Predict(request, timeout=30)
         assert answer.model_spec.version.value == 1
+        metrics = requests.get(
+            f"http://127.0.0.1:{rest_port}/monitoring/prometheus/metrics", timeout=10
+        )
+        served = [line for line in metrics.text.splitlines() if 'api="grpc:Predict"' in line]
+        assert any('model_name="digits"' in line for line in served), metrics.text
         server.proc.send_signal(signal.SIGTERM)
         assert server.proc.wait(timeout=60) == 0
     finally:
