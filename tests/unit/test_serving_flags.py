@@ -11,6 +11,7 @@ from kerasflow.runtime.errors import UserError
 from kerasflow.serving import flags
 from kerasflow.serving.commands import register, run_serve
 from kerasflow.serving.flags import server_options_from_args
+from tests.unit.test_serving_cli_args import parse
 
 pytestmark = pytest.mark.unit
 
@@ -65,12 +66,6 @@ TF_SERVING_FLAGS = {
     "enable_grpc_healthcheck_service": "false",
     "enable_serialization_as_tensor_content": "false",
 }
-
-
-def parse(*argv: str) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="kerasflow")
-    register(parser.add_subparsers(dest="command", required=True))
-    return parser.parse_args(argv)
 
 
 def test_every_tf_serving_flag_is_accepted_and_the_ones_with_effect_apply(tmp_path):
