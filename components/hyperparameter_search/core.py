@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -131,8 +132,15 @@ def _cell(value: Any) -> str:
     return str(value).replace("|", "/")
 
 
-def plot_trials(rows: list[dict], objective: str, searched: list[str]):
-    """The objective by trial, then against each searched hyperparameter."""
+def plot_trials(
+    rows: list[dict], objective: str, searched: list[str], log_scaled: Sequence[str] = ()
+):
+    """The objective by trial, then against each searched hyperparameter.
+
+    Hyperparameters sampled on a log scale (`log_scaled`, e.g. the learning rate) get a log
+    axis, as do positive values spanning more than 20x. Under Hyperband the by-trial panel
+    colours each trial by its epoch budget.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -146,7 +154,15 @@ def plot_trials(rows: list[dict], objective: str, searched: list[str]):
     fig, axes = plt.subplots(rows_n, cols, figsize=(4.2 * cols, 3.2 * rows_n), squeeze=False)
     flat = list(axes.flat)
     ax = flat[0]
-    ax.plot(range(len(done)), [r["score"] for r in done], "o-")
+    ax.plot(range(len(done)), [r["score"] for r in done], "-", color="0.75", zorder=1)
+    budgets = sorted({r["epochs"] for r in done if "epochs" in r and "epochs" not in searched})
+    if budgets:  # Hyperband: which budget each trial ran under
+        for budget in budgets:
+            at = [i for i, r in enumerate(done) if r.get("epochs") == budget]
+            ax.scatter(at, [done[i]["score"] for i in at], label=f"{budget} epochs", zorder=2)
+        ax.legend(title="budget", fontsize="small")
+    else:
+        ax.scatter(range(len(done)), [r["score"] for r in done], zorder=2)
     ax.set_xlabel("trial")
     ax.set_ylabel(objective)
     ax.set_title("by trial")
@@ -155,7 +171,7 @@ def plot_trials(rows: list[dict], objective: str, searched: list[str]):
         xs = [p[0] for p in pts]
         if xs and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in xs):
             ax.scatter(xs, [p[1] for p in pts])
-            if min(xs) > 0 and max(xs) / min(xs) > 20:
+            if min(xs) > 0 and (name in log_scaled or max(xs) / min(xs) > 20):
                 ax.set_xscale("log")
         else:
             labels = sorted({str(x) for x in xs})
@@ -240,10 +256,12 @@ def run(
         if build_model:
             check_user_build(spaces.load_build_function(build_model), meta)
             searched: list[str] = []
+            log_scaled: list[str] = []
         else:
             tuners.check_objective(meta, objective)
             space = spaces.resolve_space(meta[C.META_MODALITY], overrides)
             searched = spaces.searched_names(space)
+            log_scaled = spaces.log_sampled_names(space)
         shape = {
             "algorithm": algorithm,
             "objective": objective,
@@ -325,6 +343,7 @@ def run(
             objective=objective,
             direction=direction,
             searched=searched,
+            log_scaled=log_scaled,
             hparams_path=hparams_path,
             summary_path=summary_path,
             parent_run_id=parent_run_id,
@@ -368,6 +387,7 @@ def log_results(
     objective: str,
     direction: str,
     searched: list[str],
+    log_scaled: Sequence[str] = (),
     hparams_path: str,
     summary_path: str,
     parent_run_id: str,
@@ -390,7 +410,8 @@ def log_results(
     runs.log_text_artifact(summary, "search_summary.md")
     runs.log_text_artifact(pd.DataFrame(result.rows).to_csv(index=False), C.TRIALS_FILE)
     runs.log_figure(
-        plot_trials(result.rows, objective, searched), "objective_vs_hyperparameters.png"
+        plot_trials(result.rows, objective, searched, log_scaled),
+        "objective_vs_hyperparameters.png",
     )
     scores = [r["score"] for r in result.rows if r["score"] is not None]
     best = max(scores) if direction == "max" else min(scores)

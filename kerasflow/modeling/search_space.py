@@ -353,6 +353,11 @@ def searched_names(space: dict[str, dict[str, Any]]) -> list[str]:
     return [name for name, spec in space.items() if "fixed" not in spec]
 
 
+def log_sampled_names(space: dict[str, dict[str, Any]]) -> list[str]:
+    """The hyperparameters sampled on a log scale (plotted on one)."""
+    return [name for name, spec in space.items() if spec.get("sampling") == "log"]
+
+
 def load_build_function(ref: str) -> Callable[..., Any]:
     """Resolves `module:function` or `path/to/file.py:function` to a callable.
 
