@@ -159,14 +159,8 @@ def register_version(
         client.get_registered_model(model_name)
     except MlflowException:
         client.create_registered_model(model_name, description="Served by kerasflow.")
-    # A version made from a LoggedModel is linked to it (the model page lists the version).
-    model_id = source[len("models:/") :] if source.startswith(LOGGED_MODEL_PREFIX) else None
     mv = client.create_model_version(
-        model_name,
-        source,
-        run_id=run_id,
-        tags={k: str(v) for k, v in tags.items()},
-        model_id=model_id,
+        model_name, source, run_id=run_id, tags={k: str(v) for k, v in tags.items()}
     )
     return int(mv.version)
 
