@@ -96,9 +96,8 @@ def log_keras_model(model: Any, example_inputs: Any) -> Any:
         example_inputs: a few rows of model inputs (an array, or a dict of arrays by input
             name); the signature is inferred from them and the model's answers to them.
     """
-    from mlflow.models import Model, infer_signature
-
     import tensorflow as tf
+    from mlflow.models import Model, infer_signature
 
     # A direct call: Keras' predict() refuses string arrays, tensors it takes.
     tensors = tf.nest.map_structure(tf.constant, example_inputs)
