@@ -39,14 +39,13 @@ class LiveBars:
             MofNCompleteColumn,
             Progress,
             TextColumn,
-            TimeRemainingColumn,
         )
 
         self.progress = Progress(
             TextColumn("{task.description}"),
             BarColumn(),
             MofNCompleteColumn(),
-            TimeRemainingColumn(),
+            # The step's own estimate (it knows time budgets and Hyperband's plan).
             TextColumn("{task.fields[details]}"),
             console=Console(file=console, force_terminal=True, highlight=False),
             redirect_stdout=False,
@@ -76,7 +75,7 @@ class LiveBars:
         key = (match["step"], match["unit"])
         done = int(match["done"])
         total = int(match["total"]) if match["total"] else None
-        details = match["details"].split(";")[0].strip()
+        details = match["details"].strip()
         if key not in self._tasks:
             self._tasks[key] = self.progress.add_task(
                 f"{key[0]}: {key[1]}", total=total, details=details
