@@ -159,8 +159,14 @@ def register_version(
         client.get_registered_model(model_name)
     except MlflowException:
         client.create_registered_model(model_name, description="Served by kerasflow.")
+    # A tracking server refuses a LoggedModel source without the model's id.
+    model_id = source[len("models:/") :] if source.startswith(LOGGED_MODEL_PREFIX) else None
     mv = client.create_model_version(
-        model_name, source, run_id=run_id, tags={k: str(v) for k, v in tags.items()}
+        model_name,
+        source,
+        run_id=run_id,
+        tags={k: str(v) for k, v in tags.items()},
+        model_id=model_id,
     )
     return int(mv.version)
 
