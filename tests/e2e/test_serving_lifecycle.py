@@ -279,8 +279,13 @@ def test_a_rewritten_model_config_file_is_applied_while_serving(serving_exports,
         )
 
     write_config("specific { versions: 1 }", "")
+    # The new config labels version 2 before it has loaded, which TF Serving (and this server)
+    # accepts only with --allow_version_labels_for_unavailable_models, as the Deployment sets.
     with running_server(
-        load_model_config_file(str(config)), config_file=str(config), config_poll_seconds=0.1
+        load_model_config_file(str(config)),
+        config_file=str(config),
+        config_poll_seconds=0.1,
+        allow_labels_for_unavailable=True,
     ) as server:
         assert version_states(server) == {1: ("AVAILABLE", "")}
         write_config("all {}", "version_labels { key: 'canary' value: 2 }")
