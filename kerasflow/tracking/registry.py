@@ -307,7 +307,7 @@ def restore_serving_config(serving_dir: str, content: bytes | None) -> None:
 def pin_serving_version(serving_dir: str, model_name: str, version: int) -> str:
     """Writes `<serving_dir>/models.config` so `model_name` serves exactly `version`.
 
-    Other models in the file are kept. The version also gets the `stable` label. The file is
+    Other models in the file are kept; the model's version labels are dropped. The file is
     replaced atomically (a rename locally, a single-object PUT on an object store).
     """
     from google.protobuf import text_format
@@ -327,7 +327,10 @@ def pin_serving_version(serving_dir: str, model_name: str, version: int) -> str:
     entry.model_platform = "tensorflow"
     entry.model_version_policy.Clear()
     entry.model_version_policy.specific.versions.append(version)
+    # No version label: TF Serving refuses a config that moves an existing label to a version
+    # it has not loaded yet (ServerCore::UpdateModelVersionLabelMap runs before the load, even
+    # with --allow_version_labels_for_unavailable_models), so a `stable` label moved here would
+    # keep every later version from loading. The pinned version is the only one served.
     entry.version_labels.clear()
-    entry.version_labels["stable"] = version
     fileio.write_bytes_atomic(path, text_format.MessageToString(config).encode())
     return path

@@ -125,7 +125,7 @@ def test_push_registers_champion_pins_config_and_rollback_returns(world, tmp_pat
     champion = registry.get_champion(world["uri"], name)
     assert champion.serving_version == 1
     config = (serving / "models.config").read_text()
-    assert "versions: 1" in config and 'key: "stable"' in config
+    assert "versions: 1" in config and "version_labels" not in config
     # The same model again (a retried step) reuses its version and its registry entry.
     assert run_deploy(world, "good", "good", serving, name) == path1
     assert registry.champion_history(world["uri"], name) == [1]
