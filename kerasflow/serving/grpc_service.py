@@ -250,6 +250,7 @@ class GrpcServer:
         host: str,
         port: int,
         max_request_bytes: int,
+        *,
         on_reload: Callable[[list[ModelConfig]], None] | None = None,
         max_threads: int = 64,
         metrics: ServingMetrics | None = None,

@@ -370,6 +370,7 @@ class RestServer:
         host: str,
         port: int,
         max_request_bytes: int,
+        *,
         metrics: ServingMetrics | None = None,
         metrics_path: str | None = None,
         timeout_seconds: float = 0.0,
