@@ -182,4 +182,11 @@ def _record_timing(step: str, import_s: float, body_s: float) -> None:
 
 def progress(step: str, message: str) -> None:
     """Prints one progress line, flushed, so a user watching the run sees it at once."""
-    print(f"[{time.strftime('%H:%M:%S')}] {step}: {message}", flush=True)
+    try:
+        print(f"[{time.strftime('%H:%M:%S')}] {step}: {message}", flush=True)
+    except BrokenPipeError:
+        # Whoever read this step's output (`kerasflow run`) is gone: the driver watch ends the
+        # step as interrupted. Until it does, lines go nowhere instead of failing the step.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
