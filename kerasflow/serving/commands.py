@@ -16,7 +16,7 @@ from kerasflow.constants import CLASSIFY_SIGNATURE
 from kerasflow.constants import SERVING_SIGNATURE as DEFAULT_SIGNATURE
 from kerasflow.runtime.errors import UserError
 from kerasflow.serving import flags
-from kerasflow.serving.flags import _non_negative
+from kerasflow.serving.flags import non_negative
 
 DEFAULT_REST_URL = "http://127.0.0.1:8501"
 
@@ -57,7 +57,7 @@ def register(subparsers) -> None:
         help="an image, a .txt file, a folder of either, or rows.csv / rows.json / rows.parquet",
     )
     predict.add_argument(
-        "--version", type=_non_negative(int), help="model version (default: latest)"
+        "--version", type=non_negative(int), help="model version (default: latest)"
     )
     predict.add_argument(
         "--signature-name",

@@ -137,12 +137,20 @@ def load_model_config_file(path: str) -> list[ModelConfig]:
     Raises:
         UserError: when the file is missing or invalid.
     """
+    return parse_model_config_text(read_flag_file(path, "--model_config_file"), source=path)
+
+
+def read_flag_file(path: str, flag: str) -> str:
+    """The text of the file a server flag names (a local path or an object-store URI).
+
+    Raises:
+        UserError: naming the flag and the path when the file cannot be read.
+    """
     try:
-        text = read_bytes(path).decode("utf-8")
+        return read_bytes(path).decode("utf-8")
     except FileNotFoundError:
-        raise UserError(f"cannot read --model_config_file {path}: no such file") from None
+        raise UserError(f"cannot read {flag} {path}: no such file") from None
     except OSError as exc:
-        raise UserError(f"cannot read --model_config_file {path}: {exc.strerror}") from None
+        raise UserError(f"cannot read {flag} {path}: {exc.strerror}") from None
     except UserError as exc:
-        raise UserError(f"cannot read --model_config_file {path}: {exc}") from None
-    return parse_model_config_text(text, source=path)
+        raise UserError(f"cannot read {flag} {path}: {exc}") from None

@@ -36,7 +36,8 @@ def _port(text: str) -> int:
     return value
 
 
-def _non_negative(kind):
+def non_negative(kind):
+    """An argparse type converting with `kind` and refusing negative values."""
     def parse(text: str):
         try:
             value = kind(text)
@@ -125,7 +126,7 @@ def add_serve_flags(serve: argparse.ArgumentParser) -> None:
     """Adds tensorflow_model_server's flags (and this server's own two) to `serve`."""
     from kerasflow.serving.server import DEFAULT_MAX_REQUEST_BYTES
 
-    nn_int, nn_float = _non_negative(int), _non_negative(float)
+    nn_int, nn_float = non_negative(int), non_negative(float)
     _flag(serve, "port", _port, 8500, "gRPC port (default 8500)")
     _flag(serve, "rest_api_port", _port, 0, "REST port (default 0: no REST API)")
     _flag(

@@ -19,7 +19,6 @@ from google.protobuf import (
 )
 
 from kerasflow.runtime.errors import UserError
-from kerasflow.runtime.fileio import local_copy
 
 _F = descriptor_pb2.FieldDescriptorProto
 _FILE = "kerasflow/tensorflow_serving_extra.proto"
@@ -113,11 +112,6 @@ def read_text_proto(kind: str, path: str, flag: str):
     Raises:
         UserError: when the file cannot be read or does not parse.
     """
-    try:
-        with local_copy(path) as local:
-            text = local.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise UserError(f"cannot read {flag} {path}: {exc.strerror or exc}") from None
-    except UserError as exc:
-        raise UserError(f"cannot read {flag} {path}: {exc}") from None
-    return parse_text(kind, text, f"{flag} {path}")
+    from kerasflow.serving.config import read_flag_file
+
+    return parse_text(kind, read_flag_file(path, flag), f"{flag} {path}")
