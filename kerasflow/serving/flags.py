@@ -38,6 +38,7 @@ def _port(text: str) -> int:
 
 def non_negative(kind):
     """An argparse type converting with `kind` and refusing negative values."""
+
     def parse(text: str):
         try:
             value = kind(text)
