@@ -65,6 +65,12 @@ def register(subparsers) -> None:
         help="signature (default: classify when the model has it, else serving_default)",
     )
     predict.add_argument(
+        "--column",
+        default="",
+        help="with a table --input: the column holding the texts (text model) or image file "
+        "paths relative to the table (image model)",
+    )
+    predict.add_argument(
         "--json", action="store_true", help="print one JSON document instead of a table"
     )
     predict.set_defaults(func=run_predict)
@@ -143,7 +149,7 @@ def run_predict(args: argparse.Namespace) -> int:
             named = None
         if named == specs:
             signature = CLASSIFY_SIGNATURE
-    batch = read_batch(args.input, specs)
+    batch = read_batch(args.input, specs, args.column)
     predictions = client.predict(args.model_name, args.version, signature, batch.inputs)
     classified = answers.is_classify(signature)
     if args.json:

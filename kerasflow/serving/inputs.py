@@ -4,7 +4,9 @@ The model's input signature says its modality: one 4-D float input `image` (H, W
 images, one string input `text` for text, named columns for tables. An image model takes image
 files or a folder of them (converted and resized as training read its class folders); a text
 model takes a .txt file (one document, as training reads one), a folder of them, or rows with a
-`text` column; every model takes rows from CSV, JSON or Parquet.
+`text` column; every model takes rows from CSV, JSON or Parquet. With a column named, a table's
+column feeds the one input of a text model (its texts) or an image model (image file paths,
+relative to the table's folder).
 """
 
 from __future__ import annotations
@@ -101,8 +103,28 @@ def _row_batch(rows: list, specs: Mapping[str, TensorSpec]) -> Batch:
     return Batch(build_inputs(rows, specs), [str(i) for i in range(len(rows))])
 
 
-def read_batch(path_text: str, specs: Mapping[str, TensorSpec]) -> Batch:
-    """The tensors for `specs` from what --input names.
+def _column_batch(path: Path, rows: list, column: str, kind: str, specs) -> Batch:
+    if kind == "tabular":
+        raise UserError(
+            "--column names the text or image-path column for a text or image model; this "
+            f"model takes table columns by name ({', '.join(sorted(specs))})"
+        )
+    if not isinstance(rows[0], dict) or column not in rows[0]:
+        found = ", ".join(map(str, rows[0])) if isinstance(rows[0], dict) else "none"
+        raise UserError(f"--input {path} has no column {column!r} (columns: {found})")
+    values = ["" if row.get(column) is None else str(row[column]) for row in rows]
+    if kind == "text":
+        texts = np.array([[v] for v in values], dtype=object)
+        return Batch({C.TEXT_INPUT: texts}, [str(i) for i in range(len(rows))])
+    files = [path.parent / v for v in values]
+    missing = [str(f) for f in files if not f.is_file()]
+    if missing:
+        raise UserError(f"--column {column}: {len(missing)} image files missing, e.g. {missing[0]}")
+    return _image_batch(files, path.parent, specs[C.IMAGE_INPUT])
+
+
+def read_batch(path_text: str, specs: Mapping[str, TensorSpec], column: str = "") -> Batch:
+    """The tensors for `specs` from what --input names (and --column picks, when given).
 
     Raises:
         UserError: a missing path, a kind of file this model cannot take, unreadable files.
@@ -112,6 +134,10 @@ def read_batch(path_text: str, specs: Mapping[str, TensorSpec]) -> Batch:
         raise UserError(f"--input {path_text} does not exist")
     kind = modality(specs)
     suffix = path.suffix.lower()
+    if column:
+        if not (path.is_file() and suffix in ROW_SUFFIXES):
+            raise UserError(f"--column reads a table: give a {', '.join(ROW_SUFFIXES)} file")
+        return _column_batch(path, read_table(path), column, kind, specs)
     if path.is_file() and suffix in ROW_SUFFIXES:
         return _row_batch(read_table(path), specs)
     wanted = {"image": IMAGE_SUFFIXES, "text": TEXT_SUFFIXES}.get(kind)

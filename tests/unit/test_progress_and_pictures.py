@@ -161,6 +161,33 @@ def test_text_files_and_rows_with_extra_columns(tmp_path):
     assert read_batch(str(tmp_path / "r.parquet"), TEXT).names == ["0", "1"]
 
 
+def test_a_named_column_feeds_a_text_or_image_model(tmp_path):
+    (tmp_path / "reviews.csv").write_text("id,review\n1,a fine film\n2,dull\n")
+    batch = read_batch(str(tmp_path / "reviews.csv"), TEXT, column="review")
+    assert batch.inputs["text"].tolist() == [["a fine film"], ["dull"]]
+    (tmp_path / "pics").mkdir()
+    Image.new("L", (8, 8), 7).save(tmp_path / "pics" / "x.png")
+    (tmp_path / "pics.csv").write_text("path\npics/x.png\n")
+    images = read_batch(str(tmp_path / "pics.csv"), IMAGE, column="path").inputs["image"]
+    assert images.shape == (1, 8, 8, 1) and images.max() == 7
+
+
+@pytest.mark.parametrize(
+    ("rows", "column", "specs", "match"),
+    [
+        ("review\nok\n", "text", TEXT, "has no column 'text' \\(columns: review\\)"),
+        ("path\nnope.png\n", "path", IMAGE, "1 image files missing"),
+        ("a,b\n1,2\n", "a", {"a": TEXT["text"], "b": TEXT["text"]}, "takes table columns"),
+    ],
+)
+def test_a_column_that_cannot_feed_the_model_is_a_user_error(tmp_path, rows, column, specs, match):
+    (tmp_path / "t.csv").write_text(rows)
+    with pytest.raises(UserError, match=match):
+        read_batch(str(tmp_path / "t.csv"), specs, column=column)
+    with pytest.raises(UserError, match="--column reads a table"):
+        read_batch(str(tmp_path), specs, column=column)
+
+
 @pytest.mark.parametrize(
     ("name", "specs", "match"),
     [
