@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import socket
 import sys
 import time
@@ -113,6 +114,19 @@ def warm_forkserver() -> None:
 
     process_context()
     forkserver.ensure_running()
+
+
+def stop_forkserver() -> None:
+    """Ends the fork server once no worker needs it. Left alone it outlives the step by the
+    seconds TensorFlow's teardown takes, and the step's output stays open until it is gone.
+    The next search starts a fresh one."""
+    from multiprocessing import forkserver
+
+    pid = getattr(forkserver._forkserver, "_forkserver_pid", None)
+    if pid is None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)  # reaped by the next ensure_running()
 
 
 def _alive(pid: int) -> bool:
@@ -364,6 +378,7 @@ def run_parallel_search(
                 slot.proc.join()
         server.stop(grace=None)
         writer.close()
+        stop_forkserver()
         if pods:
             write_rendezvous(rendezvous, {"address": address, "finished": True})
     return outcome(oracle, kept)
