@@ -51,6 +51,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--summary-json", help="write the run summary as JSON to this path")
     run.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="check every setting and the data source, print the settings as a --config YAML "
+        "file and stop without running",
+    )
+    run.add_argument(
         "--runner",
         choices=("subprocess", "docker"),
         default="subprocess",
@@ -134,6 +140,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.image and args.runner != "docker":
         raise UserError("--image names the image of --runner docker; add --runner docker")
     cfg = config_from_args(args)
+    if args.dry_run:
+        import yaml
+
+        sys.stdout.write(yaml.safe_dump(cfg.config_values(), sort_keys=False))
+        print("kerasflow: the settings are valid; nothing was run", file=sys.stderr)
+        return 0
     print(
         f"kerasflow: running {cfg.ingest_clean.data} with the {cfg.hyperparameter_search.tuner} "
         f"tuner (work dir {cfg.work_dir})",

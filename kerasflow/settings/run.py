@@ -218,6 +218,17 @@ class RunSettings(BaseModel):
         out.check_across_steps()
         return out
 
+    def config_values(self) -> dict[str, Any]:
+        """Every setting of a local run as a `--config` mapping, each key once (a key several
+        steps read is one value), in DAG order after the run keys."""
+        values: dict[str, Any] = {k: getattr(self, k) for k in (*RUN_KEYS, *RUN_SECONDS)}
+        for step in STEP_SETTINGS:
+            for key, value in getattr(self, step).model_dump(mode="json").items():
+                _, field = field_of(key)
+                if not (field.json_schema_extra or {}).get("cluster_only"):
+                    values.setdefault(key, value)
+        return values
+
     def pipeline_arguments(self) -> dict[str, Any]:
         """The pipeline's parameters for this run: the headline settings and one structure of
         the other settings per step, with paths resolved for this machine."""

@@ -1,0 +1,78 @@
+"""Every `kerasflow` command in the README's code blocks is one the CLI takes as written.
+
+`kerasflow run` commands are checked with `--dry-run` (every setting and the data source
+validated, nothing trained) in a folder holding the files they name; the other commands must
+parse. Whole runs of the same settings are the e2e tier's job.
+"""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+
+import pytest
+
+from kerasflow.pipelines.cli import build_parser, main
+
+pytestmark = pytest.mark.unit
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def readme_commands() -> list[list[str]]:
+    """The `kerasflow` command lines of the README's code blocks, continuations joined."""
+    commands, in_block, pending = [], False, ""
+    for line in README.read_text().splitlines():
+        if line.startswith("```"):
+            in_block, pending = not in_block, ""
+            continue
+        if not in_block:
+            continue
+        line = pending + line
+        if line.rstrip().endswith("\\"):
+            pending = line.rstrip()[:-1] + " "
+            continue
+        pending = ""
+        for part in line.split("&&"):
+            if part.strip().startswith("kerasflow "):
+                commands.append(shlex.split(part, comments=True)[1:])
+    return commands
+
+
+COMMANDS = readme_commands()
+
+
+def test_the_readme_shows_commands_of_every_kind():
+    kinds = {words[0] for words in COMMANDS if words}
+    assert {"run", "serve", "predict", "rollback"} <= kinds
+    assert len([w for w in COMMANDS if w[:1] == ["run"]]) >= 8
+
+
+@pytest.fixture
+def user_folder(tmp_path, monkeypatch):
+    """A folder with the files the README's commands name."""
+    rows = ["size,rooms,price"] + [f"{40 + i},{1 + i % 4},{100 + 3 * i}" for i in range(60)]
+    (tmp_path / "my.csv").write_text("\n".join(rows) + "\n")
+    (tmp_path / "run.yaml").write_text("data: builtin:iris\nmax_trials: 2\n")
+    (tmp_path / "mymodels.py").write_text(
+        "import keras\n\n\ndef build(hp, meta):\n"
+        "    return keras.Sequential([keras.layers.Dense(meta['classes'])])\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+@pytest.mark.parametrize(
+    "words", [w for w in COMMANDS if w[:1] == ["run"]], ids=lambda w: " ".join(w)
+)
+def test_each_readme_run_command_is_valid_as_written(words, user_folder, capsys):
+    assert main([*words, "--dry-run"]) == 0, capsys.readouterr().err
+    assert "the settings are valid" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "words", [w for w in COMMANDS if w[:1] != ["run"]], ids=lambda w: " ".join(w)
+)
+def test_each_other_readme_command_parses(words):
+    args = build_parser().parse_args(words)
+    assert args.func is not None
