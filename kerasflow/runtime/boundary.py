@@ -198,6 +198,17 @@ def _record_exit(step: str, code: Any) -> None:
         pass
 
 
+def _peak_rss_mb() -> float:
+    """The most memory this process, or any of its finished children, held at once."""
+    import resource
+
+    kb = max(
+        resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+        resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss,
+    )
+    return kb / 1024
+
+
 def _record_timing(step: str, import_s: float, body_s: float) -> None:
     path = os.environ.get(TIMINGS_ENV)
     if not path:
@@ -207,6 +218,7 @@ def _record_timing(step: str, import_s: float, body_s: float) -> None:
         "import_s": import_s,
         "tracking_s": _tracking_seconds,
         "work_s": body_s - _tracking_seconds,
+        "peak_rss_mb": _peak_rss_mb(),
         "pid": os.getpid(),
         "end": time.time(),
     }
