@@ -2,11 +2,11 @@
 
 The request path only samples and puts the request's arrays on a bounded queue; when the queue
 is full the record is dropped and counted, so logging never makes a request wait. One
-background thread encodes the records and writes them, one open file per model: locally a
-`.jsonl.part` file appended to and renamed to `.jsonl` when it is rotated (by size or age) or
-closed; on an object store, where appends do not exist, the file is kept in memory and uploaded
-whole when it is rotated or closed. Closing drains the queue first, so a clean shutdown loses
-nothing that was queued.
+background thread wakes every DRAIN_SECONDS, encodes what is queued and writes it, one open file
+per model: locally a `.jsonl.part` file appended to and renamed to `.jsonl` when it is rotated
+(by size or age) or closed; on an object store, where appends do not exist, the file is kept in
+memory and uploaded whole when it is rotated or closed. Closing drains the queue first, so a
+clean shutdown loses nothing that was queued.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 DEFAULT_MAX_BYTES = 64 << 20
 DEFAULT_MAX_SECONDS = 600.0
 DEFAULT_QUEUE_RECORDS = 4096
-_STOP = object()
+DRAIN_SECONDS = 0.05
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,6 +105,7 @@ class RequestLogger:
         self._files: dict[str, _OpenFile] = {}
         self._seq = 0
         self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
         self.dropped = 0
         self.written = 0
 
@@ -143,24 +144,30 @@ class RequestLogger:
         """Writes what is queued, finishes every open file and stops the thread."""
         if self._thread is None:
             return
-        self._queue.put(_STOP)  # blocks only while the writer drains a full queue
+        self._stop.set()
         self._thread.join()
         self._thread = None
 
     def _run(self) -> None:
-        while True:
-            try:
-                item = self._queue.get(timeout=min(1.0, self.options.max_seconds))
-            except queue.Empty:
-                self._rotate_old()
-                continue
-            if item is _STOP:
-                break
-            self._write(item)
-            if self._queue.empty():
+        # The writer wakes every DRAIN_SECONDS and takes all that is queued, rather than
+        # waking on every request: a wake-up per request would compete with the request's own
+        # thread for the interpreter lock just as it answers.
+        stopping = False
+        while not stopping:
+            stopping = self._stop.wait(DRAIN_SECONDS)
+            wrote = False
+            while True:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                self._write(item)
+                wrote = True
+                time.sleep(0)  # lets a request waiting for the interpreter lock go first
+            if wrote:
                 for handle in self._files.values():
                     handle.flush()
-                self._rotate_old()
+            self._rotate_old()
         for model in list(self._files):
             self._finish(model)
 
