@@ -10,6 +10,7 @@ from kerasflow.serving.manager import ModelManager
 from kerasflow.serving.metrics import ServingMetrics
 from kerasflow.serving.request_logger import RequestLogger, RequestLogOptions
 
+pytest_plugins = ["tests.s3_server"]
 pytestmark = pytest.mark.unit
 
 
@@ -73,3 +74,15 @@ def test_an_unwritable_log_counts_write_errors(tmp_path):
     offer(logger, 1)
     logger.close()
     assert logger.dropped == 1 and logger.written == 0
+
+
+def test_an_object_store_log_is_uploaded_whole_when_rotated_and_closed(s3):
+    uri = f"s3://{s3.bucket}/request-logs"
+    logger = RequestLogger(RequestLogOptions(uri, max_bytes=300)).start()
+    for i in range(4):
+        offer(logger, i)
+    logger.close()
+    files = request_log.log_files(uri, "m")
+    assert len(files) >= 2 and all(f.endswith(request_log.SUFFIX) for f in files)
+    records = list(request_log.iter_records(uri, "m"))
+    assert [r["inputs"]["x"] for r in records] == [[[i, i]] for i in range(4)]
