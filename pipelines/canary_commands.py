@@ -150,21 +150,28 @@ class Trial:
         )
 
     def label_canary(self):
-        """Labels the canary once the server has it loaded; returns the served state."""
+        """Labels the canary once the server has it loaded; returns the served state and
+        whether the canary loaded (a version that failed to load is never labelled)."""
         from kerasflow.tracking import canary_config as cc
 
         served = cc.on_trial(self.serving_dir, self.model)
         if served.labels.get(cc.CANARY) != served.canary:
+            states = []
             _wait(
-                lambda: self.client.version_state(self.model, served.canary) == "AVAILABLE",
+                lambda: (
+                    states.append(self.client.version_state(self.model, served.canary))
+                    or states[-1] in ("AVAILABLE", "END")
+                ),
                 self.args.wait_seconds,
                 f"load canary version {served.canary}",
             )
+            if states[-1] == "END":
+                return served, False
             with self._locked():
                 served = cc.label(self.serving_dir, self.model)
         self._wait_label(cc.CANARY, served.canary, f"label version {served.canary} canary")
         self._wait_label(cc.STABLE, served.stable, f"label version {served.stable} stable")
-        return served
+        return served, True
 
     def requests(self, stable: int) -> list:
         """The requests to replay, typed as the model's signature says."""
@@ -261,11 +268,15 @@ def cmd_canary(args: argparse.Namespace) -> int:
     if args.max_requests < 1:
         raise UserError("--max-requests must be at least 1")
     trial = Trial(args, _client(args), cfg.resolved_serving_dir(), cfg.resolved_tracking_uri())
-    served = trial.label_canary()
-    requests = trial.requests(served.stable)
-    figures = canary.replay(trial.client, trial.model, requests)
-    limits = canary.Limits(args.max_error_rate, args.max_latency_ratio, args.min_agreement)
-    missed = canary.judge(figures, limits)
+    served, loaded = trial.label_canary()
+    if loaded:
+        requests = trial.requests(served.stable)
+        figures = canary.replay(trial.client, trial.model, requests)
+        limits = canary.Limits(args.max_error_rate, args.max_latency_ratio, args.min_agreement)
+        missed = canary.judge(figures, limits)
+    else:
+        figures = canary.Figures.nothing_replayed()
+        missed = [f"canary version {served.canary} failed to load on the server"]
     print(
         f"kerasflow canary: {trial.model}: stable v{served.stable} vs canary v{served.canary} "
         f"on {figures.requests} requests: errors {figures.stable_error_rate:.3f} vs "

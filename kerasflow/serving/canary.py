@@ -47,6 +47,12 @@ class Figures:
     rows_compared: int
     rows_agreeing: int
 
+    @classmethod
+    def nothing_replayed(cls) -> Figures:
+        """The figures of a trial that replayed nothing."""
+        nan = float("nan")
+        return cls(0, 0, 0, nan, nan, nan, nan, 0, 0)
+
     @property
     def stable_error_rate(self) -> float:
         """Share of requests stable failed."""

@@ -1,6 +1,7 @@
 """Canary deployment: a deploy with `canary` serves the new version beside `stable`, and
 `kerasflow canary` rolls a worse canary back and promotes a good one, on requests the server
-logged (or given rows), while a client sending to `stable` the whole time sees no failure."""
+logged (or given rows), while a client sending to `stable` the whole time sees no failure; a
+canary that fails to load is rolled back."""
 
 from __future__ import annotations
 
@@ -18,9 +19,10 @@ from kerasflow.serving.client import GrpcClient, RestClient
 from kerasflow.serving.config import load_model_config_file
 from kerasflow.serving.request_logger import RequestLogOptions
 from kerasflow.serving.server import ModelServer, ServerOptions
-from kerasflow.tracking import registry, runs
-from tests.serving_fixtures import wait_for
+from kerasflow.tracking import canary_config, registry, runs
+from tests.serving_fixtures import publish, publish_corrupt, wait_for
 
+pytest_plugins = ["tests.serving_fixtures"]
 pytestmark = pytest.mark.e2e
 
 MODEL = "digits"
@@ -97,10 +99,10 @@ def test_a_worse_canary_is_rolled_back_and_a_good_one_promoted_without_dropping_
     serving, logs = tmp_path / "serving", tmp_path / "request-logs"
     parent = runs.find_or_create_pipeline_run(uri, "canary", "canary-run")
 
-    def publish(name: str) -> int:
+    def deploy_canary(name: str) -> int:
         return deploy.publish(exports[name], str(serving), MODEL, uri, parent, {}, canary=True)[0]
 
-    assert publish("stable") == 1  # nothing served yet: a plain pin, and the champion
+    assert deploy_canary("stable") == 1  # nothing served yet: a plain pin, and the champion
     config = str(serving / registry.CONFIG_FILE)
     options = ServerOptions(
         models=load_model_config_file(config),
@@ -114,7 +116,7 @@ def test_a_worse_canary_is_rolled_back_and_a_good_one_promoted_without_dropping_
     common = ["--serving-dir", str(serving), "--tracking-uri", uri, "--wait-seconds", "60"]
     with ModelServer(options) as server:
         watcher = GrpcClient(server.grpc_target)
-        assert publish("worse") == 2
+        assert deploy_canary("worse") == 2
         assert registry.served_versions(str(serving), MODEL) == ([1, 2], {"stable": 1})
         assert registry.get_champion(uri, MODEL).serving_version == 1
         wait_for(lambda: watcher.label_version(MODEL, "stable") == 1, what="stable label")
@@ -133,7 +135,7 @@ def test_a_worse_canary_is_rolled_back_and_a_good_one_promoted_without_dropping_
             assert registry.get_champion(uri, MODEL).serving_version == 1
             wait_for(lambda: watcher.version_state(MODEL, 2) == "END", what="canary unloaded")
 
-            assert publish("good") == 3
+            assert deploy_canary("good") == 3
             rows = tmp_path / "rows.json"
             rows.write_text(json.dumps(test_x[:60].tolist()))
             before = traffic.ok
@@ -162,3 +164,28 @@ def test_a_worse_canary_is_rolled_back_and_a_good_one_promoted_without_dropping_
     assert worse["metrics.agreement"] < 0.5 and worse["metrics.canary_errors"] == 0
     good = found[found["params.canary_version"] == "3"].iloc[0]
     assert good["metrics.agreement"] >= 0.85 and good["metrics.requests"] == 60
+
+
+def test_a_canary_that_fails_to_load_is_rolled_back(serving_exports, tmp_path, capsys):
+    serving = tmp_path / "serving"
+    publish(serving_exports.digits_v1, serving / "plain", 1)
+    registry.pin_serving_version(str(serving), "plain", 1)
+    publish_corrupt(serving / "plain", 2)
+    assert canary_config.stage(str(serving), "plain", 2)
+    config = str(serving / registry.CONFIG_FILE)
+    with ModelServer(
+        ServerOptions(
+            models=load_model_config_file(config),
+            grpc_port=0,
+            rest_port=0,
+            poll_seconds=0.2,
+            config_file=config,
+            config_poll_seconds=0.2,
+        )
+    ) as server:
+        rows = tmp_path / "rows.json"
+        rows.write_text(json.dumps(np.zeros((2, 8, 8, 1)).tolist()))
+        argv = ["canary", "--model-name", "plain", "--input", str(rows), "--rest", server.rest_url]
+        assert main([*argv, "--serving-dir", str(serving), "--wait-seconds", "60"]) == 0
+        assert "rolled back (missed: canary version 2 failed to load" in capsys.readouterr().out
+        assert registry.served_versions(str(serving), "plain") == ([1], {"stable": 1})
