@@ -5,8 +5,8 @@ unchanged. The flags that change what a server does behave as TF Serving's do: R
 unless `--rest_api_port` is given, batching stays off unless `--enable_batching`, and is tuned by
 `--batching_parameters_file` in BatchingParameters' text format. Flags about TF Serving's own
 runtime (thread pools, TPUs, TFLite, XLA, SSL) are accepted, and named in one warning line when
-given, because this server has no such knob. `--host` and `--max_request_bytes` are this
-server's own.
+given, because this server has no such knob. `--host`, `--max_request_bytes` and the
+`--request_log_*` flags are this server's own.
 """
 
 from __future__ import annotations
