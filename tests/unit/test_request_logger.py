@@ -86,3 +86,20 @@ def test_an_object_store_log_is_uploaded_whole_when_rotated_and_closed(s3):
     assert len(files) >= 2 and all(f.endswith(request_log.SUFFIX) for f in files)
     records = list(request_log.iter_records(uri, "m"))
     assert [r["inputs"]["x"] for r in records] == [[[i, i]] for i in range(4)]
+
+
+def test_serve_flags_give_the_log_options_and_refuse_a_bad_sampling(tmp_path, capsys):
+    from kerasflow.pipelines.cli import build_parser
+    from kerasflow.serving.flags import request_log_from_args
+
+    parser = build_parser()
+    base = ["serve", f"--model_base_path={tmp_path}"]
+    assert request_log_from_args(parser.parse_args(base)) is None
+    args = parser.parse_args(
+        [*base, f"--request_log_uri={tmp_path}/logs", "--request_log_sampling=0.25"]
+    )
+    options = request_log_from_args(args)
+    assert (options.uri, options.sampling) == (f"{tmp_path}/logs", 0.25)
+    with pytest.raises(SystemExit):
+        parser.parse_args([*base, "--request_log_uri=x", "--request_log_sampling=1.5"])
+    assert "is not between 0 and 1" in capsys.readouterr().err
