@@ -93,6 +93,7 @@ def _register_optional(sub: argparse._SubParsersAction) -> None:
         "kerasflow.serving.commands",
         "kerasflow.pipelines.cluster_commands",
         "kerasflow.pipelines.registry_commands",
+        "kerasflow.pipelines.canary_commands",
     ):
         try:
             mod = importlib.import_module(module)

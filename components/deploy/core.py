@@ -15,6 +15,10 @@ the old config. A retried deploy of the same export finds its digest in a marker
 version instead of publishing another. On object stores, where there is no lock, a version
 number is claimed with a create-if-absent write under `<model>/.claims/`, so concurrent
 publishers never share one.
+
+With the setting `canary`, a model that already serves a version gets the new one beside it,
+without the `stable` label and without the champion alias; `kerasflow canary` then compares the
+two on real requests and promotes or rolls back.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ from kerasflow.data import artifacts
 from kerasflow.runtime import boundary, fileio
 from kerasflow.serving.errors import InfraValidationError
 from kerasflow.settings import DeploySettings
-from kerasflow.tracking import registry, runs
+from kerasflow.tracking import canary_config, registry, runs
 
 STEP = "deploy"
 VALIDATION_ROWS = 32
@@ -246,17 +250,24 @@ def publish(
     tracking_uri: str,
     parent_run_id: str,
     meta: dict,
+    *,
+    canary: bool = False,
 ) -> tuple[int, str, int, str]:
     """Publishes, registers, pins and promotes; returns (version, path, registry version, config).
 
     A complete version that a failure left unpinned is not served; it keeps its marker, so a
-    retry reuses it rather than publishing another.
+    retry reuses it rather than publishing another. With `canary`, a model that already serves
+    a version gets the new one beside it (kerasflow.tracking.canary_config) and the champion
+    alias stays where it is until `kerasflow canary` promotes it.
     """
     # One publisher at a time per local serving directory: the version number, the champion
     # and the serving config change together.
     with fileio.exclusive_lock(serving_dir):
         version, path = push(staged, serving_dir, model_name)
         registry_version = register(tracking_uri, parent_run_id, model_name, version, path, meta)
+        staged_config = canary_config.stage(serving_dir, model_name, version) if canary else None
+        if staged_config is not None:
+            return version, path, registry_version, staged_config
         config_path = commit(tracking_uri, serving_dir, model_name, version, registry_version)
     return version, path, registry_version, config_path
 
@@ -303,8 +314,9 @@ def run(
             validate_export(staged, meta, test, expected)
             boundary.progress(STEP, "infra validation passed (loaded, warmed up, answers match)")
             version, path, registry_version, config_path = publish(
-                staged, serving_dir, model_name, tracking_uri, parent_run_id, meta
-            )
+                staged, serving_dir, model_name, tracking_uri, parent_run_id, meta,
+                canary=opts.canary,
+            )  # fmt: skip
         runs.log_params({"model_name": model_name, "serving_dir": serving_dir})
         import mlflow
 
@@ -315,10 +327,15 @@ def run(
         }
         mlflow.set_tags(tags)
         runs.set_pipeline_tags(parent_run_id, tags)
+        on_trial = opts.canary and canary_config.read(serving_dir, model_name).canary == version
+        role = (
+            "is the canary beside `stable` (kerasflow canary promotes or rolls it back)"
+            if on_trial
+            else "is now champion"
+        )
         boundary.progress(
             STEP,
             f"published {model_name} version {version} at {path}; registry "
-            f"version {registry_version} is now champion; pinned in "
-            f"{config_path}",
+            f"version {registry_version} {role}; pinned in {config_path}",
         )
     return path

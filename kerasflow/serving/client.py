@@ -148,8 +148,10 @@ class RestClient:
         self._session = requests.Session()
         self._timeout = timeout
 
-    def _model_path(self, model: str, version: int | None) -> str:
+    def _model_path(self, model: str, version: int | None, label: str | None = None) -> str:
         path = f"{self._url}/v1/models/{model}"
+        if label is not None:
+            return f"{path}/labels/{label}"
         return f"{path}/versions/{version}" if version is not None else path
 
     def _call(self, method: str, url: str, **kwargs) -> Any:
@@ -186,16 +188,53 @@ class RestClient:
             specs[name] = TensorSpec(name, dtypes.DT_BY_NAME.get(info.get("dtype"), 0), shape)
         return specs
 
-    def predict(
-        self, model: str, version: int | None, signature: str, inputs: Mapping[str, np.ndarray]
-    ) -> list:
-        """Sends a columnar predict request; returns per-row predictions."""
+    def predict_outputs(
+        self,
+        model: str,
+        inputs: Mapping[str, np.ndarray],
+        *,
+        version: int | None = None,
+        label: str | None = None,
+        signature: str = DEFAULT_SIGNATURE,
+    ) -> dict[str, np.ndarray]:
+        """Sends a columnar predict request; returns the outputs as arrays (a lone unnamed
+        output under the key `outputs`)."""
+        outputs = self._predict_columns(model, version, label, signature, inputs)
+        if isinstance(outputs, dict):
+            return {k: np.asarray(v) for k, v in outputs.items()}
+        return {"outputs": np.asarray(outputs)}
+
+    def _predict_columns(self, model, version, label, signature, inputs) -> Any:
         body = {
             "signature_name": signature,
             "inputs": {k: _plain(v) for k, v in inputs.items()},
         }
-        payload = self._call("POST", self._model_path(model, version) + ":predict", json=body)
-        outputs = payload.get("outputs")
+        path = self._model_path(model, version, label) + ":predict"
+        return self._call("POST", path, json=body).get("outputs")
+
+    def label_version(self, model: str, label: str) -> int | None:
+        """The version a label names on the server now (None: the server has no such label)."""
+        try:
+            status = self._call("GET", self._model_path(model, None, label))
+        except UserError:
+            return None
+        versions = status.get("model_version_status") or [{}]
+        return int(versions[0].get("version", 0)) or None
+
+    def version_state(self, model: str, version: int) -> str | None:
+        """The state of a version on the server (AVAILABLE...; None when it is unknown)."""
+        try:
+            status = self._call("GET", self._model_path(model, version))
+        except UserError:
+            return None
+        versions = status.get("model_version_status") or [{}]
+        return versions[0].get("state")
+
+    def predict(
+        self, model: str, version: int | None, signature: str, inputs: Mapping[str, np.ndarray]
+    ) -> list:
+        """Sends a columnar predict request; returns per-row predictions."""
+        outputs = self._predict_columns(model, version, None, signature, inputs)
         if isinstance(outputs, dict):
             rows = len(next(iter(outputs.values())))
             return [{k: col[i] for k, col in outputs.items()} for i in range(rows)]
@@ -229,11 +268,42 @@ class GrpcClient:
             ) from None
 
     @staticmethod
-    def _spec(request, model: str, version: int | None, signature: str) -> None:
+    def _spec(
+        request, model: str, version: int | None, signature: str, label: str | None = None
+    ) -> None:
         request.model_spec.name = model
         request.model_spec.signature_name = signature
-        if version is not None:
+        if label is not None:
+            request.model_spec.version_label = label
+        elif version is not None:
             request.model_spec.version.value = version
+
+    def _status(self, model: str, version: int | None, label: str | None):
+        from tensorflow_serving.apis import get_model_status_pb2, model_service_pb2_grpc
+
+        request = get_model_status_pb2.GetModelStatusRequest()
+        self._spec(request, model, version, "", label)
+        request.model_spec.ClearField("signature_name")
+        stub = model_service_pb2_grpc.ModelServiceStub(self._channel)
+        try:
+            response = self._call(stub.GetModelStatus, request)
+        except UserError:
+            return None
+        return response.model_version_status[0] if response.model_version_status else None
+
+    def label_version(self, model: str, label: str) -> int | None:
+        """The version a label names on the server now (None: the server has no such label)."""
+        status = self._status(model, None, label)
+        return int(status.version) if status is not None else None
+
+    def version_state(self, model: str, version: int) -> str | None:
+        """The state of a version on the server (AVAILABLE...; None when it is unknown)."""
+        from tensorflow_serving.apis import get_model_status_pb2
+
+        status = self._status(model, version, None)
+        if status is None:
+            return None
+        return get_model_status_pb2.ModelVersionStatus.State.Name(status.state)
 
     def input_specs(self, model: str, version: int | None, signature: str) -> dict[str, TensorSpec]:
         """The signature's inputs, read with GetModelMetadata."""
@@ -255,16 +325,29 @@ class GrpcClient:
         self, model: str, version: int | None, signature: str, inputs: Mapping[str, np.ndarray]
     ) -> list:
         """Sends a Predict call; returns per-row predictions."""
+        outputs = self.predict_outputs(model, inputs, version=version, signature=signature)
+        return predictions_from_outputs(outputs)
+
+    def predict_outputs(
+        self,
+        model: str,
+        inputs: Mapping[str, np.ndarray],
+        *,
+        version: int | None = None,
+        label: str | None = None,
+        signature: str = DEFAULT_SIGNATURE,
+    ) -> dict[str, np.ndarray]:
+        """Sends a Predict call; returns the outputs as arrays."""
         from tensorflow_serving.apis import predict_pb2
 
         from kerasflow.serving.tensors import from_ndarray, to_ndarray
 
         request = predict_pb2.PredictRequest()
-        self._spec(request, model, version, signature)
+        self._spec(request, model, version, signature, label)
         for name, array in inputs.items():
             from_ndarray(array, out=request.inputs[name])
         response = self._call(self._stub.Predict, request)
-        return predictions_from_outputs({k: to_ndarray(v) for k, v in response.outputs.items()})
+        return {k: to_ndarray(v) for k, v in response.outputs.items()}
 
 
 def predict_rows(

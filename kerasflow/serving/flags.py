@@ -5,8 +5,8 @@ unchanged. The flags that change what a server does behave as TF Serving's do: R
 unless `--rest_api_port` is given, batching stays off unless `--enable_batching`, and is tuned by
 `--batching_parameters_file` in BatchingParameters' text format. Flags about TF Serving's own
 runtime (thread pools, TPUs, TFLite, XLA, SSL) are accepted, and named in one warning line when
-given, because this server has no such knob. `--host` and `--max_request_bytes` are this
-server's own.
+given, because this server has no such knob. `--host`, `--max_request_bytes` and the
+`--request_log_*` flags are this server's own.
 """
 
 from __future__ import annotations
@@ -194,6 +194,71 @@ def add_serve_flags(serve: argparse.ArgumentParser) -> None:
         default=DEFAULT_MAX_REQUEST_BYTES,
         help=f"largest request body or message (default {DEFAULT_MAX_REQUEST_BYTES})",
     )
+    add_request_log_flags(serve)
+
+
+def add_request_log_flags(serve: argparse.ArgumentParser) -> None:
+    """This server's request log flags (TF Serving has no request log of its own)."""
+    from kerasflow.serving import request_logger as rl
+
+    serve.add_argument(
+        "--request_log_uri",
+        default=None,
+        metavar="PREFIX",
+        help="log sampled predict requests and answers under PREFIX/<model>/ as JSON lines "
+        "(a folder, gs:// or s3://; default: no log)",
+    )
+    serve.add_argument(
+        "--request_log_sampling",
+        type=_fraction,
+        default=1.0,
+        help="fraction of predict requests logged, 0..1 (default 1)",
+    )
+    serve.add_argument(
+        "--request_log_max_bytes",
+        type=non_negative(int),
+        default=rl.DEFAULT_MAX_BYTES,
+        help=f"start a new log file after this many bytes (default {rl.DEFAULT_MAX_BYTES})",
+    )
+    serve.add_argument(
+        "--request_log_max_seconds",
+        type=non_negative(float),
+        default=rl.DEFAULT_MAX_SECONDS,
+        help="start a new log file after this many seconds, so object stores see records "
+        f"(default {rl.DEFAULT_MAX_SECONDS:g})",
+    )
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text} is not between 0 and 1")
+    return value
+
+
+def request_log_from_args(args: argparse.Namespace):
+    """RequestLogOptions from the `--request_log_*` flags (None when no log is asked for).
+
+    Raises:
+        UserError: for a bad URI or a zero size or age limit.
+    """
+    from kerasflow.serving.request_logger import RequestLogOptions
+
+    uri = getattr(args, "request_log_uri", None)
+    if not uri:
+        return None
+    check_uri(uri)
+    if args.request_log_max_bytes < 1 or args.request_log_max_seconds <= 0:
+        raise UserError("--request_log_max_bytes and --request_log_max_seconds must be above 0")
+    return RequestLogOptions(
+        uri=uri,
+        sampling=args.request_log_sampling,
+        max_bytes=args.request_log_max_bytes,
+        max_seconds=args.request_log_max_seconds,
+    )
 
 
 def no_effect_flags_given(args: argparse.Namespace) -> list[str]:
@@ -310,6 +375,7 @@ def server_options_from_args(args: argparse.Namespace):
         rest_timeout_seconds=args.rest_api_timeout_in_ms / 1000.0,
         allow_labels_for_unavailable=args.allow_version_labels_for_unavailable_models,
         prometheus_path=prometheus_path,
+        request_log=request_log_from_args(args),
     )
 
 

@@ -31,6 +31,7 @@ from kerasflow.serving.config import ModelConfig, configs_from_proto
 from kerasflow.serving.errors import Code, ServingError, invalid_argument
 from kerasflow.serving.manager import ModelManager
 from kerasflow.serving.metrics import ServingMetrics
+from kerasflow.serving.request_logger import RequestLogger
 from kerasflow.serving.servable import Servable
 from kerasflow.serving.signature import CLASSIFY_METHOD, DEFAULT_SIGNATURE, REGRESS_METHOD
 
@@ -109,10 +110,12 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         manager: ModelManager,
         pool: concurrent.futures.Executor,
         metrics: ServingMetrics | None = None,
+        request_log: RequestLogger | None = None,
     ):
         self._manager = manager
         self._pool = pool
         self._metrics = metrics
+        self._request_log = request_log
 
     @_guard
     async def Predict(self, request):  # noqa: N802 (the proto's naming)
@@ -136,8 +139,18 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         inputs = {k: tensors.to_ndarray(v) for k, v in request.inputs.items()}
         outputs = await signature.predict_async(inputs, self._pool)
         response = predict_pb2.PredictResponse(model_spec=protocol.model_spec(servable, name))
-        for alias in wanted or outputs:
+        answered = wanted or list(outputs)
+        for alias in answered:
             tensors.from_ndarray(outputs[alias], out=response.outputs[alias])
+        if self._request_log is not None:
+            self._request_log.offer(
+                model=servable.name,
+                version=servable.version,
+                signature=name,
+                method="predict",
+                inputs=inputs,
+                outputs={alias: outputs[alias] for alias in answered},
+            )
         return response
 
     @_guard
@@ -242,6 +255,7 @@ class GrpcServer:
         on_reload: applies configs sent with HandleReloadConfigRequest.
         max_threads: calls worked on at once (more wait for a pool thread).
         metrics: where answered inference calls are counted (None: not counted).
+        request_log: where answered predict calls are offered for logging (None: nowhere).
     """
 
     def __init__(
@@ -254,8 +268,10 @@ class GrpcServer:
         on_reload: Callable[[list[ModelConfig]], None] | None = None,
         max_threads: int = 64,
         metrics: ServingMetrics | None = None,
+        request_log: RequestLogger | None = None,
     ):
         self._manager = manager
+        self._request_log = request_log
         self._address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         self._options = [
             ("grpc.max_receive_message_length", max_request_bytes),
@@ -304,7 +320,8 @@ class GrpcServer:
     async def _bind(self, bound: concurrent.futures.Future) -> None:
         server = grpc.aio.server(options=self._options)
         prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-            PredictionService(self._manager, self._pool, self._metrics), server
+            PredictionService(self._manager, self._pool, self._metrics, self._request_log),
+            server,
         )
         model_service_pb2_grpc.add_ModelServiceServicer_to_server(
             ModelService(self._manager, self._pool, self._on_reload), server

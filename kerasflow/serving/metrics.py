@@ -3,7 +3,8 @@
 With `--monitoring_config_file` naming a MonitoringConfig whose `prometheus_config` is enabled,
 the REST port answers `GET /monitoring/prometheus/metrics` (or the config's `path`) in the
 Prometheus text format: requests counted by model, version, signature, API and status, request
-latency histograms, and the state of every version the manager knows.
+latency histograms, the state of every version the manager knows, and the records the request
+log wrote or dropped.
 """
 
 from __future__ import annotations
@@ -70,7 +71,28 @@ class ServingMetrics:
             buckets=_BUCKETS,
             registry=self.registry,
         )
+        self._logged = Counter(
+            "kerasflow_serving_request_log_records",
+            "Sampled requests written to the request log, by model",
+            ["model_name"],
+            registry=self.registry,
+        )
+        self._log_dropped = Counter(
+            "kerasflow_serving_request_log_dropped",
+            "Sampled requests the request log dropped (queue_full: the writer was behind; "
+            "write_error: the file could not be written), by model and reason",
+            ["model_name", "reason"],
+            registry=self.registry,
+        )
         self.registry.register(_VersionStates(manager))
+
+    def count_logged(self, model: str) -> None:
+        """Counts one request written to the request log."""
+        self._logged.labels(model).inc()
+
+    def count_log_dropped(self, model: str, reason: str, count: int = 1) -> None:
+        """Counts requests the request log dropped and why."""
+        self._log_dropped.labels(model, reason).inc(count)
 
     def observe(
         self,

@@ -25,6 +25,7 @@ from kerasflow.serving import metrics, protocol, rest_codec
 from kerasflow.serving.errors import Code, ServingError, http_status, invalid_argument
 from kerasflow.serving.manager import ModelManager
 from kerasflow.serving.metrics import ServingMetrics
+from kerasflow.serving.request_logger import RequestLogger
 from kerasflow.serving.signature import (
     CLASSIFY_METHOD,
     DEFAULT_SIGNATURE,
@@ -286,6 +287,16 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 Code.DEADLINE_EXCEEDED,
                 f"Timed out: the model run took longer than {timeout * 1000:.0f} ms",
             )
+        request_log = self.server.app.request_log
+        if request_log is not None:
+            request_log.offer(
+                model=route.model,
+                version=servable.version,
+                signature=name,
+                method="predict",
+                inputs=inputs,
+                outputs=outputs,
+            )
         return rest_codec.encode_predict(outputs, row_format)
 
     def _classify_or_regress(self, manager: ModelManager, route: _Route, doc: dict) -> Any:
@@ -362,6 +373,7 @@ class RestServer:
         metrics: where answered inference requests are counted (None: not counted).
         metrics_path: GET path answering the metrics in Prometheus' text format (None: none).
         timeout_seconds: inference calls whose model run takes longer answer 504 (<= 0: never).
+        request_log: where answered predict requests are offered for logging (None: nowhere).
     """
 
     def __init__(
@@ -374,8 +386,10 @@ class RestServer:
         metrics: ServingMetrics | None = None,
         metrics_path: str | None = None,
         timeout_seconds: float = 0.0,
+        request_log: RequestLogger | None = None,
     ):
         self.manager = manager
+        self.request_log = request_log
         self.max_request_bytes = max_request_bytes
         self.metrics = metrics
         self.metrics_path = metrics_path if metrics is not None else None

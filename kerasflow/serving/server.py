@@ -19,6 +19,7 @@ from kerasflow.serving.batching import BatchingOptions
 from kerasflow.serving.config import ModelConfig, load_model_config_file
 from kerasflow.serving.manager import ModelManager
 from kerasflow.serving.metrics import ServingMetrics
+from kerasflow.serving.request_logger import RequestLogger, RequestLogOptions
 from kerasflow.serving.servable import load_servable
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,7 @@ class ServerOptions:
         rest_timeout_seconds: REST predict calls that take longer answer 504 (<= 0: no limit).
         allow_labels_for_unavailable: a config may give a new label to a version not loaded.
         prometheus_path: REST path of the Prometheus metrics (None: no metrics endpoint).
+        request_log: where sampled predict requests are logged (None: not logged).
     """
 
     models: list[ModelConfig]
@@ -65,6 +67,7 @@ class ServerOptions:
     rest_timeout_seconds: float = 30.0
     allow_labels_for_unavailable: bool = False
     prometheus_path: str | None = None
+    request_log: RequestLogOptions | None = None
 
 
 class ModelServer:
@@ -85,6 +88,13 @@ class ModelServer:
         self.metrics = ServingMetrics(self.manager)
         self._grpc = None
         self._rest = None
+        self.request_log: RequestLogger | None = None
+        if options.request_log is not None:
+            self.request_log = RequestLogger(
+                options.request_log,
+                on_drop=self.metrics.count_log_dropped,
+                on_write=self.metrics.count_logged,
+            )
         self._stop_config_poll = threading.Event()
         self._config_thread: threading.Thread | None = None
         self._stopped = threading.Event()
@@ -131,6 +141,8 @@ class ModelServer:
         opts = self.options
         self.manager.start()
         try:
+            if self.request_log is not None:
+                self.request_log.start()
             self.check_labels(opts.models, previous=[])
             self._grpc = GrpcServer(
                 self.manager,
@@ -140,6 +152,7 @@ class ModelServer:
                 on_reload=self.apply_configs,
                 max_threads=opts.grpc_max_threads,
                 metrics=self.metrics,
+                request_log=self.request_log,
             )
             self._start_frontend(self._grpc, "gRPC", opts.grpc_port)
             if opts.rest_port is not None:
@@ -151,6 +164,7 @@ class ModelServer:
                     metrics=self.metrics,
                     metrics_path=opts.prometheus_path,
                     timeout_seconds=opts.rest_timeout_seconds,
+                    request_log=self.request_log,
                 )
                 self._start_frontend(self._rest, "REST", opts.rest_port)
         except BaseException:
@@ -242,6 +256,8 @@ class ModelServer:
             thread.join()
         if self._config_thread is not None:
             self._config_thread.join()
+        if self.request_log is not None:
+            self.request_log.close()  # after the frontends: requests in flight get logged
         self.manager.stop()
 
     def wait(self, timeout: float | None = None) -> bool:

@@ -306,6 +306,12 @@ class DeploySettings(ModelName, ServingDir):
 
     HEADLINE = ("model_name", "serving_dir")
 
+    canary: Flag = setting(
+        False,
+        "publish beside the served version as the `canary` label (it keeps `stable`); "
+        "`kerasflow canary` then promotes or rolls back",
+    )
+
 
 STEP_SETTINGS: dict[str, type[StepSettings]] = {
     "ingest_clean": IngestSettings,

@@ -310,6 +310,44 @@ def pin_serving_version(serving_dir: str, model_name: str, version: int) -> str:
     Other models in the file are kept; the model's version labels are dropped. The file is
     replaced atomically (a rename locally, a single-object PUT on an object store).
     """
+    # No version label: TF Serving refuses a config that moves an existing label to a version
+    # it has not loaded yet (ServerCore::UpdateModelVersionLabelMap runs before the load, even
+    # with --allow_version_labels_for_unavailable_models), so a `stable` label moved here would
+    # keep every later version from loading. The pinned version is the only one served.
+    return write_served_versions(serving_dir, model_name, [version], {})
+
+
+def served_versions(serving_dir: str, model_name: str) -> tuple[list[int], dict[str, int]]:
+    """The versions `<serving_dir>/models.config` pins for `model_name` and its labels
+    (([], {}) when the file or the model's entry is absent)."""
+    from google.protobuf import text_format
+    from tensorflow_serving.config import model_server_config_pb2
+
+    current = read_serving_config(serving_dir)
+    if current is None:
+        return [], {}
+    config = model_server_config_pb2.ModelServerConfig()
+    text_format.Parse(current.decode("utf-8"), config)
+    for entry in config.model_config_list.config:
+        if entry.name == model_name:
+            policy = entry.model_version_policy
+            versions = (
+                sorted(policy.specific.versions)
+                if policy.WhichOneof("policy_choice") == "specific"
+                else []
+            )
+            return versions, dict(entry.version_labels)
+    return [], {}
+
+
+def write_served_versions(
+    serving_dir: str, model_name: str, versions: list[int], labels: dict[str, int]
+) -> str:
+    """Writes `<serving_dir>/models.config` so `model_name` serves `versions` with `labels`.
+
+    Other models in the file are kept. The file is replaced atomically (a rename locally, a
+    single-object PUT on an object store). Returns its path.
+    """
     from google.protobuf import text_format
     from tensorflow_serving.config import model_server_config_pb2
 
@@ -326,11 +364,9 @@ def pin_serving_version(serving_dir: str, model_name: str, version: int) -> str:
     entry.base_path = fileio.join(serving_dir, model_name)
     entry.model_platform = "tensorflow"
     entry.model_version_policy.Clear()
-    entry.model_version_policy.specific.versions.append(version)
-    # No version label: TF Serving refuses a config that moves an existing label to a version
-    # it has not loaded yet (ServerCore::UpdateModelVersionLabelMap runs before the load, even
-    # with --allow_version_labels_for_unavailable_models), so a `stable` label moved here would
-    # keep every later version from loading. The pinned version is the only one served.
+    entry.model_version_policy.specific.versions.extend(sorted(set(versions)))
     entry.version_labels.clear()
+    for label, version in sorted(labels.items()):
+        entry.version_labels[label] = version
     fileio.write_bytes_atomic(path, text_format.MessageToString(config).encode())
     return path

@@ -272,6 +272,7 @@ def test_minio_serves_s3_with_kerasflow_serve_and_its_flags():
     parsed = build_parser().parse_args(["serve", *container["args"]])
     assert parsed.model_config_file.startswith("s3://mlpipeline/")
     assert parsed.host == "0.0.0.0"
+    assert parsed.request_log_uri.startswith("s3://mlpipeline/")
     env = {e["name"]: e for e in container["env"]}
     assert env["AWS_ENDPOINT_URL"]["value"] == "http://minio-service.kubeflow:9000"
     assert not any("secretKeyRef" in e.get("valueFrom", {}) for e in container["env"])

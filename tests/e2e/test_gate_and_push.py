@@ -98,9 +98,9 @@ def run_evaluate(
     )
 
 
-def run_deploy(world, which: str, preds_of: str, serving: Path, model_name: str) -> str:
+def run_deploy(world, which: str, preds_of: str, serving: Path, model_name: str, **settings) -> str:
     return deploy.run(
-        settings={"serving_dir": str(serving), "model_name": model_name},
+        settings={"serving_dir": str(serving), "model_name": model_name, **settings},
         model_dir=str(world["dirs"][which]),
         splits_dir=str(world["splits"]),
         predictions_dir=str(world["root"] / f"eval-{preds_of}-{model_name}" / "preds"),
@@ -153,6 +153,25 @@ def test_push_registers_champion_pins_config_and_rollback_returns(world, tmp_pat
     assert main(["rollback", *common, "--to", "2"]) == 0
     assert registry.get_champion(world["uri"], name).serving_version == 2
     assert main(["rollback", *common, "--to", "9"]) == 2
+
+
+def test_a_canary_deploy_serves_beside_stable_and_leaves_the_champion(world, tmp_path, capsys):
+    serving, name = tmp_path / "serving", "gate-canary"
+    run_evaluate(world, "good", name)
+    # Nothing served yet: the first deploy pins its version and becomes champion as usual.
+    assert run_deploy(world, "good", "good", serving, name, canary=True).endswith("/1")
+    again = tmp_path / "good-again"
+    shutil.copytree(world["dirs"]["good"], again)
+    (again / C.SAVED_MODEL_DIR / "assets").mkdir(exist_ok=True)
+    (again / C.SAVED_MODEL_DIR / "assets" / "note.txt").write_text("retrained")
+    capsys.readouterr()
+    retrained = {**world, "dirs": {"again": again}}
+    path = run_deploy(retrained, "again", "good", serving, name, canary=True)
+    assert path == str(serving / name / "2")
+    assert "is the canary beside `stable`" in capsys.readouterr().out
+    assert registry.served_versions(str(serving), name) == ([1, 2], {"stable": 1})
+    assert registry.get_champion(world["uri"], name).serving_version == 1
+    assert registry.registry_version_for(world["uri"], name, 2) == 2
 
 
 def test_worse_model_than_the_champion_is_not_blessed(world, tmp_path):
