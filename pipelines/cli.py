@@ -87,6 +87,7 @@ def _register_optional(sub: argparse._SubParsersAction) -> None:
         "kerasflow.serving.commands",
         "kerasflow.pipelines.cluster_commands",
         "kerasflow.pipelines.registry_commands",
+        "kerasflow.pipelines.tensorboard_commands",
     ):
         try:
             mod = importlib.import_module(module)
