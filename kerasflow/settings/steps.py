@@ -20,9 +20,9 @@ from kerasflow.settings.base import Flag, Integer, Number, StepSettings, Text, s
 
 EXPORT_FORMATS = ("tflite", "tfjs")
 TFJS_UNAVAILABLE = (
-    "export 'tfjs' is not available: the TensorFlow.js converter (tensorflowjs 4.22, its last "
-    "release) requires tf-keras, tensorflow-decision-forests, jax and packaging~=23.1, which "
-    "kerasflow does not install beside TensorFlow 2.21 and Keras 3 (see the README)"
+    "export 'tfjs' is not available: the TensorFlow.js converter (tensorflowjs 4.22) requires "
+    "tensorflow-decision-forests, whose last release (1.12.0) pins tensorflow==2.19.0, so it "
+    "cannot be installed beside TensorFlow 2.21 (see the README)"
 )
 
 
