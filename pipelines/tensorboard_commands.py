@@ -9,6 +9,7 @@ runs TensorBoard on them (installed with TensorFlow), or only downloads them.
 from __future__ import annotations
 
 import argparse
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -66,6 +67,7 @@ def download_logs(tracking_uri: str, run_id: str, logdir: Path) -> list[str]:
     found = [run]
     children = client.search_runs([run.info.experiment_id], f"tags.mlflow.parentRunId = '{run_id}'")
     found += children
+    logdir.mkdir(parents=True, exist_ok=True)
     written = []
     for item in found:
         names = {a.path for a in client.list_artifacts(item.info.run_id)}
@@ -73,13 +75,16 @@ def download_logs(tracking_uri: str, run_id: str, logdir: Path) -> list[str]:
             continue
         name = item.data.tags.get(C.TAG_STEP) or item.info.run_id
         dest = logdir / name
-        dest.mkdir(parents=True, exist_ok=True)
-        mlflow.artifacts.download_artifacts(
-            run_id=item.info.run_id,
-            artifact_path=C.TENSORBOARD_DIR,
-            dst_path=str(dest),
-            tracking_uri=tracking_uri,
-        )
+        if dest.exists():
+            shutil.rmtree(dest)
+        with tempfile.TemporaryDirectory(dir=logdir) as tmp:
+            got = mlflow.artifacts.download_artifacts(
+                run_id=item.info.run_id,
+                artifact_path=C.TENSORBOARD_DIR,
+                dst_path=tmp,
+                tracking_uri=tracking_uri,
+            )
+            Path(got).rename(dest)  # one folder per step: TensorBoard names its runs by it
         written.append(str(dest))
     if not written:
         raise UserError(
