@@ -471,6 +471,7 @@ def run(
             model, history, members = ensemble.fit_ensemble(
                 model, history, hparams, opts=opts, arrays=arrays, trials_dir=trials_dir,
                 build_fn=build_fn,
+                log_dir=Path(model_dir, C.TENSORBOARD_DIR) if opts.tensorboard else None,
             )  # fmt: skip
         out = Path(model_dir)
         export_model(model, out, meta)

@@ -56,13 +56,24 @@ def validation_score(history: dict, monitor: str) -> float | None:
 
 
 def fit_member(
-    hparams: dict, *, index: int, count: int, opts: TrainSettings, arrays: Any, build_fn: Any
+    hparams: dict,
+    *,
+    index: int,
+    count: int,
+    opts: TrainSettings,
+    arrays: Any,
+    build_fn: Any,
+    log_dir: Path | None = None,
 ) -> tuple[Any, dict]:
-    """Fits one more member on `hparams` as the step fits its model (and refits it on asking)."""
+    """Fits one more member on `hparams` as the step fits its model (and refits it on asking).
+
+    With `log_dir`, the fit writes TensorBoard logs under `log_dir/member_<index>`.
+    """
     from kerasflow.components.train import core
     from kerasflow.data.feeds import DataFeed, class_weight_arg, merged_arrays
     from kerasflow.modeling import builders
     from kerasflow.runtime import progress
+    from kerasflow.tracking import tensorboard
 
     meta = arrays.meta
     seed = opts.seed + index
@@ -82,7 +93,10 @@ def fit_member(
         patience=opts.patience,
         seed=seed,
         class_weight=class_weight_arg(meta),
-        extra_callbacks=[progress.epoch_callback(STEP, opts.final_epochs, shown)],
+        extra_callbacks=[
+            progress.epoch_callback(STEP, opts.final_epochs, shown),
+            *tensorboard.callbacks(log_dir is not None, Path(log_dir or ".", f"member_{index}")),
+        ],
         label_smoothing=opts.label_smoothing,
         objective=opts.objective,
         direction=opts.direction,
@@ -116,8 +130,11 @@ def fit_ensemble(
     arrays: Any,
     trials_dir: str,
     build_fn: Any = None,
+    log_dir: Path | None = None,
 ) -> tuple[Any, dict, list[Member]]:
     """Fits the other members and combines them with `first` (fitted on `hparams`).
+
+    With `log_dir`, each other member's fit writes TensorBoard logs into a folder of its own.
 
     Returns:
         The combined model (compiled), the history shown for the step (its best member's) and
@@ -148,7 +165,13 @@ def fit_ensemble(
     for i, trial in enumerate(others, start=1):
         values = combine.model_values(trial["hyperparameters"])
         model, history = fit_member(
-            values, index=i, count=count, opts=opts, arrays=arrays, build_fn=build_fn
+            values,
+            index=i,
+            count=count,
+            opts=opts,
+            arrays=arrays,
+            build_fn=build_fn,
+            log_dir=log_dir,
         )
         score = validation_score(history, monitor)
         members.append(Member(model, str(trial["trial_id"]), values, history, score))

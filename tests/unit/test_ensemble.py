@@ -155,9 +155,12 @@ def test_the_step_fits_the_next_distinct_trials_and_describes_every_member(
     history = {"loss": [0.5], "val_loss": [0.4], "val_accuracy": [0.9], "best_epoch": [1.0]}
     trials_dir = write_ranked(tmp_path, ranked)
     model, shown, members = step.fit_ensemble(
-        fitted[1], history, HPARAMS, opts=opts, arrays=arrays, trials_dir=trials_dir
-    )
+        fitted[1], history, HPARAMS, opts=opts, arrays=arrays, trials_dir=trials_dir,
+        log_dir=tmp_path / "tb",
+    )  # fmt: skip
     assert [m.trial_id for m in members] == ["4", "1", "0"]
+    assert sorted(p.name for p in (tmp_path / "tb").iterdir()) == ["member_1", "member_2"]
+    assert list((tmp_path / "tb").rglob("events.out.tfevents.*"))
     assert [m.hparams["units"] for m in members] == [8, 16, 4]
     assert all(m.score is not None for m in members)
     assert sum(m.weight for m in members) == pytest.approx(1.0)
