@@ -17,6 +17,16 @@ SAVED_MODEL_DIR = "saved_model"
 HISTORY_FILE = "history.json"
 PREDICTIONS_FILE = "predictions.npz"
 SCHEMA_FILE = "schema.json"
+# The search's finished trials, best first (inside its `trials` artifact).
+RANKED_TRIALS_FILE = "ranked_trials.json"
+# An ensemble's description and its members' `.keras` files (inside the model artifact).
+ENSEMBLE_FILE = "ensemble.json"
+ENSEMBLE_MEMBERS_DIR = "members"
+# TensorBoard logs (inside the model and trials artifacts, and as MLflow artifacts).
+TENSORBOARD_DIR = "tensorboard"
+# TFLite conversions of the final model and their checks (inside the model artifact).
+TFLITE_DIR = "tflite"
+TFLITE_REPORT_FILE = "tflite.json"
 
 # Keys of the bundle metadata (meta.json).
 META_MODALITY = "modality"
@@ -59,6 +69,8 @@ TAG_REGISTRY_VERSION = "kerasflow.registry_version"
 TAG_LOGGED_MODEL_URI = "kerasflow.logged_model_uri"
 # JSON: the MLflow artifact folder of the evaluation's pictures and their file names.
 TAG_PICTURES = "kerasflow.evaluation_pictures"
+# JSON: an ensemble's method and its test score against its best member's.
+TAG_ENSEMBLE = "kerasflow.ensemble"
 KIND_PIPELINE = "pipeline"
 KIND_STEP = "step"
 KIND_TRIAL = "trial"

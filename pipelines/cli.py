@@ -94,6 +94,7 @@ def _register_optional(sub: argparse._SubParsersAction) -> None:
         "kerasflow.pipelines.cluster_commands",
         "kerasflow.pipelines.registry_commands",
         "kerasflow.pipelines.canary_commands",
+        "kerasflow.pipelines.tensorboard_commands",
     ):
         try:
             mod = importlib.import_module(module)

@@ -203,6 +203,7 @@ def build_pipeline(step_settings: Any = None, image: str = ""):
                     splits=split.outputs["splits"],
                     train_data=aug.outputs["train_data"],
                     best_hyperparameters=search.outputs["best_hyperparameters"],
+                    trials=search.outputs["trials"],
                     settings=train_settings,
                     final_epochs=final_epochs,
                     seed=seed,

@@ -55,6 +55,8 @@ class RunSummary:
     reconciled: list[str] = dataclasses.field(default_factory=list)
     containers: int | None = None
     pictures: dict[str, Any] = dataclasses.field(default_factory=dict)
+    ensemble: dict[str, Any] = dataclasses.field(default_factory=dict)
+    """An ensemble's test score against its best member by validation score (empty: none)."""
 
     def to_json(self) -> dict[str, Any]:
         """The `--summary-json` document."""
@@ -339,6 +341,7 @@ def read_summary(tracking_uri: str, experiment: str, run_id: str, seconds: float
         best_hyperparameters=json.loads(tags.get(C.TAG_BEST_HPARAMS, "{}")),
         seconds=seconds,
         pictures=json.loads(tags.get(C.TAG_PICTURES, "{}")),
+        ensemble=json.loads(tags.get(C.TAG_ENSEMBLE, "{}")),
     )
 
 
@@ -355,6 +358,13 @@ def format_summary(summary: RunSummary) -> str:
     else:
         lines.append("  deployed: nothing (the model was not blessed)")
     lines.append(f"  best hyperparameters: {json.dumps(summary.best_hyperparameters)}")
+    if summary.ensemble:
+        e = summary.ensemble
+        lines.append(
+            f"  ensemble ({e['method']}): test {e['metric']} {e['ensemble_test']:.4f}; its best "
+            f"member by {e['objective']} (trial {e['best_member_trial']}) "
+            f"{e['best_member_test']:.4f}"
+        )
     if summary.containers is not None:
         lines.append(f"  containers: {summary.containers} (one per task that ran)")
     if summary.reconciled:

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from kerasflow import constants as C
+from kerasflow.components.evaluate import members
 from kerasflow.data import artifacts
 from kerasflow.modeling import builders
 from kerasflow.runtime import boundary
@@ -44,6 +45,8 @@ class Evaluation:
     slices: dict[str, dict[str, float]] = field(default_factory=dict)
     signature_changes: list[str] | None = None
     """How the serving signature differs from the champion's (None: not compared)."""
+    ensemble: dict | None = None
+    """An ensemble's comparison with its members (kerasflow.components.evaluate.members)."""
 
 
 @dataclass(frozen=True)
@@ -483,6 +486,10 @@ def run(
         result = evaluate(meta, y, outputs, gate)
         if slice_by:
             result.slices = slice_metrics(meta, test, outputs, slice_by)
+        info = members.read_ensemble(model_dir)
+        if info is not None:
+            scores = members.score_members(info, model_dir, meta, test, task_metrics)
+            result.ensemble = members.comparison(info, scores, result.metrics, meta)
         if model_name:
             try:
                 found = champion_evaluation(tracking_uri, model_name, meta, test)
@@ -495,6 +502,8 @@ def run(
                     export = Path(model_dir, C.SAVED_MODEL_DIR)
                     judge_against_champion(result, found, export, gate, opts)
         text = render_report(result)
+        if result.ensemble is not None:
+            text += members.render(result.ensemble)
         Path(report_path).parent.mkdir(parents=True, exist_ok=True)
         Path(report_path).write_text(text)
         Path(predictions_dir).mkdir(parents=True, exist_ok=True)
@@ -511,6 +520,12 @@ def run(
         pictures = log_pictures(meta, y, outputs, pictures_path)
         if result.slices:
             runs.log_dict_artifact(result.slices, "slices.json")
+        if result.ensemble is not None:
+            mlflow.log_metrics(members.tracked_metrics(result.ensemble))
+            runs.log_dict_artifact(result.ensemble, "ensemble_comparison.json")
+            checks[members.ENSEMBLE_TAG] = {
+                k: v for k, v in result.ensemble.items() if k != "members"
+            }
         runs.log_pipeline_metrics(
             parent_run_id, {f"test_{k}": v for k, v in result.metrics.items()}
         )

@@ -22,6 +22,7 @@ def hyperparameter_search(
     run_id: str,
     best_hyperparameters: Output[Artifact],
     summary: Output[Markdown],
+    trials: Output[Artifact],
 ):
     """Searches the model space (resuming a killed search); writes the best hyperparameters.
 
@@ -40,6 +41,7 @@ def hyperparameter_search(
         run_id: The KFP run id, which names the worker pods' rendezvous.
         best_hyperparameters: The best trial's hyperparameters as JSON.
         summary: The trials table and the plot of the objective.
+        trials: The finished trials best first (JSON) and their TensorBoard logs, if asked.
     """
     from kerasflow.components.hyperparameter_search import core
 
@@ -60,6 +62,7 @@ def hyperparameter_search(
         parent_run_id=parent_run_id,
         pipeline_root=pipeline_root,
         run_id=run_id,
+        trials_dir=trials.path,
     )
 
 

@@ -24,7 +24,7 @@ from kerasflow.runtime import boundary, budget, fileio, mirror
 from kerasflow.runtime.errors import UserError
 from kerasflow.runtime.fileio import write_json_atomic
 from kerasflow.settings import SearchSettings
-from kerasflow.tracking import runs
+from kerasflow.tracking import runs, tensorboard
 from kerasflow.tuning import tuners
 
 STEP = "hyperparameter_search"
@@ -208,6 +208,7 @@ def run(
     parent_run_id: str,
     pipeline_root: str = "",
     run_id: str = "",
+    trials_dir: str = "",
 ) -> None:
     """Runs the step: search (resuming a killed attempt), write and log its results.
 
@@ -225,6 +226,8 @@ def run(
         parent_run_id: The pipeline's MLflow run.
         pipeline_root: The pipeline root, home of resumable tuner directories.
         run_id: The KFP run id, which names the worker pods' rendezvous.
+        trials_dir: Output folder: the finished trials best first (for an ensemble) and,
+            with `tensorboard_trials`, every trial's TensorBoard logs.
     """
     started = time.time()
     opts = SearchSettings.from_parameters(settings, headline)
@@ -297,6 +300,11 @@ def run(
             tracking_uri=runs.resolve_uri(tracking_uri),
             parent_run_id=step.info.run_id,
             track=runs.trial_tracking_enabled(),
+            tensorboard_dir=(
+                str(Path(trials_dir, C.TENSORBOARD_DIR))
+                if opts.tensorboard_trials and trials_dir
+                else ""
+            ),
         )
         params = {
             **{k: v for k, v in shape.items() if k != "algorithm"},
@@ -349,6 +357,9 @@ def run(
             parent_run_id=parent_run_id,
             seconds=time.time() - started,
         )
+        if trials_dir:
+            write_json_atomic(Path(trials_dir, C.RANKED_TRIALS_FILE), result.ranked)
+            tensorboard.log_artifacts(Path(trials_dir, C.TENSORBOARD_DIR))
 
 
 def _search(

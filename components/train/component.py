@@ -11,6 +11,7 @@ def train(
     splits: Input[Dataset],
     train_data: Input[Dataset],
     best_hyperparameters: Input[Artifact],
+    trials: Input[Artifact],
     settings: dict,
     final_epochs: int,
     seed: int,
@@ -28,6 +29,7 @@ def train(
         splits: The splits from normalize_split (validation data).
         train_data: The augmented train split.
         best_hyperparameters: The search's best hyperparameters.
+        trials: The search's finished trials, best first (an ensemble's members).
         settings: The step's other settings (kerasflow.settings.TrainSettings keys).
         final_epochs: Most epochs of the final fit.
         seed: Random seed of the fit.
@@ -53,6 +55,7 @@ def train(
         splits_dir=splits.path,
         train_dir=train_data.path,
         hparams_path=best_hyperparameters.path,
+        trials_dir=trials.path,
         model_dir=model.path,
         history_path=history.path,
         tracking_uri=tracking_uri,

@@ -24,7 +24,7 @@ from kerasflow.runtime.errors import UserError, first_line
 from kerasflow.runtime.fileio import write_json_atomic
 from kerasflow.settings import TrainSettings
 from kerasflow.settings.base import choices_of
-from kerasflow.tracking import registry, runs
+from kerasflow.tracking import registry, runs, tensorboard
 from kerasflow.tuning import tuners
 
 STEP = "train"
@@ -343,6 +343,7 @@ def run(
     history_path: str,
     tracking_uri: str,
     parent_run_id: str,
+    trials_dir: str = "",
 ) -> None:
     """Runs the step: fit on the best hyperparameters, export, log curves and the model.
 
@@ -356,6 +357,7 @@ def run(
         history_path: Output HTML of the train and validation curves.
         tracking_uri: MLflow tracking URI.
         parent_run_id: The pipeline's MLflow run.
+        trials_dir: The search's finished trials, best first (an ensemble's members).
     """
     opts = TrainSettings.from_parameters(settings, headline)
     epochs, seed, lr_schedule = opts.final_epochs, opts.seed, opts.lr_schedule
@@ -398,6 +400,8 @@ def run(
                 "lr_schedule": lr_schedule or "none",
                 "label_smoothing": opts.label_smoothing,
                 "warm_start": opts.warm_start,
+                "ensemble": opts.ensemble,
+                "ensemble_method": opts.ensemble_method if opts.ensemble > 1 else "none",
                 "warm_started": champion is not None,
                 **(
                     {"warm_start_registry_version": source.registry_version}
@@ -421,6 +425,7 @@ def run(
             extra_callbacks=[
                 tuners.EpochLogger.make(),
                 progress.epoch_callback(STEP, epochs, shown),
+                *tensorboard.callbacks(opts.tensorboard, Path(model_dir, C.TENSORBOARD_DIR)),
             ],
             label_smoothing=opts.label_smoothing,
             objective=opts.objective,
@@ -459,8 +464,24 @@ def run(
                 initial_model=start,
             )
             history.update(extra)
+        members = []
+        if opts.ensemble > 1:
+            from kerasflow.components.train import ensemble
+
+            model, history, members = ensemble.fit_ensemble(
+                model, history, hparams, opts=opts, arrays=arrays, trials_dir=trials_dir,
+                build_fn=build_fn,
+                log_dir=Path(model_dir, C.TENSORBOARD_DIR) if opts.tensorboard else None,
+            )  # fmt: skip
         out = Path(model_dir)
         export_model(model, out, meta)
+        if members:
+            runs.log_dict_artifact(ensemble.save_members(members, out, opts, meta), C.ENSEMBLE_FILE)
+        if opts.export:
+            from kerasflow.components.train.exports import run_exports
+
+            run_exports(opts.export, out, splits_dir, arrays, seed)
+        tensorboard.log_artifacts(out / C.TENSORBOARD_DIR)
         write_json_atomic(out / C.HISTORY_FILE, history)
         write_json_atomic(out / C.META_FILE, meta)
         fig = plot_history(history)

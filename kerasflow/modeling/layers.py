@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import keras
+import numpy as np
 from keras import ops
 
 
@@ -72,3 +73,67 @@ def standardize_text(inputs: Any) -> Any:
     text = tf.strings.lower(inputs, encoding="utf-8")
     text = tf.strings.regex_replace(text, textprep.PUNCTUATION_PATTERN, "")
     return tf.strings.regex_replace(text, textprep.UNICODE_SPACE_PATTERN, " ")
+
+
+@keras.saving.register_keras_serializable(package="kerasflow")
+class MemberCombiner(keras.layers.Layer):
+    """Combines the outputs of an ensemble's members into one (kerasflow.modeling.ensemble).
+
+    `average`: the fixed weighted mean of the members' outputs. `stacking`: for
+    classification, a softmax over a learned linear map of each member's log-probabilities
+    (started at their geometric mean); for regression, a learned linear map of the members'
+    values (started at their mean).
+    """
+
+    EPSILON = 1e-7
+
+    def __init__(
+        self, count: int, method: str, task: str, weights: list[float], **kwargs: Any
+    ) -> None:
+        super().__init__(**kwargs)
+        self.count = int(count)
+        self.method = str(method)
+        self.task = str(task)
+        self.weights_ = [float(w) for w in weights]
+
+    def build(self, input_shape: Any) -> None:
+        if self.method != "stacking":
+            return
+        width = int(input_shape[0][-1])
+        if self.task == "classification":
+            eye = np.tile(np.eye(width, dtype="float32")[None], (self.count, 1, 1)) / self.count
+            self.kernel = self.add_weight(
+                shape=(self.count, width, width),
+                initializer=keras.initializers.Constant(eye),
+                name="kernel",
+            )
+        else:
+            self.kernel = self.add_weight(
+                shape=(self.count,),
+                initializer=keras.initializers.Constant(1.0 / self.count),
+                name="kernel",
+            )
+        self.bias = self.add_weight(shape=(width,), initializer="zeros", name="bias")
+
+    def call(self, inputs: Any) -> Any:
+        stacked = ops.stack(list(inputs), axis=0)  # (members, rows, width)
+        if self.method != "stacking":
+            w = ops.convert_to_tensor(self.weights_, dtype=stacked.dtype)
+            return ops.sum(stacked * ops.reshape(w, (-1, 1, 1)), axis=0)
+        if self.task == "classification":
+            logs = ops.log(ops.clip(stacked, self.EPSILON, 1.0))
+            logits = ops.einsum("krc,kcd->rd", logs, self.kernel) + self.bias
+            return ops.softmax(logits, axis=-1)
+        return ops.sum(stacked * ops.reshape(self.kernel, (-1, 1, 1)), axis=0) + self.bias
+
+    def compute_output_shape(self, input_shape: Any) -> Any:
+        return input_shape[0]
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            **super().get_config(),
+            "count": self.count,
+            "method": self.method,
+            "task": self.task,
+            "weights": self.weights_,
+        }

@@ -11,12 +11,37 @@ from __future__ import annotations
 import warnings
 from typing import Any, Literal
 
-from pydantic import field_validator
+from pydantic import field_validator, model_validator
 
 from kerasflow import constants as C
 from kerasflow.data import choices
 from kerasflow.runtime.errors import UserError
 from kerasflow.settings.base import Flag, Integer, Number, StepSettings, Text, setting
+
+EXPORT_FORMATS = ("tflite", "tfjs")
+TFJS_UNAVAILABLE = (
+    "export 'tfjs' is not available: the TensorFlow.js converter (tensorflowjs 4.22) requires "
+    "tensorflow-decision-forests, whose last release (1.12.0) pins tensorflow==2.19.0, so it "
+    "cannot be installed beside TensorFlow 2.21 (see the README)"
+)
+
+
+def parse_exports(text: str) -> tuple[str, ...]:
+    """The export formats of a comma list (`tflite`), in order, without repeats.
+
+    Raises:
+        UserError: for an unknown format, or `tfjs`, which cannot be made here.
+    """
+    names = tuple(dict.fromkeys(n.strip().lower() for n in text.split(",") if n.strip()))
+    for name in names:
+        if name not in EXPORT_FORMATS:
+            raise UserError(
+                f"unknown export '{name}' (choose from {', '.join(EXPORT_FORMATS[:1])})"
+            )
+        if name == "tfjs":
+            raise UserError(TFJS_UNAVAILABLE)
+    return names
+
 
 # --- settings several steps read ---------------------------------------------------------
 
@@ -205,6 +230,9 @@ class SearchSettings(Seeded, Fitting, Objective, UserModel):
     trials_per_process: Integer = setting(
         5, "trials a worker process runs before a fresh one takes over (0: all in the step)", ge=0
     )
+    tensorboard_trials: Flag = setting(
+        False, "every trial also writes TensorBoard logs (into the search's trials artifact)"
+    )
     tuner_dir: Text = setting(
         "", "tuner directory on storage the worker pods share", cluster_only=True
     )
@@ -256,6 +284,32 @@ class TrainSettings(Seeded, Fitting, Objective, UserModel, ModelName, ServingDir
     warm_start: Flag = setting(
         False, "fine-tune the serving champion instead of training from scratch"
     )
+    ensemble: Integer = setting(
+        0, "combine the search's K best distinct trials into one model (0 or 1: off)", ge=0
+    )
+    ensemble_method: Literal["average", "stacking"] = setting(
+        "average", "how an ensemble combines its members: average or stacking"
+    )
+    ensemble_weights: Literal["score", "equal"] = setting(
+        "score", "averaging weights: by validation score or equal"
+    )
+    export: Text = setting("", "extra exports of the final model, comma list: tflite (none)")
+    tensorboard: Flag = setting(True, "the final fit writes TensorBoard logs")
+
+    @field_validator("export")
+    @classmethod
+    def _exports(cls, value: str) -> str:
+        parse_exports(value)
+        return value
+
+    @model_validator(mode="after")
+    def _ensemble_alone(self) -> TrainSettings:
+        if self.ensemble > 1 and self.warm_start:
+            raise UserError(
+                "'ensemble' cannot be combined with 'warm_start': an ensemble's members are "
+                "fitted from scratch"
+            )
+        return self
 
 
 class EvaluateSettings(ModelName):

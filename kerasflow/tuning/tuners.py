@@ -67,6 +67,9 @@ class SearchSpec:
     parent_run_id: str = ""
     track: bool = True
     step_name: str = "hyperparameter_search"
+    tensorboard_dir: str = ""
+    """Where every trial writes TensorBoard logs (KerasTuner adds a folder per trial); none when
+    empty."""
 
     def to_json(self) -> str:
         """The spec as a JSON document."""
@@ -87,6 +90,8 @@ class SearchOutcome:
     stop_reason: str
     kept: int
     tuners: list[str] = dataclasses.field(default_factory=list)
+    ranked: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    """Every finished trial, best first: its id, score and hyperparameters."""
 
 
 # --- objective ---------------------------------------------------------------------------
@@ -600,9 +605,14 @@ def fit_kwargs(spec: SearchSpec, meta: dict) -> dict[str, Any]:
         patience=spec.patience,
         restore_best_weights=True,
     )
+    callbacks: list[Any] = [stop]
+    if spec.tensorboard_dir:
+        from kerasflow.tracking import tensorboard
+
+        callbacks.append(tensorboard.callback(spec.tensorboard_dir))
     return {
         "epochs": spec.max_epochs,
-        "callbacks": [stop],
+        "callbacks": callbacks,
         "verbose": 0,
         "class_weight": class_weight_arg(meta),
     }
@@ -652,7 +662,19 @@ def outcome(oracle: Any, kept: int) -> SearchOutcome:
     # Hyperband's bookkeeping values (tuner/epochs, tuner/bracket...) are not model settings.
     best = {k: v for k, v in values.items() if not k.startswith("tuner/")}
     tuners = sorted(getattr(oracle, "seen_tuners", None) or [])
-    return SearchOutcome(best=best, rows=rows, stop_reason=reason, kept=kept, tuners=tuners)
+    ranked = [
+        {
+            "trial_id": t.trial_id,
+            "score": float(t.score),
+            "hyperparameters": {
+                k: v for k, v in t.hyperparameters.values.items() if not k.startswith("tuner/")
+            },
+        }
+        for t in best_trials
+    ]
+    return SearchOutcome(
+        best=best, rows=rows, stop_reason=reason, kept=kept, tuners=tuners, ranked=ranked
+    )
 
 
 def best_completed(oracle: Any) -> list[Any]:

@@ -68,9 +68,10 @@ def chain(run_component, tmp_path_factory, mlflow_store):
         **common,
     )
     hps = (str(t["search"].paths["best_hyperparameters"]), Artifact)
+    trials = (str(t["search"].paths["trials"]), Artifact)
     t["train"] = run_component(
         train,
-        {"splits": splits, "train_data": train_data, "best_hyperparameters": hps},
+        {"splits": splits, "train_data": train_data, "best_hyperparameters": hps, "trials": trials},
         settings={"batch_size": 32, "patience": 2},
         final_epochs=8,
         seed=1,
@@ -122,6 +123,9 @@ def test_search_writes_best_hyperparameters(chain):
     best = json.loads(Path(chain["search"].paths["best_hyperparameters"]).read_text())
     assert {"learning_rate", "num_layers", "activation"} <= set(best)
     assert "## Trials" in Path(chain["search"].paths["summary"]).read_text()
+    ranked = json.loads((Path(chain["search"].paths["trials"]) / C.RANKED_TRIALS_FILE).read_text())
+    assert ranked[0]["hyperparameters"] == best  # the finished trials, best first
+    assert [r["score"] for r in ranked] == sorted((r["score"] for r in ranked), reverse=True)
 
 
 def test_train_exports_keras_and_saved_model(chain):
@@ -129,6 +133,8 @@ def test_train_exports_keras_and_saved_model(chain):
     assert (model_dir / C.KERAS_MODEL_FILE).is_file()
     assert (model_dir / C.SAVED_MODEL_DIR / "saved_model.pb").is_file()
     assert "<img" in Path(chain["train"].paths["history"]).read_text()
+    assert list((model_dir / C.TENSORBOARD_DIR).rglob("events.out.tfevents.*"))
+    assert not (model_dir / C.ENSEMBLE_FILE).exists() and not (model_dir / C.TFLITE_DIR).exists()
 
 
 def test_evaluate_blesses_and_logs_kfp_metrics(chain):

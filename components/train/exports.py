@@ -1,0 +1,65 @@
+"""The train step's extra exports of the final model (`export`): TFLite variants.
+
+Each variant is converted from the SavedModel the step exported, checked against it on the
+test split (kerasflow.modeling.tflite), written into the model artifact under `tflite/` with a
+report, and logged as MLflow artifacts with its size, agreement and score as metrics.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from kerasflow import constants as C
+from kerasflow.runtime import boundary
+from kerasflow.runtime.fileio import write_json_atomic
+from kerasflow.settings.steps import parse_exports
+from kerasflow.tracking import runs
+
+STEP = "train"
+
+
+def export_tflite(model_dir: Path, splits_dir: str, arrays: Any, seed: int) -> dict[str, dict]:
+    """Converts the exported SavedModel to every TFLite variant and checks each on test."""
+    import mlflow
+
+    from kerasflow.data import artifacts
+    from kerasflow.modeling import tflite
+
+    meta = arrays.meta
+    test = artifacts.load_part(splits_dir, "test")
+    out = model_dir / C.TFLITE_DIR
+    report = tflite.export_variants(
+        model_dir / C.SAVED_MODEL_DIR,
+        out,
+        task=meta[C.META_TASK],
+        test_x=artifacts.model_inputs(meta, test),
+        test_y=artifacts.targets(meta, test),
+        sample_x=arrays.train_x,
+        seed=seed,
+    )
+    write_json_atomic(out / C.TFLITE_REPORT_FILE, report)
+    runs.log_dir_artifacts(out, C.TFLITE_DIR)
+    metrics = {}
+    for variant in tflite.VARIANTS:
+        row = report[variant]
+        score = "accuracy" if "accuracy" in row else "mae"
+        metrics |= {
+            f"tflite_{variant}_size_bytes": row["size_bytes"],
+            f"tflite_{variant}_agreement": row["agreement"],
+            f"tflite_{variant}_test_{score}": row[score],
+        }
+        boundary.progress(
+            STEP,
+            f"tflite {variant}: {row['size_bytes']} bytes, agrees with the SavedModel on "
+            f"{row['agreement']:.2%} of test rows, test {score} {row[score]:.4f}",
+        )
+    mlflow.log_metrics(metrics)
+    return report
+
+
+def run_exports(formats: str, model_dir: Path, splits_dir: str, arrays: Any, seed: int) -> None:
+    """Makes every export `formats` (the `export` setting) names."""
+    for name in parse_exports(formats):
+        if name == "tflite":
+            export_tflite(model_dir, splits_dir, arrays, seed)
