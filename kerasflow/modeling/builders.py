@@ -268,12 +268,12 @@ def build_model(hp: Any, meta: dict, space: dict | None = None) -> Any:
         hp: KerasTuner HyperParameters; their values win over the space's defaults.
         meta: the bundle metadata.
         space: a parsed search space (kerasflow.modeling.search_space); the modality's
-            default when None.
+            default (a transfer head's with a base in `meta`) when None.
     """
     from kerasflow.modeling import search_space
 
     if space is None:
-        space = search_space.resolve_space(meta[C.META_MODALITY])
+        space = search_space.resolve_space(meta[C.META_MODALITY], transfer=C.META_TRANSFER in meta)
     return build_from_values(search_space.declare(hp, space), meta)
 
 

@@ -78,6 +78,9 @@ def test_model_takes_the_raw_images_and_freezes_the_base_then_unfreezes_its_top(
     space = search_space.resolve_space("image", {}, transfer=True)
     values = {name: search_space.space_values(spec)[0] for name, spec in space.items()}
     model = builders.build_from_values(values, meta)
+    # The final fit builds from the search's best values alone: the same transfer model.
+    final = builders.build_model(builders.fixed_hyperparameters(values), meta)
+    assert [w.shape for w in final.weights] == [w.shape for w in model.weights]
     assert tuple(model.inputs[0].shape[1:]) == (8, 8, 1)
     assert model.inputs[0].name == "image"
     assert model.predict(x, verbose=0).shape == (6, 3)
