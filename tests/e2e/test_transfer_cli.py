@@ -11,7 +11,6 @@ import sys
 import pytest
 
 from kerasflow import constants as C
-from tests.e2e.cli import kerasflow
 from tests.transfer_fixtures import BASE_FILE, TARGET_FILE, make_digits_transfer
 
 pytestmark = pytest.mark.e2e
@@ -42,13 +41,15 @@ def test_imagenet_weights_missing_from_the_cache_stop_the_run_before_any_step(tm
 
 def test_transfer_run_tunes_the_head_fine_tunes_and_serves_raw_images(digits_transfer, tmp_path):
     summary_path = tmp_path / "summary.json"
-    done = kerasflow(
+    # A base of 0.4M weights on 2 shared cores: more time than the helper's 600 s may be needed.
+    done = subprocess.run(
+        [sys.executable, "-m", "kerasflow.pipelines.cli",
         "run", "--data", str(digits_transfer / TARGET_FILE),
         "--base-model", "mobilenet_v2", "--base-weights", str(digits_transfer / BASE_FILE),
         "--tuner", "random", "--max-trials", "1", "--max-epochs", "2", "--final-epochs", "3",
         "--fine-tune-epochs", "1", "--fine-tune-layers", "10", "--threshold", "accuracy=0.0",
-        "--work-dir", str(tmp_path / "work"), "--summary-json", str(summary_path),
-        cwd=tmp_path,
+        "--work-dir", str(tmp_path / "work"), "--summary-json", str(summary_path)],
+        cwd=tmp_path, capture_output=True, text=True, timeout=1800,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "fine-tuning the top 10 layers of the base" in done.stdout + done.stderr
