@@ -5,11 +5,11 @@ and under TensorFlow's default strategy otherwise (no wrapping, no cost on the C
 
 Several machines would run `MultiWorkerMirroredStrategy`, each worker finding the others
 through `TF_CONFIG` (the variable a Kubeflow TFJob sets in every replica, see
-kerasflow.pipelines.tfjob), with Keras' `BackupAndRestore` so that a worker that restarts
+kerasflow.runtime.tfjob), with Keras' `BackupAndRestore` so that a worker that restarts
 resumes from the last finished epoch. On TensorFlow 2.21 with Keras 3.15, Keras' `fit` under
-that strategy fails before the first step (keras-team/keras#20585):
-`fit_multi_worker` is the path, tests/unit/test_distribute.py runs it with two loopback workers
-and records the error, and `train_workers` above 1 is refused until it passes.
+that strategy fails before the first step (keras-team/keras#20585): `run_worker` is the path
+(`python -m kerasflow.modeling.distribute`), tests/local/test_train_workers.py runs it with two
+loopback workers and records the error, and `train_workers` above 1 is refused until it passes.
 """
 
 from __future__ import annotations
