@@ -41,6 +41,9 @@ META_SOURCE = "source"
 META_DATA_HASH = "data_hash"
 # The cleaning policy the split step applies with statistics of the train split.
 META_CLEANING = "cleaning"
+# How a transfer model is built: its pretrained base, the base's weights and input size, the
+# train split's pixel range (kerasflow.modeling.transfer). Attached by the search and train steps.
+META_TRANSFER = "transfer"
 
 MODALITIES = ("tabular", "image", "text")
 TASKS = ("classification", "regression")

@@ -122,6 +122,9 @@ def config_from_args(args: argparse.Namespace):
 
             step.build_model = absolute_build_ref(step.build_model)
             load_build_function(step.build_model)
+    from kerasflow.modeling.transfer import check_base_weights
+
+    check_base_weights(cfg.train.base_model, cfg.train.base_weights)
     ingest = cfg.ingest_clean
     check_source(
         ingest.data,

@@ -244,9 +244,10 @@ def run(
         from kerasflow.data.feeds import content_hash, load_training_arrays
         from kerasflow.modeling import search_space as spaces
         from kerasflow.modeling.hypermodel import check_user_build
+        from kerasflow.modeling.transfer import attach
 
         arrays = load_training_arrays(splits_dir, train_dir)
-        meta = arrays.meta
+        meta, transfer = attach(arrays.meta, arrays.train_x, opts)
         # Folds made by normalize_split (its `folds` option) turn on the cross-validated score.
         kfold = opts.kfold or int((meta.get("folds") or {}).get("k", 0))
         if kfold and (meta.get("split") or {}).get("strategy") == "time":
@@ -262,7 +263,7 @@ def run(
             log_scaled: list[str] = []
         else:
             tuners.check_objective(meta, objective)
-            space = spaces.resolve_space(meta[C.META_MODALITY], overrides)
+            space = spaces.resolve_space(meta[C.META_MODALITY], overrides, transfer=bool(transfer))
             searched = spaces.searched_names(space)
             log_scaled = spaces.log_sampled_names(space)
         shape = {
@@ -276,6 +277,7 @@ def run(
             "search_space": overrides,
             "build_model": build_model,
             "kfold": kfold,
+            **({"transfer": transfer} if transfer else {}),
         }
         key = search_key(content_hash(arrays), shape)
         fallback = str(Path(summary_path).parent / "tuner")
@@ -293,6 +295,7 @@ def run(
             search_space=overrides,
             build_model=build_model,
             kfold=kfold,
+            transfer=transfer,
             deadline=deadline,
             max_consecutive_failures=opts.max_consecutive_failures,
             splits_dir=splits_dir,

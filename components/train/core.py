@@ -18,7 +18,7 @@ from typing import Any
 
 from kerasflow import constants as C
 from kerasflow.data.feeds import class_weight_arg
-from kerasflow.modeling import builders
+from kerasflow.modeling import builders, distribute, transfer
 from kerasflow.runtime import boundary, progress
 from kerasflow.runtime.errors import UserError, first_line
 from kerasflow.runtime.fileio import write_json_atomic
@@ -219,6 +219,35 @@ def refit_on_all(
     return model, {f"refit_{k}": [float(v) for v in vals] for k, vals in history.history.items()}
 
 
+def fine_tune_base(
+    model: Any, meta: dict, history: dict, *, layers: int, epochs: int, **fit_args: Any
+) -> tuple[Any, dict]:
+    """Fine-tunes a transfer model's top base layers after its head's fit (see `fit_final`).
+
+    The phase's epochs follow the head's in the history; when no fine-tuned epoch beats the
+    head's best, the head's weights are kept.
+    """
+    monitor, mode = tuners.resolve_objective(meta, fit_args["objective"], fit_args["direction"])
+    monitor = monitor if monitor.startswith("val_") else f"val_{monitor}"
+    head_weights = model.get_weights()
+    unfrozen = transfer.unfreeze_top(model, meta, layers)
+    boundary.progress(
+        STEP, f"fine-tuning the top {unfrozen} layers of the base for up to {epochs} epochs"
+    )
+    model, tuned = fit_final(meta, initial_model=model, epochs=epochs, **fit_args)
+    pick = max if mode == "max" else min
+    head_best, tuned_best = pick(history[monitor]), pick(tuned[monitor])
+    improved = tuned_best > head_best if mode == "max" else tuned_best < head_best
+    if not improved:
+        model.set_weights(head_weights)
+    done = len(history["loss"])
+    merged = {k: history.get(k, []) + v for k, v in tuned.items() if k != "best_epoch"}
+    best = done + tuned["best_epoch"][0] if improved else history["best_epoch"][0]
+    merged["best_epoch"] = [float(best)]
+    runs.log_params({"fine_tune_layers": unfrozen, "fine_tune_improved": improved})
+    return model, merged
+
+
 def find_champion(tracking_uri: str, model_name: str) -> tuple[registry.Champion, Path] | None:
     """The registry's champion of `model_name` and its local `.keras` file; None when none.
 
@@ -371,7 +400,8 @@ def run(
         from kerasflow.modeling import search_space
 
         arrays = load_training_arrays(splits_dir, train_dir)
-        meta = arrays.meta
+        meta, base = transfer.attach(arrays.meta, arrays.train_x, opts)
+        replicas = distribute.use_local_strategy()
         hparams = json.loads(Path(hparams_path).read_text())
         batch = int(hparams.get("batch_size", opts.batch_size))
         train_ds, val_ds = DataFeed(arrays, seed).datasets(batch)
@@ -434,6 +464,25 @@ def run(
             build_fn=build_fn,
             initial_model=champion,
         )
+        if base and opts.fine_tune_epochs:
+            model, history = fine_tune_base(
+                model,
+                meta,
+                history,
+                layers=opts.fine_tune_layers,
+                epochs=opts.fine_tune_epochs,
+                train_ds=train_ds,
+                val_ds=val_ds,
+                hparams=hparams,
+                patience=opts.patience,
+                seed=seed,
+                class_weight=class_weight_arg(meta),
+                label_smoothing=opts.label_smoothing,
+                objective=opts.objective,
+                direction=opts.direction,
+                lr_schedule=lr_schedule,
+            )
+        runs.log_params({"replicas": replicas, **{f"transfer_{k}": v for k, v in base.items()}})
         best = int(history["best_epoch"][0])
         mlflow.log_metric("best_epoch", best)
         if opts.refit:

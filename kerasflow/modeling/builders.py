@@ -176,7 +176,7 @@ def _regularizer(values: dict) -> Any:
     return keras.regularizers.L1L2(l1=l1, l2=l2) if (l1 or l2) else None
 
 
-def _hidden(x: Any, layer: Any, values: dict) -> Any:
+def hidden_layer(x: Any, layer: Any, values: dict) -> Any:
     """A hidden layer, then batch normalization (when asked), then the activation."""
     from keras import layers
 
@@ -186,7 +186,7 @@ def _hidden(x: Any, layer: Any, values: dict) -> Any:
     return layers.Activation(values["activation"])(x)
 
 
-def _weights(values: dict) -> dict[str, Any]:
+def dense_weights(values: dict) -> dict[str, Any]:
     return {
         "kernel_initializer": values.get("initializer", "glorot_uniform"),
         "kernel_regularizer": _regularizer(values),
@@ -200,14 +200,14 @@ def build_cnn(x: Any, values: dict, meta: dict) -> Any:
     for i in range(int(values["num_layers"])):
         for _ in range(2):
             conv = layers.Conv2D(
-                int(values["filters"]) * 2**i, 3, padding="same", **_weights(values)
+                int(values["filters"]) * 2**i, 3, padding="same", **dense_weights(values)
             )
-            x = _hidden(x, conv, values)
+            x = hidden_layer(x, conv, values)
         if min(x.shape[1:3]) >= 4:
             x = layers.MaxPooling2D()(x)
     x = layers.Flatten()(x)
     x = layers.Dropout(float(values["dropout"]))(x)
-    return _hidden(x, layers.Dense(int(values["units"]), **_weights(values)), values)
+    return hidden_layer(x, layers.Dense(int(values["units"]), **dense_weights(values)), values)
 
 
 def build_mlp(x: Any, values: dict, meta: dict) -> Any:
@@ -217,7 +217,7 @@ def build_mlp(x: Any, values: dict, meta: dict) -> Any:
     if len(x.shape) > 2:
         x = layers.Flatten()(x)
     for _ in range(int(values["num_layers"])):
-        x = _hidden(x, layers.Dense(int(values["units"]), **_weights(values)), values)
+        x = hidden_layer(x, layers.Dense(int(values["units"]), **dense_weights(values)), values)
         x = layers.Dropout(float(values["dropout"]))(x)
     return x
 
@@ -234,11 +234,11 @@ def build_text(x: Any, values: dict, meta: dict) -> Any:
     for i in range(layers_n):
         if lstm:
             x = layers.LSTM(
-                int(values["units"]), return_sequences=i < layers_n - 1, **_weights(values)
+                int(values["units"]), return_sequences=i < layers_n - 1, **dense_weights(values)
             )(x)
         else:
-            conv = layers.Conv1D(int(values["units"]), 5, padding="same", **_weights(values))
-            x = _hidden(x, conv, values)
+            conv = layers.Conv1D(int(values["units"]), 5, padding="same", **dense_weights(values))
+            x = hidden_layer(x, conv, values)
     if not lstm:
         x = layers.GlobalMaxPooling1D()(x)
     return layers.Dropout(float(values["dropout"]))(x)
@@ -251,6 +251,10 @@ def build_from_values(values: dict, meta: dict) -> Any:
     """Builds and compiles the model that hyperparameter `values` describe."""
     import keras
 
+    if values["family"] == "transfer":
+        from kerasflow.modeling.transfer import build_transfer_model
+
+        return build_transfer_model(values, meta)
     inputs, x = build_inputs(meta)
     x = BODIES[values["family"]](x, values, meta)
     model = keras.Model(inputs, build_head(meta, x))
@@ -264,12 +268,12 @@ def build_model(hp: Any, meta: dict, space: dict | None = None) -> Any:
         hp: KerasTuner HyperParameters; their values win over the space's defaults.
         meta: the bundle metadata.
         space: a parsed search space (kerasflow.modeling.search_space); the modality's
-            default when None.
+            default (a transfer head's with a base in `meta`) when None.
     """
     from kerasflow.modeling import search_space
 
     if space is None:
-        space = search_space.resolve_space(meta[C.META_MODALITY])
+        space = search_space.resolve_space(meta[C.META_MODALITY], transfer=C.META_TRANSFER in meta)
     return build_from_values(search_space.declare(hp, space), meta)
 
 

@@ -74,10 +74,12 @@ class TrialModel(kt.HyperModel):
         build_fn: Callable[..., Any] | None = None,
         kfold: int = 0,
         deadline: float = 0.0,
+        meta: dict | None = None,
     ) -> None:
         super().__init__()
         self.feed = feed
-        self.meta = feed.meta
+        # The feed's metadata, or those with how to build the model added (a transfer's base).
+        self.meta = meta if meta is not None else feed.meta
         self.space = space
         self.objective = objective
         self.direction = direction

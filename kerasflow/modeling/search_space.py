@@ -36,7 +36,9 @@ INITIALIZERS = (
     "orthogonal",
 )
 FAMILIES = {"tabular": ("mlp",), "image": ("cnn", "mlp"), "text": ("conv1d", "lstm")}
-_ALL_FAMILIES = ("mlp", "cnn", "conv1d", "lstm")
+TRANSFER_FAMILIES = ("transfer",)
+"""The family of a head over a pretrained base (a run with `base_model`)."""
+_ALL_FAMILIES = ("mlp", "cnn", "conv1d", "lstm", "transfer")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,7 +55,11 @@ class Param:
 
 
 PARAMS: dict[str, Param] = {
-    "family": Param("str", "model body: mlp, cnn (images), conv1d or lstm (text)", _ALL_FAMILIES),
+    "family": Param(
+        "str",
+        "model body: mlp, cnn (images), conv1d or lstm (text), transfer (with base_model)",
+        _ALL_FAMILIES,
+    ),
     "num_layers": Param("int", "hidden layers, conv blocks (cnn), text layers", low=1, high=16),
     "units": Param("int", "width of the dense layers (mlp, cnn head) and text layers", low=1),
     "filters": Param("int", "filters of the first conv block, doubled per block (cnn)", low=1),
@@ -124,6 +130,21 @@ DEFAULT_SPACES: dict[str, dict[str, Any]] = {
     },
 }
 """Good first spaces per modality: the image one reaches >= 0.99 on digits with Hyperband."""
+
+TRANSFER_SPACE: dict[str, Any] = {
+    "family": "transfer",
+    "num_layers": 1,
+    "units": [128, 64, 256],
+    "activation": "relu",
+    "dropout": [0.2, 0.0, 0.5],
+    "l1": 0.0,
+    "l2": 0.0,
+    "batch_norm": False,
+    "initializer": "glorot_uniform",
+    "optimizer": "adam",
+    "learning_rate": _range(1e-4, 1e-2, "log"),
+}
+"""The head over a frozen pretrained base: dropout, then `num_layers` dense layers."""
 
 
 def _coerce(name: str, value: Any) -> Any:
@@ -252,16 +273,28 @@ def default_space(modality: str) -> dict[str, dict[str, Any]]:
     return {name: parse_spec(name, raw) for name, raw in DEFAULT_SPACES[modality].items()}
 
 
-def resolve_space(modality: str, overrides: dict | None = None) -> dict[str, dict[str, Any]]:
+def resolve_space(
+    modality: str, overrides: dict | None = None, *, transfer: bool = False
+) -> dict[str, dict[str, Any]]:
     """The modality's default space with the user's overrides applied.
+
+    Args:
+        modality: tabular, image or text.
+        overrides: The config's `search_space`.
+        transfer: The head of a pretrained base (`base_model`, images): its own space.
 
     Raises:
         UserError: for a bad override or a model family the modality cannot use.
     """
-    space = default_space(modality)
+    if transfer:
+        space = {name: parse_spec(name, raw) for name, raw in TRANSFER_SPACE.items()}
+    else:
+        space = default_space(modality)
     space.update(validate_overrides(overrides or {}))
     families = space_values(space["family"])
-    allowed = FAMILIES[modality]
+    allowed = TRANSFER_FAMILIES if transfer else FAMILIES[modality]
+    if not transfer and "transfer" in families:
+        raise UserError("search_space 'family': transfer needs a base_model")
     for family in families:
         if family not in allowed:
             raise UserError(

@@ -161,6 +161,15 @@ class RunSettings(BaseModel):
             UserError: naming the settings that do not go together.
         """
         split, search, augment = self.normalize_split, self.hyperparameter_search, self.augment
+        train = self.train
+        for step in (search, train):
+            if step.base_model and step.build_model:
+                raise UserError("base_model and build_model cannot be combined: pick one model")
+        if train.base_model != search.base_model:
+            raise UserError("the search and the final fit must use the same base_model")
+        if train.base_model and (train.refit or train.warm_start):
+            option = "refit" if train.refit else "warm_start"
+            raise UserError(f"base_model cannot be combined with '{option}'")
         if split.folds and split.time_column:
             raise UserError("k-fold splits ('folds') cannot be combined with a time-ordered split")
         if search.kfold and split.time_column:

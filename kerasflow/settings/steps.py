@@ -15,6 +15,7 @@ from pydantic import field_validator, model_validator
 
 from kerasflow import constants as C
 from kerasflow.data import choices
+from kerasflow.modeling.transfer import BASE_NAMES
 from kerasflow.runtime.errors import UserError
 from kerasflow.settings.base import Flag, Integer, Number, StepSettings, Text, setting
 
@@ -92,6 +93,22 @@ class UserModel(StepSettings):
         if value and ":" not in value:
             raise UserError(f"build_model '{value}' is not of the form module:function")
         return value
+
+
+class Transfer(StepSettings):
+    """Steps that build models over a pretrained image base (the search's heads, the final fit)."""
+
+    base_model: Literal[("", *BASE_NAMES)] = setting(
+        "", "images: a pretrained keras.applications base under a tuned head (transfer learning)"
+    )
+    base_weights: Text = setting(
+        "imagenet",
+        "weights of base_model: imagenet (from the Keras cache) or a weights file or saved "
+        "base model (.keras)",
+    )
+    base_image_size: Integer = setting(
+        0, "side the base sees: images are resized inside the model (0: theirs, at least 32)", ge=0
+    )
 
 
 class ModelName(StepSettings):
@@ -210,7 +227,7 @@ class AugmentSettings(Seeded):
         return value
 
 
-class SearchSettings(Seeded, Fitting, Objective, UserModel):
+class SearchSettings(Seeded, Fitting, Objective, UserModel, Transfer):
     """hyperparameter_search: KerasTuner over the search space."""
 
     HEADLINE = ("tuner", "max_trials", "seed", "build_model", "worker_pods")
@@ -266,7 +283,7 @@ class SearchSettings(Seeded, Fitting, Objective, UserModel):
         return value
 
 
-class TrainSettings(Seeded, Fitting, Objective, UserModel, ModelName, ServingDir):
+class TrainSettings(Seeded, Fitting, Objective, UserModel, Transfer, ModelName, ServingDir):
     """train: the final fit on the best hyperparameters."""
 
     HEADLINE = ("final_epochs", "seed", "build_model", "model_name", "serving_dir")
@@ -295,6 +312,24 @@ class TrainSettings(Seeded, Fitting, Objective, UserModel, ModelName, ServingDir
     )
     export: Text = setting("", "extra exports of the final model, comma list: tflite (none)")
     tensorboard: Flag = setting(True, "the final fit writes TensorBoard logs")
+    fine_tune_layers: Integer = setting(
+        20, "base_model: weighted layers at the base's top unfrozen after the head's fit", ge=0
+    )
+    fine_tune_epochs: Integer = setting(
+        5, "base_model: most epochs of fine-tuning at a 10x lower learning rate (0: none)", ge=0
+    )
+    train_workers: Integer = setting(
+        1, "machines of the final fit (MultiWorkerMirroredStrategy); 1: this one's GPUs", ge=1
+    )
+
+    @field_validator("train_workers")
+    @classmethod
+    def _one_machine(cls, value: int) -> int:
+        if value > 1:
+            from kerasflow.modeling.distribute import MULTI_WORKER_BLOCKED
+
+            raise UserError(f"train_workers {value}: {MULTI_WORKER_BLOCKED}")
+        return value
 
     @field_validator("export")
     @classmethod

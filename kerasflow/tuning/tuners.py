@@ -59,6 +59,7 @@ class SearchSpec:
     search_space: dict = dataclasses.field(default_factory=dict)
     build_model: str = ""
     kfold: int = _DEFAULTS.kfold
+    transfer: dict = dataclasses.field(default_factory=dict)
     deadline: float = 0.0
     max_consecutive_failures: int = _DEFAULTS.max_consecutive_failures
     splits_dir: str = ""
@@ -493,11 +494,14 @@ def make_hypermodel(spec: SearchSpec, feed: Any) -> Any:
     """The HyperModel of a spec over a data feed (kerasflow.data.feeds)."""
     from kerasflow.modeling import search_space
     from kerasflow.modeling.hypermodel import TrialModel
+    from kerasflow.modeling.transfer import with_transfer
 
     build_fn = search_space.load_build_function(spec.build_model) if spec.build_model else None
     space = None
     if build_fn is None:
-        space = search_space.resolve_space(feed.meta[C.META_MODALITY], spec.search_space)
+        space = search_space.resolve_space(
+            feed.meta[C.META_MODALITY], spec.search_space, transfer=bool(spec.transfer)
+        )
         if spec.algorithm == "grid":
             space = search_space.grid_ready(space)
     return TrialModel(
@@ -509,6 +513,7 @@ def make_hypermodel(spec: SearchSpec, feed: Any) -> Any:
         build_fn=build_fn,
         kfold=spec.kfold,
         deadline=spec.deadline,
+        meta=with_transfer(feed.meta, spec.transfer),
     )
 
 
