@@ -58,6 +58,22 @@ def user_folder(tmp_path, monkeypatch):
         "import keras\n\n\ndef build(hp, meta):\n"
         "    return keras.Sequential([keras.layers.Dense(meta['classes'])])\n"
     )
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for label in ("cat", "dog"):
+        (tmp_path / "photos" / label).mkdir(parents=True)
+        for i in range(6):
+            pixels = rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(tmp_path / "photos" / label / f"{i}.png")
+    np.savez(tmp_path / "digits.npz", x=rng.random((40, 8, 8, 1)), y=np.arange(40) % 2)
+    (tmp_path / "base.keras").write_bytes(b"")
+    # ImageNet weights the user downloaded earlier, where Keras keeps them.
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras-home"))
+    (tmp_path / "keras-home" / "models").mkdir(parents=True)
+    name = "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"
+    (tmp_path / "keras-home" / "models" / name).write_bytes(b"")
     monkeypatch.chdir(tmp_path)
     return tmp_path
 
