@@ -18,7 +18,7 @@ pytestmark = pytest.mark.e2e
 
 @pytest.fixture(scope="module")
 def digits_transfer(tmp_path_factory):
-    return make_digits_transfer(tmp_path_factory.mktemp("transfer"), epochs=3)
+    return make_digits_transfer(tmp_path_factory.mktemp("transfer"), epochs=1)
 
 
 def test_imagenet_weights_missing_from_the_cache_stop_the_run_before_any_step(tmp_path):
@@ -39,12 +39,11 @@ def test_imagenet_weights_missing_from_the_cache_stop_the_run_before_any_step(tm
     assert not (tmp_path / "work").exists()
 
 
-# The module's base is pretrained in this test's setup: 3-11 minutes on 2 shared cores, which
-# with the run can pass the suite's 900 s per test.
+# The module's base is pretrained (one epoch) in this test's setup, which with the run can pass
+# the suite's 900 s per test on 2 busy cores. The test checks the mechanics, not the accuracy.
 @pytest.mark.timeout(1800)
 def test_transfer_run_tunes_the_head_fine_tunes_and_serves_raw_images(digits_transfer, tmp_path):
     summary_path = tmp_path / "summary.json"
-    # A base of 0.4M weights on 2 shared cores: more time than the helper's 600 s may be needed.
     done = subprocess.run(
         [sys.executable, "-m", "kerasflow.pipelines.cli",
         "run", "--data", str(digits_transfer / TARGET_FILE),
