@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from kerasflow import constants as C
+from kerasflow.monitoring.check import TAG_DRIFTED
 from kerasflow.pipelines.console import _ANSI, quiet_console
 from kerasflow.runtime import boundary
 from kerasflow.runtime.errors import UserError, first_line
@@ -55,6 +56,8 @@ class RunSummary:
     reconciled: list[str] = dataclasses.field(default_factory=list)
     containers: int | None = None
     pictures: dict[str, Any] = dataclasses.field(default_factory=dict)
+    # `--when drifted`: the drift check's verdict (None when the run trains always).
+    drifted: bool | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The `--summary-json` document."""
@@ -249,7 +252,7 @@ def run_pipeline(
     else:
         kfp_runner = local.SubprocessRunner(use_venv=False)
     local.init(runner=kfp_runner, pipeline_root=str(root), raise_on_error=True)
-    pipeline = build_pipeline(image=image) if docker else build_pipeline()
+    pipeline = build_pipeline(image=image if docker else "", when=cfg.when)
     log_path = work / "logs" / f"run-{time.strftime('%Y%m%d-%H%M%S')}-{token[:6]}.log"
     failure = None
     alive = lifecycle.keep_alive(control / f"{token}.alive") if docker else contextlib.nullcontext()
@@ -339,14 +342,38 @@ def read_summary(tracking_uri: str, experiment: str, run_id: str, seconds: float
         best_hyperparameters=json.loads(tags.get(C.TAG_BEST_HPARAMS, "{}")),
         seconds=seconds,
         pictures=json.loads(tags.get(C.TAG_PICTURES, "{}")),
+        drifted={"true": True, "false": False}.get(tags.get(TAG_DRIFTED, "")),
     )
+
+
+def _tracking_lines(summary: RunSummary) -> list[str]:
+    lines = [
+        f"  MLflow: run {summary.mlflow_run_id} in experiment '{summary.experiment}' "
+        f"at {summary.tracking_uri}"
+    ]
+    if summary.tracking_uri.startswith(("http://", "https://")):
+        lines.append(f"          (open {summary.tracking_uri})")
+    else:
+        lines.append(f"          (browse: mlflow ui --backend-store-uri {summary.tracking_uri})")
+    return lines
 
 
 def format_summary(summary: RunSummary) -> str:
     """The short human summary printed at the end of `kerasflow run`."""
     metrics = ", ".join(f"{k} {v:.4f}" for k, v in summary.test_metrics.items())
+    if summary.drifted is False:
+        lines = [
+            f"kerasflow run finished in {summary.seconds:.1f} s",
+            "  drift: none against the champion's training data; nothing was retrained",
+        ]
+        return "\n".join([*lines, *_tracking_lines(summary)])
     lines = [
         f"kerasflow run finished in {summary.seconds:.1f} s",
+        *(
+            ["  drift: the data drifted (or there was no champion): retrained"]
+            if summary.drifted
+            else []
+        ),
         f"  test metrics: {metrics}",
         f"  blessed: {'yes' if summary.blessed else 'no'} ({'; '.join(summary.blessing_reasons)})",
     ]
@@ -363,14 +390,7 @@ def format_summary(summary: RunSummary) -> str:
             "that are gone:"
         )
         lines.extend(f"    {item}" for item in summary.reconciled)
-    lines.append(
-        f"  MLflow: run {summary.mlflow_run_id} in experiment '{summary.experiment}' "
-        f"at {summary.tracking_uri}"
-    )
-    if summary.tracking_uri.startswith(("http://", "https://")):
-        lines.append(f"          (open {summary.tracking_uri})")
-    else:
-        lines.append(f"          (browse: mlflow ui --backend-store-uri {summary.tracking_uri})")
+    lines.extend(_tracking_lines(summary))
     if summary.pictures.get("files"):
         lines.append(
             f"  pictures: {', '.join(summary.pictures['files'])} in {summary.pictures['folder']}"
