@@ -3,8 +3,9 @@
 The first step of a `--when drifted` pipeline (kerasflow.pipelines.dag). It finds or creates the
 pipeline's MLflow run (as ingest_clean does, which then finds the same run), tests the data
 against the champion's drift reference in a step run of its own, tags the pipeline run with the
-verdict and returns it; the training steps run under a condition on it. With no champion yet
-there is nothing to compare with and the pipeline trains.
+verdict and returns it; the training steps run under a condition on it. With no champion yet,
+or a champion trained before runs recorded drift references, there is nothing to compare with
+and the pipeline trains.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from kerasflow.monitoring import check, report
+from kerasflow.monitoring.reference import NoReference
 from kerasflow.runtime import boundary
 from kerasflow.runtime.fileio import write_bytes_atomic
 from kerasflow.tracking import registry, runs
@@ -46,13 +48,21 @@ def run(
     parent = runs.find_or_create_pipeline_run(tracking_uri, experiment, kfp_run_id)
     with runs.step_run(tracking_uri, parent, STEP):
         runs.log_params({"data": data, "model_name": model_name, **settings})
+        text = ""
         if registry.get_champion(tracking_uri, model_name) is None:
             text = f"model '{model_name}' has no champion yet: training"
+        else:
+            try:
+                result, facts = check.check_champion(
+                    tracking_uri, model_name, data=data, options=options
+                )
+            except NoReference as exc:
+                text = f"{exc}; training, which records one"
+        if text:
             write_bytes_atomic(report_path, f"<html><body><p>{text}</p></body></html>".encode())
             runs.set_pipeline_tags(parent, {check.TAG_DRIFTED: "true"})
             boundary.progress(STEP, text)
             return True
-        result, facts = check.check_champion(tracking_uri, model_name, data=data, options=options)
         title = f"Drift of {data} from {model_name} v{facts['registry_version']}"
         page = check.log_to_active_run(result, facts, title)
         write_bytes_atomic(report_path, page.encode())

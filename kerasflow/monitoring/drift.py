@@ -7,9 +7,10 @@ PSI; images a KS test and PSI per image-level statistic (mean intensity, contras
 three tests, not one per pixel, which would raise false alarms by chance); text the KS test of
 the documents' out-of-vocabulary shares and the rise of their mean. The p-values of all tests
 are corrected together (Benjamini-Hochberg by default, or Bonferroni). A test flags drift when
-its corrected p-value is below `alpha` and its effect reaches its threshold: with thousands of
-requests a change too small to matter is still "significant", and a large PSI on a handful of
-rows is noise.
+its corrected p-value is below `alpha` and its effect reaches its threshold (PSI 0.2, the usual
+mark of a significant shift): with thousands of requests a change too small to matter is still
+"significant" (more so when requests repeat the same rows, which the tests take as independent),
+and a large PSI on a handful of rows is noise.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ class DriftOptions:
     """Thresholds of the drift tests."""
 
     alpha: float = 0.05
-    min_psi: float = 0.1
+    min_psi: float = 0.2
     min_oov_increase: float = 0.05
     correction: str = "bh"
 

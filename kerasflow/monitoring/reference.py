@@ -113,6 +113,10 @@ def build_reference(meta: dict, train: artifacts.Part, val: artifacts.Part, seed
     return reference
 
 
+class NoReference(UserError):
+    """The champion's training recorded no drift reference (it predates them)."""
+
+
 def load_reference(text: str, where: str) -> dict:
     """A reference from its JSON text.
 
@@ -132,7 +136,8 @@ def champion_reference(tracking_uri: str, model_name: str) -> tuple[dict, dict]:
     """The drift reference of the champion of `model_name`, and facts about the champion.
 
     Raises:
-        UserError: no champion, or a champion whose training recorded no reference.
+        UserError: no champion.
+        NoReference: a champion whose training recorded no reference.
     """
     import mlflow
     from mlflow.exceptions import MlflowException
@@ -156,14 +161,14 @@ def champion_reference(tracking_uri: str, model_name: str) -> tuple[dict, dict]:
     except MlflowException as exc:
         raise UserError(f"cannot read the training runs of {where}: {exc}") from None
     if not split_run:
-        raise UserError(f"{where} has no normalize_split run to take a drift reference from")
+        raise NoReference(f"{where} has no normalize_split run to take a drift reference from")
     facts["pipeline_run_id"], facts["split_run_id"] = parent, split_run
     try:
         with tempfile.TemporaryDirectory(prefix="kerasflow-drift-") as tmp:
             local = client.download_artifacts(split_run, REFERENCE_FILE, tmp)
             text = Path(local).read_text(encoding="utf-8")
     except Exception:  # noqa: BLE001 - any failure means the reference is not there
-        raise UserError(
+        raise NoReference(
             f"{where} was trained before runs recorded a drift reference ({REFERENCE_FILE} is "
             "missing from its normalize_split run): retrain it"
         ) from None

@@ -315,7 +315,7 @@ class DriftSettings(StepSettings):
         0.05, "significance level of a drift test, after the correction", gt=0.0, lt=1.0
     )
     min_psi: Number = setting(
-        0.1, "smallest population stability index that counts as drift", ge=0.0
+        0.2, "smallest population stability index that counts as drift", ge=0.0
     )
     min_oov_increase: Number = setting(
         0.05, "text: smallest rise of the out-of-vocabulary share that counts", ge=0.0, le=1.0

@@ -213,12 +213,35 @@ def test_when_drifted_adds_the_drift_checks_settings_to_the_pipeline_arguments()
     from kerasflow.settings import RunSettings
 
     assert "drift_check_settings" not in RunSettings().pipeline_arguments()
-    cfg = RunSettings.from_values({"when": "drifted", "drift_check": {"min-psi": 0.2}})
+    cfg = RunSettings.from_values({"when": "drifted", "drift_check": {"min-psi": 0.3}})
     args = cfg.pipeline_arguments()
     assert args["drift_check_settings"] == {
-        "alpha": 0.05, "min_psi": 0.2, "min_oov_increase": 0.05, "correction": "bh"
+        "alpha": 0.05, "min_psi": 0.3, "min_oov_increase": 0.05, "correction": "bh"
     }  # fmt: skip
     with pytest.raises(UserError, match="unknown when 'sometimes'"):
         RunSettings.from_values({"when": "sometimes"})
     with pytest.raises(UserError, match="'alpha' must be between 0.0 and 1.0"):
         RunSettings.from_values({"drift_check": {"alpha": 2}})
+
+
+def test_the_drift_check_step_trains_when_there_is_no_champion(tmp_path):
+    import mlflow
+
+    from kerasflow.components.drift_check import core
+
+    uri = f"sqlite:///{tmp_path}/store.db"
+    drifted = core.run(
+        settings={"alpha": 0.01},
+        data="builtin:iris",
+        model_name="nobody",
+        tracking_uri=uri,
+        experiment="drift-step",
+        kfp_run_id="kfp-1",
+        report_path=str(tmp_path / "report.html"),
+    )
+    assert drifted is True
+    assert "has no champion yet" in (tmp_path / "report.html").read_text()
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name("drift-step")
+    (pipeline,) = client.search_runs([exp.experiment_id], "tags.`kerasflow.kind` = 'pipeline'")
+    assert pipeline.data.tags["kerasflow.drifted"] == "true"
