@@ -39,7 +39,8 @@ def _sample(values: np.ndarray, rng: np.random.Generator) -> list[float]:
     values = values[np.isfinite(values)]
     if len(values) > SAMPLE_SIZE:
         values = rng.choice(values, SAMPLE_SIZE, replace=False)
-    return [float(f"{v:.6g}") for v in values]
+    # Full precision: a discrete feature's values must match later data's exactly.
+    return [float(v) for v in values]
 
 
 def image_statistics(x: np.ndarray, pixel_range: tuple[float, float]) -> dict[str, np.ndarray]:

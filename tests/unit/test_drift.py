@@ -245,3 +245,21 @@ def test_the_drift_check_step_trains_when_there_is_no_champion(tmp_path):
     exp = client.get_experiment_by_name("drift-step")
     (pipeline,) = client.search_runs([exp.experiment_id], "tags.`kerasflow.kind` = 'pipeline'")
     assert pipeline.data.tags["kerasflow.drifted"] == "true"
+
+
+def test_a_discrete_number_keeps_its_exact_values_in_the_reference():
+    rng = np.random.default_rng(4)
+    levels = np.asarray([-0.0446416365069974, 0.0506801187398187])
+    frame = pd.DataFrame({"sex": rng.choice(levels, 400), "label": rng.normal(size=400)})
+    meta = {
+        C.META_MODALITY: "tabular",
+        C.META_TASK: "regression",
+        C.META_LABEL: "label",
+        C.META_FEATURES: [{"name": "sex", "input": "sex", "kind": "numeric"}],
+    }
+    reference = R.build_reference(meta, artifacts.Part(frame=frame), None)
+    assert set(reference["features"]["sex"]["sample"]) == set(levels)
+    same = drift.Current({"sex": rng.choice(levels, 300)}, rows=300)
+    assert not drift.run_tests(reference, same).drifted
+    shifted = drift.Current({"sex": rng.choice(levels, 300, p=[0.9, 0.1])}, rows=300)
+    assert drift.run_tests(reference, shifted).drifted_features == ["sex"]
