@@ -23,12 +23,14 @@ pytestmark = pytest.mark.e2e
 TINY = ["--tuner", "random", "--max-trials", "1", "--max-epochs", "1", "--final-epochs", "2"]
 DIGITS, DIABETES = "digits-drift", "diabetes-drift"
 REQUESTS = 2000
+# A safety net for a loaded CI machine, where a tiny run has taken over 10 minutes.
+RUN_TIMEOUT = 1800
 
 
 def train(root: Path, *args: str) -> list[str]:
     """Trains and deploys a model in `root/work`; returns the flags naming its store."""
     store = ["--work-dir", "work", "--tracking-uri", f"sqlite:///{root}/work/mlflow.db"]
-    proc = kerasflow("run", *TINY, *store, *args, cwd=root)
+    proc = kerasflow("run", *TINY, *store, *args, cwd=root, timeout=RUN_TIMEOUT)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "deployed: version 1" in proc.stdout
     return store
@@ -166,7 +168,9 @@ def test_a_drift_triggered_run_retrains_only_when_the_data_drifted(diabetes):
     root, store = diabetes
     when = ["run", "--when", "drifted", "--label", "target", "--model-name", DIABETES,
             "--threshold", "r2=-1000", *TINY, *store]  # fmt: skip
-    proc = kerasflow(*when, "--data", "same.csv", "--summary-json", "same.json", cwd=root)
+    proc = kerasflow(
+        *when, "--data", "same.csv", "--summary-json", "same.json", cwd=root, timeout=RUN_TIMEOUT
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     summary = json.loads((root / "same.json").read_text())
     assert summary["drifted"] is False and summary["test_metrics"] == {}
@@ -174,7 +178,10 @@ def test_a_drift_triggered_run_retrains_only_when_the_data_drifted(diabetes):
     assert "nothing was retrained" in proc.stdout
     assert "] drift_check: " in proc.stdout and "] train: " not in proc.stdout
 
-    proc = kerasflow(*when, "--data", "scaled.csv", "--summary-json", "scaled.json", cwd=root)
+    proc = kerasflow(
+        *when, "--data", "scaled.csv", "--summary-json", "scaled.json", cwd=root,
+        timeout=RUN_TIMEOUT,
+    )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     summary = json.loads((root / "scaled.json").read_text())
     assert summary["drifted"] is True and "r2" in summary["test_metrics"]
