@@ -18,7 +18,8 @@ import pytest
 from kerasflow.serving import request_log
 from tests.e2e.cli import kerasflow
 
-pytestmark = pytest.mark.e2e
+# Training runs under load have taken over 10 minutes; the tier default (900 s) is too short.
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(2400)]
 
 TINY = ["--tuner", "random", "--max-trials", "1", "--max-epochs", "1", "--final-epochs", "2"]
 DIGITS, DIABETES = "digits-drift", "diabetes-drift"
