@@ -80,6 +80,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="cluster settings YAML (resources, retries, caching, secrets, GPU "
         "nodes, pipeline root), as for `kerasflow submit`; without it the built-in ones apply",
     )
+    comp.add_argument(
+        "--when",
+        choices=("always", "drifted"),
+        default="always",
+        help="drifted: the pipeline checks the data for drift first and trains only when they "
+        "drifted from the champion's training data (default always)",
+    )
     comp.set_defaults(func=cmd_compile)
 
     _register_optional(sub)
@@ -95,6 +102,7 @@ def _register_optional(sub: argparse._SubParsersAction) -> None:
         "kerasflow.pipelines.registry_commands",
         "kerasflow.pipelines.canary_commands",
         "kerasflow.pipelines.tensorboard_commands",
+        "kerasflow.pipelines.drift_commands",
     ):
         try:
             mod = importlib.import_module(module)
@@ -177,8 +185,13 @@ def cmd_compile(args: argparse.Namespace) -> int:
     from kerasflow.pipelines.compiling import compile_pipeline
 
     # The settings `submit` and `schedule` compile with: the built-in ones unless a file is given.
+    from kerasflow.pipelines.dag import build_pipeline
+
     settings = settings_for_cluster(args.cluster_config, args.image)
-    path = compile_pipeline(args.output, image=args.image, step_settings=settings)
+    pipeline = build_pipeline(settings, when=args.when)
+    path = compile_pipeline(
+        args.output, pipeline=pipeline, image=args.image, step_settings=settings
+    )
     print(f"kerasflow: wrote {path}")
     return 0
 

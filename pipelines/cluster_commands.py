@@ -20,6 +20,7 @@ from kerasflow.pipelines import cluster
 from kerasflow.pipelines.cluster_settings import ClusterSettings, settings_for_cluster
 from kerasflow.pipelines.compiling import compile_pipeline
 from kerasflow.runtime.errors import UserError
+from kerasflow.settings import WHEN_CHOICES
 
 DEFAULT_PIPELINE = "kerasflow.pipelines.dag:build_pipeline"
 DEFAULT_TIMEOUT_S = 6 * 3600
@@ -142,13 +143,20 @@ def _add_pipeline_args(parser: argparse.ArgumentParser) -> None:
         help="pipeline factory taking step_settings, or a pipeline function "
         f"(default {DEFAULT_PIPELINE})",
     )
+    group.add_argument(
+        "--when",
+        choices=WHEN_CHOICES,
+        default="always",
+        help="train on every run (always), or check the data for drift from the champion's "
+        "training data first and train only when they drifted (drifted); default always",
+    )
 
 
-def load_pipeline(reference: str, settings: ClusterSettings) -> Any:
+def load_pipeline(reference: str, settings: ClusterSettings, when: str = "always") -> Any:
     """Imports `module:name` and returns a pipeline function built for `settings`.
 
-    `name` may be a factory called as `name(step_settings=settings)` or a ready
-    `@dsl.pipeline` function, used as it is.
+    `name` may be a factory called as `name(step_settings=settings)` (and `when=...` unless
+    "always") or a ready `@dsl.pipeline` function, used as it is.
 
     Raises:
         UserError: when the reference is malformed or cannot be imported.
@@ -165,11 +173,16 @@ def load_pipeline(reference: str, settings: ClusterSettings) -> Any:
     target = getattr(module, attr, None)
     if target is None:
         raise UserError(f"module '{module_name}' has no '{attr}'")
+    names = _parameter_names(target) if callable(target) else set()
+    if when != "always" and "when" not in names:
+        raise UserError(
+            f"--when {when} needs a pipeline factory taking `when`; '{reference}' is not one"
+        )
     if isinstance(target, base_component.BaseComponent):
         return target
-    if not callable(target) or "step_settings" not in _parameter_names(target):
+    if "step_settings" not in names:
         raise UserError(f"'{reference}' is neither a pipeline nor a factory taking step_settings")
-    pipeline = target(step_settings=settings)
+    pipeline = target(step_settings=settings, **({"when": when} if when != "always" else {}))
     if not isinstance(pipeline, base_component.BaseComponent):
         raise UserError(f"'{reference}' did not return a pipeline")
     return pipeline
@@ -211,7 +224,7 @@ def _with_package(
     args: argparse.Namespace, body: Callable[[Path, dict[str, Any], ClusterSettings], int]
 ) -> int:
     settings = _settings(args)
-    pipeline = load_pipeline(args.pipeline, settings)
+    pipeline = load_pipeline(args.pipeline, settings, args.when)
     with tempfile.TemporaryDirectory(prefix="kerasflow-submit-") as tmp:
         package = compile_pipeline(
             Path(tmp, "pipeline.yaml"), pipeline=pipeline, step_settings=settings

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from kerasflow import constants as C
+from kerasflow.monitoring.check import TAG_DRIFTED
 from kerasflow.pipelines.console import _ANSI, quiet_console
 from kerasflow.runtime import boundary
 from kerasflow.runtime.errors import UserError, first_line
@@ -57,6 +58,8 @@ class RunSummary:
     pictures: dict[str, Any] = dataclasses.field(default_factory=dict)
     ensemble: dict[str, Any] = dataclasses.field(default_factory=dict)
     """An ensemble's test score against its best member by validation score (empty: none)."""
+    # `--when drifted`: the drift check's verdict (None when the run trains always).
+    drifted: bool | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The `--summary-json` document."""
@@ -251,7 +254,7 @@ def run_pipeline(
     else:
         kfp_runner = local.SubprocessRunner(use_venv=False)
     local.init(runner=kfp_runner, pipeline_root=str(root), raise_on_error=True)
-    pipeline = build_pipeline(image=image) if docker else build_pipeline()
+    pipeline = build_pipeline(image=image if docker else "", when=cfg.when)
     log_path = work / "logs" / f"run-{time.strftime('%Y%m%d-%H%M%S')}-{token[:6]}.log"
     failure = None
     alive = lifecycle.keep_alive(control / f"{token}.alive") if docker else contextlib.nullcontext()
@@ -342,14 +345,38 @@ def read_summary(tracking_uri: str, experiment: str, run_id: str, seconds: float
         seconds=seconds,
         pictures=json.loads(tags.get(C.TAG_PICTURES, "{}")),
         ensemble=json.loads(tags.get(C.TAG_ENSEMBLE, "{}")),
+        drifted={"true": True, "false": False}.get(tags.get(TAG_DRIFTED, "")),
     )
+
+
+def _tracking_lines(summary: RunSummary) -> list[str]:
+    lines = [
+        f"  MLflow: run {summary.mlflow_run_id} in experiment '{summary.experiment}' "
+        f"at {summary.tracking_uri}"
+    ]
+    if summary.tracking_uri.startswith(("http://", "https://")):
+        lines.append(f"          (open {summary.tracking_uri})")
+    else:
+        lines.append(f"          (browse: mlflow ui --backend-store-uri {summary.tracking_uri})")
+    return lines
 
 
 def format_summary(summary: RunSummary) -> str:
     """The short human summary printed at the end of `kerasflow run`."""
     metrics = ", ".join(f"{k} {v:.4f}" for k, v in summary.test_metrics.items())
+    if summary.drifted is False:
+        lines = [
+            f"kerasflow run finished in {summary.seconds:.1f} s",
+            "  drift: none against the champion's training data; nothing was retrained",
+        ]
+        return "\n".join([*lines, *_tracking_lines(summary)])
     lines = [
         f"kerasflow run finished in {summary.seconds:.1f} s",
+        *(
+            ["  drift: the data drifted (or there was no champion): retrained"]
+            if summary.drifted
+            else []
+        ),
         f"  test metrics: {metrics}",
         f"  blessed: {'yes' if summary.blessed else 'no'} ({'; '.join(summary.blessing_reasons)})",
     ]
@@ -373,14 +400,7 @@ def format_summary(summary: RunSummary) -> str:
             "that are gone:"
         )
         lines.extend(f"    {item}" for item in summary.reconciled)
-    lines.append(
-        f"  MLflow: run {summary.mlflow_run_id} in experiment '{summary.experiment}' "
-        f"at {summary.tracking_uri}"
-    )
-    if summary.tracking_uri.startswith(("http://", "https://")):
-        lines.append(f"          (open {summary.tracking_uri})")
-    else:
-        lines.append(f"          (browse: mlflow ui --backend-store-uri {summary.tracking_uri})")
+    lines.extend(_tracking_lines(summary))
     if summary.pictures.get("files"):
         lines.append(
             f"  pictures: {', '.join(summary.pictures['files'])} in {summary.pictures['folder']}"

@@ -15,15 +15,17 @@ step's oversampling when `imbalance` is 'smote'.
 from __future__ import annotations
 
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from kerasflow import constants as C
 from kerasflow.data import artifacts, cleaning, textprep
+from kerasflow.monitoring import reference
 from kerasflow.runtime import boundary, markdown
 from kerasflow.runtime.errors import UserError
-from kerasflow.runtime.fileio import write_bytes_atomic
+from kerasflow.runtime.fileio import write_bytes_atomic, write_json_atomic
 from kerasflow.settings import SplitSettings
 from kerasflow.tracking import datasets, runs
 
@@ -326,6 +328,12 @@ def run(
         data = artifacts.load(dataset_dir, ("data",))
         result = split_bundle(data, opts)
         artifacts.save(splits_dir, result)
+        # What drift checks compare later data with (kerasflow.monitoring).
+        drift_reference = reference.build_reference(
+            result.meta, result.parts["train"], result.parts.get("val"), seed=opts.seed
+        )
+        write_json_atomic(Path(splits_dir, reference.REFERENCE_FILE), drift_reference)
+        runs.log_dict_artifact(drift_reference, reference.REFERENCE_FILE)
         for warning in result.meta["split_warnings"]:
             boundary.progress(STEP, f"warning: {warning}")
         import mlflow

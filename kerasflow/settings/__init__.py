@@ -15,10 +15,13 @@ from kerasflow.settings.run import (
     settings_parameter,
 )
 from kerasflow.settings.steps import (
+    DRIFT_STEP,
     STEP_SETTINGS,
     STEPS,
+    WHEN_CHOICES,
     AugmentSettings,
     DeploySettings,
+    DriftSettings,
     EvaluateSettings,
     IngestSettings,
     SearchSettings,
@@ -32,10 +35,13 @@ DEFAULT_IMAGE = "ghcr.io/kerasflow/kerasflow:0.1.0"
 __all__ = [
     "DEFAULT_IMAGE",
     "DEFAULT_WORK_DIR",
+    "DRIFT_STEP",
     "STEPS",
     "STEP_SETTINGS",
+    "WHEN_CHOICES",
     "AugmentSettings",
     "DeploySettings",
+    "DriftSettings",
     "EvaluateSettings",
     "IngestSettings",
     "RunSettings",

@@ -23,9 +23,12 @@ from kerasflow.runtime.errors import UserError
 from kerasflow.runtime.yaml_files import read_mapping
 from kerasflow.settings.base import StepSettings, check_no_headline_keys
 from kerasflow.settings.steps import (
+    DRIFT_STEP,
     STEP_SETTINGS,
+    WHEN_CHOICES,
     AugmentSettings,
     DeploySettings,
+    DriftSettings,
     EvaluateSettings,
     IngestSettings,
     SearchSettings,
@@ -38,6 +41,8 @@ RUN_KEYS = {
     "tracking_uri": "MLflow tracking URI (else MLFLOW_TRACKING_URI, else SQLite in WORK_DIR)",
     "experiment": "MLflow experiment name",
     "work_dir": f"where runs keep their files (default ./{DEFAULT_WORK_DIR})",
+    "when": "train always, or only when the data drifted from the champion's training data "
+    "(drifted; the drift_check step decides first) (default always)",
 }
 """Settings of the run itself rather than of a step, with their help."""
 
@@ -83,9 +88,11 @@ class RunSettings(BaseModel):
     train: TrainSettings = Field(default_factory=TrainSettings)
     evaluate: EvaluateSettings = Field(default_factory=EvaluateSettings)
     deploy: DeploySettings = Field(default_factory=DeploySettings)
+    drift_check: DriftSettings = Field(default_factory=DriftSettings)
     tracking_uri: str = ""
     experiment: str = C.DEFAULT_EXPERIMENT
     work_dir: str = DEFAULT_WORK_DIR
+    when: str = "always"
     tracking_timeout: float = 60.0
     run_lease: float = 120.0
 
@@ -111,13 +118,19 @@ class RunSettings(BaseModel):
         given = [(key, value, flat) for key, value in (values or {}).items()]
         given += [(k, v, flags) for k, v in (overrides or {}).items() if v is not None]
         for key, value, target in given:
-            if key in STEP_SETTINGS:
+            if key == DRIFT_STEP:
+                if not isinstance(value, Mapping):
+                    raise UserError(f"config key '{key}' must be a mapping of that step's keys")
+                run[key] = DriftSettings.parse({_key(k): v for k, v in value.items()})
+            elif key in STEP_SETTINGS:
                 if not isinstance(value, Mapping):
                     raise UserError(f"config key '{key}' must be a mapping of that step's keys")
                 sections[key] = {_key(k): v for k, v in value.items()}
             elif key in RUN_KEYS:
                 if not isinstance(value, str):
                     raise UserError(f"config key '{key}' must be a string, got {value!r}")
+                if key == "when" and value not in WHEN_CHOICES:
+                    raise UserError(f"unknown when '{value}' (choose from always, drifted)")
                 run[key] = value
             elif key in RUN_SECONDS:
                 if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
@@ -250,6 +263,8 @@ class RunSettings(BaseModel):
         args["serving_dir"] = self.resolved_serving_dir()
         args["tracking_uri"] = self.resolved_tracking_uri()
         args["experiment"] = self.experiment
+        if self.when == "drifted":
+            args[settings_parameter(DRIFT_STEP)] = self.drift_check.model_dump()
         return args
 
 

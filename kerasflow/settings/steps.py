@@ -402,6 +402,24 @@ class DeploySettings(ModelName, ServingDir):
     )
 
 
+class DriftSettings(StepSettings):
+    """drift_check (`kerasflow drift`, `kerasflow run --when drifted`): when new data count as
+    drifted from the champion's training data."""
+
+    alpha: Number = setting(
+        0.05, "significance level of a drift test, after the correction", gt=0.0, lt=1.0
+    )
+    min_psi: Number = setting(
+        0.2, "smallest population stability index that counts as drift", ge=0.0
+    )
+    min_oov_increase: Number = setting(
+        0.05, "text: smallest rise of the out-of-vocabulary share that counts", ge=0.0, le=1.0
+    )
+    correction: Literal["bh", "bonferroni"] = setting(
+        "bh", "correction of the p-values across features: Benjamini-Hochberg or Bonferroni"
+    )
+
+
 STEP_SETTINGS: dict[str, type[StepSettings]] = {
     "ingest_clean": IngestSettings,
     "normalize_split": SplitSettings,
@@ -415,3 +433,8 @@ STEP_SETTINGS: dict[str, type[StepSettings]] = {
 
 STEPS = tuple(STEP_SETTINGS)
 """Task names of the kerasflow training DAG, in order."""
+
+DRIFT_STEP = "drift_check"
+"""The step that runs first, and alone when nothing drifted, in `--when drifted` pipelines."""
+WHEN_CHOICES = ("always", "drifted")
+"""When a run trains: every time, or only when its data drifted from the champion's."""

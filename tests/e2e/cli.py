@@ -8,14 +8,14 @@ import sys
 from pathlib import Path
 
 
-def kerasflow(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    """`kerasflow ARGS` in `cwd`, its output captured as text."""
+def kerasflow(*args: str, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
+    """`kerasflow ARGS` in `cwd`, its output captured as text (killed after `timeout` s)."""
     return subprocess.run(
         [sys.executable, "-m", "kerasflow.pipelines.cli", *args],
         cwd=cwd,
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=timeout,
     )
 
 

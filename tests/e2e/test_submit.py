@@ -430,3 +430,51 @@ def test_iap_and_a_token_are_not_mixed(stub, capsys):
     argv = ["schedule", *base(stub), "--iap-client-id", "backend.apps", "--list"]
     assert run_cli(argv) == 2
     assert_one_line_error(capsys, "not both")
+
+
+def condition_tasks(spec: dict) -> dict[str, tuple[str, set[str]]]:
+    """Each condition of an inline pipeline spec: its trigger condition and the step names of
+    the tasks inside it (nested conditions and loops included)."""
+    spec = spec.get("pipeline_spec", spec)
+    components = spec["components"]
+
+    def steps(component: str) -> set[str]:
+        tasks = components[component].get("dag", {}).get("tasks", {})
+        found = set()
+        for name, task in tasks.items():
+            found.add(name.replace("-", "_"))
+            found |= steps(task["componentRef"]["name"]) if "dag" in components[
+                task["componentRef"]["name"]] else set()  # fmt: skip
+        return found
+
+    out = {}
+    for component in components.values():
+        for task in component.get("dag", {}).get("tasks", {}).values():
+            condition = task.get("triggerPolicy", {}).get("condition")
+            if condition:
+                out[task["taskInfo"]["name"]] = (condition, steps(task["componentRef"]["name"]))
+    return out
+
+
+def test_schedule_when_drifted_trains_under_the_drift_checks_verdict(stub, capsys):
+    argv = ["schedule", "--host", stub.url, "--token", TOKEN, "--cron", "0 3 * * *",
+            "--param", f"serving_dir={SERVING_DIR}"]  # fmt: skip
+    assert run_cli([*argv, "--name", "plain"]) == 0
+    assert run_cli([*argv, "--name", "on-drift", "--when", "drifted", "--param",
+                    'drift_check_settings={"alpha": 0.01}']) == 0  # fmt: skip
+    plain, drifted = (r.body for r in stub.find("POST", "/recurringruns"))
+    assert "drift_check" not in spec_task_steps(plain["pipeline_spec"])
+    assert "drifted" not in condition_tasks(plain["pipeline_spec"])
+    assert drifted["runtime_config"]["parameters"]["drift_check_settings"] == {"alpha": 0.01}
+    conditions = condition_tasks(drifted["pipeline_spec"])
+    condition, guarded = conditions["drifted"]
+    # Every training step runs only when the drift check said so; the check itself does not.
+    assert "drift-check-Output" in condition and condition.endswith("== true")
+    assert guarded >= set(STEPS)
+    assert "drift_check" in spec_task_steps(drifted["pipeline_spec"]) - guarded
+
+
+def test_when_drifted_needs_a_factory_that_knows_it(stub, capsys):
+    code = run_cli(["submit", *base(stub), "--when", "drifted"])
+    assert code == 2
+    assert_one_line_error(capsys, "--when drifted needs a pipeline factory taking `when`")
