@@ -52,7 +52,8 @@ def test_the_readme_shows_commands_of_every_kind():
 def user_folder(tmp_path, monkeypatch):
     """A folder with the files the README's commands name."""
     rows = ["size,rooms,price"] + [f"{40 + i},{1 + i % 4},{100 + 3 * i}" for i in range(60)]
-    (tmp_path / "my.csv").write_text("\n".join(rows) + "\n")
+    for name in ("my.csv", "new.csv"):
+        (tmp_path / name).write_text("\n".join(rows) + "\n")
     (tmp_path / "run.yaml").write_text("data: builtin:iris\nmax_trials: 2\n")
     (tmp_path / "mymodels.py").write_text(
         "import keras\n\n\ndef build(hp, meta):\n"
