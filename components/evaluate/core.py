@@ -44,6 +44,8 @@ class Evaluation:
     slices: dict[str, dict[str, float]] = field(default_factory=dict)
     signature_changes: list[str] | None = None
     """How the serving signature differs from the champion's (None: not compared)."""
+    deploy: bool = False
+    """Whether deploy runs: blessed, and publishing is on."""
 
 
 @dataclass(frozen=True)
@@ -473,7 +475,7 @@ def run(
     opts = EvaluateSettings.from_parameters(settings, headline)
     model_name, slice_by = opts.model_name, opts.slice_by
     tracking_uri = runs.resolve_uri(tracking_uri)
-    with runs.step_run(tracking_uri, parent_run_id, STEP):
+    with runs.step_run(tracking_uri, parent_run_id, STEP, settings=opts):
         meta = artifacts.load_meta(splits_dir)
         test = artifacts.load_part(splits_dir, "test")
         model = builders.load_model(Path(model_dir, C.KERAS_MODEL_FILE))
@@ -494,6 +496,9 @@ def run(
                 else:
                     export = Path(model_dir, C.SAVED_MODEL_DIR)
                     judge_against_champion(result, found, export, gate, opts)
+        result.deploy = result.blessed and opts.publish
+        if result.blessed and not opts.publish:
+            result.reasons.append("publishing is off: the model is not deployed")
         text = render_report(result)
         Path(report_path).parent.mkdir(parents=True, exist_ok=True)
         Path(report_path).write_text(text)

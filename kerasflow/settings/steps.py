@@ -205,6 +205,12 @@ class SearchSettings(Seeded, Fitting, Objective, UserModel):
     trials_per_process: Integer = setting(
         5, "trials a worker process runs before a fresh one takes over (0: all in the step)", ge=0
     )
+    hyperparameters: dict[str, Any] = setting(
+        {},
+        "fixed hyperparameters: no search, the final fit takes these (kerasflow reproduce "
+        "sets a run's best ones; YAML only)",
+        flag=False,
+    )
     tuner_dir: Text = setting(
         "", "tuner directory on storage the worker pods share", cluster_only=True
     )
@@ -227,6 +233,16 @@ class SearchSettings(Seeded, Fitting, Objective, UserModel):
     def _fold_count(cls, value: int) -> int:
         if value == 1:
             raise UserError("config key 'kfold' must be 0 (no cross-validation) or at least 2")
+        return value
+
+    @field_validator("hyperparameters")
+    @classmethod
+    def _fixed(cls, value: dict) -> dict:
+        for name, item in value.items():
+            if not isinstance(item, str | int | float | bool) or item is None:
+                raise UserError(
+                    f"hyperparameter '{name}' must be a single value (string, number or bool)"
+                )
         return value
 
     @field_validator("search_space")
@@ -256,6 +272,11 @@ class TrainSettings(Seeded, Fitting, Objective, UserModel, ModelName, ServingDir
     warm_start: Flag = setting(
         False, "fine-tune the serving champion instead of training from scratch"
     )
+    deterministic: Flag = setting(
+        False,
+        "TensorFlow op determinism in the final fit: the same seed gives the same model "
+        "(slower; kerasflow reproduce turns it on)",
+    )
 
 
 class EvaluateSettings(ModelName):
@@ -277,6 +298,11 @@ class EvaluateSettings(ModelName):
         False,
         "bless on the thresholds alone when the champion cannot be evaluated (a registry "
         "error, a champion that cannot be loaded or scored); off: such a model is not blessed",
+    )
+    publish: Flag = setting(
+        True,
+        "deploy a blessed model (off: evaluate and report only, as kerasflow reproduce does "
+        "unless asked to deploy)",
     )
     allow_signature_change: Flag = setting(
         False,
