@@ -238,12 +238,17 @@ class SearchSettings(Seeded, Fitting, Objective, UserModel):
     @field_validator("hyperparameters")
     @classmethod
     def _fixed(cls, value: dict) -> dict:
+        out = {}
         for name, item in value.items():
             if not isinstance(item, str | int | float | bool) or item is None:
                 raise UserError(
                     f"hyperparameter '{name}' must be a single value (string, number or bool)"
                 )
-        return value
+            # A dict parameter comes back from KFP's JSON with its ints as floats (32.0);
+            # counts such as `units` and `num_layers` must be ints again.
+            is_whole = isinstance(item, float) and item.is_integer()
+            out[str(name)] = int(item) if is_whole else item
+        return out
 
     @field_validator("search_space")
     @classmethod
