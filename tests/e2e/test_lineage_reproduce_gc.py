@@ -15,7 +15,9 @@ from kerasflow import __version__
 from kerasflow.serving import request_log
 from tests.e2e.cli import kerasflow
 
-pytestmark = pytest.mark.e2e
+# Two runs and a reproduction are made before the first test: more than the default 900 s on
+# a busy machine.
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(2400)]
 
 MODEL = "iris-lineage"
 
