@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 
@@ -167,14 +168,17 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         file=sys.stderr if args.json else sys.stdout,
         flush=True,
     )
+    # With --json, stdout holds the one document: the steps' progress goes to stderr.
+    progress = contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext()
     try:
-        report = reproduce.reproduce(
-            original,
-            rerun,
-            tolerance=args.tolerance,
-            verbose=args.verbose,
-            with_search=args.with_search,
-        )
+        with progress:
+            report = reproduce.reproduce(
+                original,
+                rerun,
+                tolerance=args.tolerance,
+                verbose=args.verbose,
+                with_search=args.with_search,
+            )
     except local_run.PipelineInterrupted as exc:
         print(f"kerasflow: {exc}", file=sys.stderr, flush=True)
         return exc.exit_code
