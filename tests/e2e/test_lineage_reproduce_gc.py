@@ -28,13 +28,26 @@ def tracking_client(work: Path):
     return mlflow.MlflowClient(tracking_uri="sqlite:///" + str(work / "mlflow.db"))
 
 
+@pytest.fixture(autouse=True)
+def _work_dir_store(monkeypatch):
+    """Every command here uses the store in WORK_DIR, where the runs tracked, not the test's
+    own MLFLOW_TRACKING_URI."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """Two runs of the same tiny pipeline on iris.csv, each blessed and deployed, and a
     reproduction of the second that is asked to deploy: serving versions 1, 2 and 3."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.delenv("MLFLOW_TRACKING_URI", raising=False)
+        return make_runs(tmp_path_factory.mktemp("lineage"))
+
+
+def make_runs(root: Path) -> dict:
+    """The runs of the `runs` fixture, made in `root`."""
     from sklearn.datasets import load_iris
 
-    root = tmp_path_factory.mktemp("lineage")
     iris = load_iris(as_frame=True)
     frame = iris.frame.assign(species=[iris.target_names[t] for t in iris.target])
     frame.drop(columns="target").to_csv(root / "iris.csv", index=False)
