@@ -60,6 +60,11 @@ CLI="$(buildkit_cli)" ||
   die "no docker CLI here builds with BuildKit: install the buildx plugin, or use a Docker 18.09-22 CLI"
 BASE="$(resolve_python_base "$(arg_default PYTHON_IMAGE)")"
 BUILD_ARGS=(--build-arg "PYTHON_IMAGE=$BASE")
+COMMIT="$(git -C "$ROOT" rev-parse HEAD 2>/dev/null || true)"
+if [ -n "$COMMIT" ] && [ -n "$(git -C "$ROOT" status --porcelain --untracked-files=no 2>/dev/null)" ]; then
+  COMMIT="$COMMIT+dirty"
+fi
+BUILD_ARGS+=(--build-arg "KERASFLOW_GIT_COMMIT=${COMMIT:-unknown}")
 if [ "$TARGET" = gpu ]; then
   GPU_BASE="${KERASFLOW_TF_GPU_IMAGE:-$(arg_default TF_GPU_IMAGE)}"
   if ! image_present "$GPU_BASE" &&

@@ -103,6 +103,7 @@ def _register_optional(sub: argparse._SubParsersAction) -> None:
         "kerasflow.pipelines.canary_commands",
         "kerasflow.pipelines.tensorboard_commands",
         "kerasflow.pipelines.drift_commands",
+        "kerasflow.pipelines.lineage_commands",
     ):
         try:
             mod = importlib.import_module(module)
@@ -176,6 +177,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(local_run.format_summary(summary), flush=True)
     if args.summary_json:
         write_json_atomic(args.summary_json, summary.to_json())
+    if cfg.keep_versions:
+        from kerasflow.pipelines import retention
+
+        _, done = retention.run_retention(
+            tracking_uri=cfg.resolved_tracking_uri(),
+            serving_dir=cfg.resolved_serving_dir(),
+            work_dir=cfg.work_dir,
+            keep=cfg.keep_versions,
+            model_name=cfg.deploy.model_name,
+        )
+        print(f"  retention: kept the newest {cfg.keep_versions}; deleted {len(done)}:")
+        print("\n".join(f"    {d.describe()}" for d in done) or "    nothing", flush=True)
     return 0
 
 

@@ -72,6 +72,15 @@ def check_image(image: str) -> str:
     return ref
 
 
+def image_identity(ref: str) -> str:
+    """`ref@<image id>`: the tag and the content it named when the run started."""
+    client = _client()
+    try:
+        return f"{ref}@{client.images.get(ref).id}"
+    finally:
+        client.close()
+
+
 def container_user() -> str:
     """The user containers run as: the caller, or the image's own user for root."""
     uid = os.geteuid()

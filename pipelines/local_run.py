@@ -234,6 +234,10 @@ def run_pipeline(
     control.mkdir(parents=True, exist_ok=True)
     stop_file = control / f"{token}.stop"
     env = step_environment(cfg, token, control, docker)
+    if docker:
+        from kerasflow.tracking import lineage
+
+        env[lineage.IMAGE_ENV] = docker_runner.image_identity(image)
     os.environ.update(env)  # subprocess steps inherit it; so do the command's own calls
     # The command's own tracking calls report an outage in one line, not urllib3's retries,
     # and creating a new store is no news.
@@ -382,6 +386,8 @@ def format_summary(summary: RunSummary) -> str:
     ]
     if summary.model_version is not None:
         lines.append(f"  deployed: version {summary.model_version} at {summary.model_path}")
+    elif summary.blessed:
+        lines.append("  deployed: nothing (publishing is off)")
     else:
         lines.append("  deployed: nothing (the model was not blessed)")
     lines.append(f"  best hyperparameters: {json.dumps(summary.best_hyperparameters)}")

@@ -443,7 +443,7 @@ def run(
     """
     opts = AugmentSettings.from_parameters(settings, headline)
     factor, synonyms = opts.augment_factor, opts.synonyms
-    with runs.step_run(tracking_uri, parent_run_id, STEP):
+    with runs.step_run(tracking_uri, parent_run_id, STEP, settings=opts):
         meta = artifacts.load_meta(splits_dir)
         train = artifacts.load_part(splits_dir, "train")
         words = load_synonyms(synonyms) if synonyms else None

@@ -37,7 +37,7 @@ from kerasflow.data import artifacts
 from kerasflow.runtime import boundary, fileio
 from kerasflow.serving.errors import InfraValidationError
 from kerasflow.settings import DeploySettings
-from kerasflow.tracking import canary_config, registry, runs
+from kerasflow.tracking import canary_config, lineage, registry, runs
 
 STEP = "deploy"
 VALIDATION_ROWS = 32
@@ -218,7 +218,7 @@ def register(
         {
             C.TAG_KFP_RUN_ID: parent.data.tags.get(C.TAG_KFP_RUN_ID, ""),
             "kerasflow.mlflow_run_id": parent_run_id,
-            "kerasflow.data_hash": meta.get(C.META_DATA_HASH, ""),
+            lineage.TAG_DATA_HASH: meta.get(C.META_DATA_HASH, ""),
             registry.SERVING_VERSION_TAG: version,
             registry.SERVING_PATH_TAG: path,
         },
@@ -303,7 +303,7 @@ def run(
             "serving_dir is empty: pass the TF Serving base directory (local, gs://, s3://)"
         )
     tracking_uri = runs.resolve_uri(tracking_uri)
-    with runs.step_run(tracking_uri, parent_run_id, STEP):
+    with runs.step_run(tracking_uri, parent_run_id, STEP, settings=opts):
         meta = artifacts.load_meta(splits_dir)
         test = artifacts.load_part(splits_dir, "test")
         expected = np.load(Path(predictions_dir, C.PREDICTIONS_FILE))["outputs"]

@@ -47,7 +47,7 @@ def evaluate(
         pictures: Confusion matrix, ROC and precision-recall curves, or residual plots.
 
     Returns:
-        Whether the model is blessed for deployment.
+        Whether deploy runs: the model is blessed and publishing is on.
     """
     from kerasflow.components.evaluate import core
 
@@ -68,4 +68,4 @@ def evaluate(
         classification.log_confusion_matrix(result.class_names, result.confusion)
     if result.roc:
         classification.log_roc_curve(result.roc["fpr"], result.roc["tpr"], result.roc["thresholds"])
-    return result.blessed
+    return result.deploy

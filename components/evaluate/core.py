@@ -47,6 +47,8 @@ class Evaluation:
     """How the serving signature differs from the champion's (None: not compared)."""
     ensemble: dict | None = None
     """An ensemble's comparison with its members (kerasflow.components.evaluate.members)."""
+    deploy: bool = False
+    """Whether deploy runs: blessed, and publishing is on."""
 
 
 @dataclass(frozen=True)
@@ -476,7 +478,7 @@ def run(
     opts = EvaluateSettings.from_parameters(settings, headline)
     model_name, slice_by = opts.model_name, opts.slice_by
     tracking_uri = runs.resolve_uri(tracking_uri)
-    with runs.step_run(tracking_uri, parent_run_id, STEP):
+    with runs.step_run(tracking_uri, parent_run_id, STEP, settings=opts):
         meta = artifacts.load_meta(splits_dir)
         test = artifacts.load_part(splits_dir, "test")
         model = builders.load_model(Path(model_dir, C.KERAS_MODEL_FILE))
@@ -501,6 +503,9 @@ def run(
                 else:
                     export = Path(model_dir, C.SAVED_MODEL_DIR)
                     judge_against_champion(result, found, export, gate, opts)
+        result.deploy = result.blessed and opts.publish
+        if result.blessed and not opts.publish:
+            result.reasons.append("publishing is off: the model is not deployed")
         text = render_report(result)
         if result.ensemble is not None:
             text += members.render(result.ensemble)

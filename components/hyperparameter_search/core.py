@@ -234,13 +234,16 @@ def run(
     algorithm, tuner_dir, time_budget = opts.tuner, opts.tuner_dir, opts.time_budget
     build_model, seed = opts.build_model, opts.seed
     workers, pods, quota = opts.tuner_workers, opts.worker_pods, opts.trials_per_process
-    isolated = quota > 0 or workers > 1 or pods > 0
+    isolated = not opts.hyperparameters and (quota > 0 or workers > 1 or pods > 0)
     if isolated:
         from kerasflow.tuning.parallel import warm_forkserver
 
         warm_forkserver()  # its TensorFlow import overlaps with this process's
     deadline = budget.deadline_after(budget.parse_time_budget(time_budget), started)
-    with runs.step_run(tracking_uri, parent_run_id, STEP) as step:
+    with runs.step_run(tracking_uri, parent_run_id, STEP, settings=opts) as step:
+        if opts.hyperparameters:
+            use_fixed(opts.hyperparameters, hparams_path, summary_path, parent_run_id)
+            return
         from kerasflow.data.feeds import content_hash, load_training_arrays
         from kerasflow.modeling import search_space as spaces
         from kerasflow.modeling.hypermodel import check_user_build
@@ -363,6 +366,21 @@ def run(
         if trials_dir:
             write_json_atomic(Path(trials_dir, C.RANKED_TRIALS_FILE), result.ranked)
             tensorboard.log_artifacts(Path(trials_dir, C.TENSORBOARD_DIR))
+
+
+def use_fixed(
+    hparams: dict[str, Any], hparams_path: str, summary_path: str, parent_run_id: str
+) -> None:
+    """Writes and logs fixed hyperparameters as the step's result, without a search."""
+    write_json_atomic(Path(hparams_path), hparams)
+    summary = "# Hyperparameter search\n\nNo search: the run fixed the hyperparameters.\n\n"
+    summary += "\n".join(f"- `{k}`: {v}" for k, v in sorted(hparams.items())) + "\n"
+    Path(summary_path).parent.mkdir(parents=True, exist_ok=True)
+    Path(summary_path).write_text(summary)
+    runs.log_params({"fixed_hyperparameters": hparams}, parent_run_id=parent_run_id)
+    runs.log_dict_artifact(hparams, C.HPARAMS_FILE)
+    runs.set_pipeline_tags(parent_run_id, {C.TAG_BEST_HPARAMS: hparams})
+    boundary.progress(STEP, f"no search: fixed hyperparameters {hparams}")
 
 
 def _search(

@@ -25,7 +25,7 @@ from kerasflow.runtime import boundary, markdown
 from kerasflow.runtime.errors import UserError
 from kerasflow.runtime.fileio import write_bytes_atomic
 from kerasflow.settings import IngestSettings
-from kerasflow.tracking import datasets, runs
+from kerasflow.tracking import datasets, lineage, runs
 
 STEP = "ingest_clean"
 MAX_CLASSES_FOR_INFERENCE = 20
@@ -332,6 +332,25 @@ def _profile(result: artifacts.Bundle) -> tuple[list[dict], Any]:
     return stats, profile.table_figure(frame, meta[C.META_LABEL])
 
 
+def data_digest(opts: IngestSettings) -> str:
+    """The content digest the step would record for the data `opts` name (read and cleaned
+    as the step does), without writing or logging anything."""
+    saved = schemas.load_schema(opts.schema) if opts.schema else None
+    size = choices.parse_image_size(opts.image_size)
+    if size is None and saved and saved.get("modality") == "image":
+        size = tuple(saved["image_shape"][:2])
+    raw = read_source(
+        opts.data,
+        opts.label,
+        modality=opts.modality,
+        text_column=opts.text_column,
+        time_column=opts.time_column,
+        image_size=size,
+    )
+    result, _ = build_bundle(raw, options=opts, saved_schema=saved)
+    return result.meta[C.META_DATA_HASH]
+
+
 @boundary.step_entry(STEP)
 def run(
     *,
@@ -362,7 +381,7 @@ def run(
     source, label = opts.data, opts.label
     tracking_uri = runs.resolve_uri(tracking_uri)
     parent = runs.find_or_create_pipeline_run(tracking_uri, experiment, kfp_run_id)
-    with runs.step_run(tracking_uri, parent, STEP):
+    with runs.step_run(tracking_uri, parent, STEP, settings=opts):
         logged = opts.model_dump(exclude={"data", "label", *_RESOLVED})
         runs.log_params({"data": source, "label": label, **logged}, parent_run_id=parent)
         saved = schemas.load_schema(opts.schema) if opts.schema else None
@@ -404,6 +423,14 @@ def run(
         runs.log_text_artifact(text, "ingest_report.md")
         runs.log_dict_artifact(report.as_dict(), "ingest_report.json")
         runs.log_dict_artifact(report.schema, C.SCHEMA_FILE)
+        runs.set_pipeline_tags(
+            parent,
+            {
+                lineage.TAG_DATA_SOURCE: source,
+                lineage.TAG_DATA_HASH: result.meta[C.META_DATA_HASH],
+                lineage.TAG_SCHEMA_URI: f"runs:/{runs.active_run_id()}/{C.SCHEMA_FILE}",
+            },
+        )
         runs.log_text_artifact(page, "profile.html")
         runs.log_figure(fig, "profile.png")
         boundary.progress(

@@ -323,7 +323,7 @@ def run(
         parent_run_id: The pipeline's MLflow run.
     """
     opts = SplitSettings.from_parameters(settings, headline)
-    with runs.step_run(tracking_uri, parent_run_id, STEP):
+    with runs.step_run(tracking_uri, parent_run_id, STEP, settings=opts):
         runs.log_params(opts.model_dump())
         data = artifacts.load(dataset_dir, ("data",))
         result = split_bundle(data, opts)

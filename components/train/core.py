@@ -390,13 +390,18 @@ def run(
     """
     opts = TrainSettings.from_parameters(settings, headline)
     epochs, seed, lr_schedule = opts.final_epochs, opts.seed, opts.lr_schedule
-    with runs.step_run(tracking_uri, parent_run_id, STEP):
+    with runs.step_run(tracking_uri, parent_run_id, STEP, settings=opts):
         import mlflow
 
         from kerasflow.data.feeds import DataFeed, load_training_arrays, merged_arrays
         from kerasflow.tracking import models
 
         models.prewarm()
+        if opts.deterministic:
+            import tensorflow as tf
+
+            # Seeds fix the initial weights and the shuffles; this fixes the ops' reductions.
+            tf.config.experimental.enable_op_determinism()
         from kerasflow.modeling import search_space
 
         arrays = load_training_arrays(splits_dir, train_dir)

@@ -6,7 +6,7 @@ import argparse
 from typing import Any
 
 from kerasflow.settings.base import bounds_of, choices_of
-from kerasflow.settings.run import RUN_KEYS, RUN_SECONDS, step_of_keys
+from kerasflow.settings.run import RUN_COUNTS, RUN_KEYS, RUN_SECONDS, step_of_keys
 from kerasflow.settings.steps import STEP_SETTINGS
 
 _TYPES = {int: int, float: float, str: str}
@@ -82,9 +82,11 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
         run.add_argument(flag_name(key), type=str, default=None, help=text)
     for key, text in RUN_SECONDS.items():
         run.add_argument(flag_name(key), type=float, default=None, metavar="SECONDS", help=text)
+    for key, text in RUN_COUNTS.items():
+        run.add_argument(flag_name(key), type=int, default=None, metavar="N", help=text)
 
 
 def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
     """The settings the flags set (None for a flag not given)."""
-    keys = [*step_of_keys(), *RUN_KEYS, *RUN_SECONDS]
+    keys = [*step_of_keys(), *RUN_KEYS, *RUN_SECONDS, *RUN_COUNTS]
     return {key: getattr(args, key) for key in keys if hasattr(args, key)}

@@ -54,6 +54,14 @@ RUN_SECONDS = {
 }
 """Durations of the run itself (numbers of seconds > 0), with their help."""
 
+RUN_COUNTS = {
+    "keep_versions": "after a run, delete what `kerasflow gc --keep N` deletes: serving and "
+    "registry versions of the model older than the newest N (never the champion or a served "
+    "or claimed version) and older pipeline roots, tuner dirs and logs in WORK_DIR (default 0: "
+    "keep everything)",
+}
+"""Counts of the run itself (integers >= 0), with their help."""
+
 
 @functools.cache
 def step_of_keys() -> dict[str, tuple[str, ...]]:
@@ -95,6 +103,7 @@ class RunSettings(BaseModel):
     when: str = "always"
     tracking_timeout: float = 60.0
     run_lease: float = 120.0
+    keep_versions: int = 0
 
     @classmethod
     def from_values(
@@ -138,6 +147,10 @@ class RunSettings(BaseModel):
                         f"config key '{key}' must be a number of seconds > 0, got {value!r}"
                     )
                 run[key] = float(value)
+            elif key in RUN_COUNTS:
+                if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                    raise UserError(f"config key '{key}' must be an integer >= 0, got {value!r}")
+                run[key] = value
             elif key in owners:
                 _, field = field_of(key)
                 if (field.json_schema_extra or {}).get("cluster_only"):

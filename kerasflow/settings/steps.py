@@ -250,6 +250,12 @@ class SearchSettings(Seeded, Fitting, Objective, UserModel, Transfer):
     tensorboard_trials: Flag = setting(
         False, "every trial also writes TensorBoard logs (into the search's trials artifact)"
     )
+    hyperparameters: dict[str, Any] = setting(
+        {},
+        "fixed hyperparameters: no search, the final fit takes these (kerasflow reproduce "
+        "sets a run's best ones; YAML only)",
+        flag=False,
+    )
     tuner_dir: Text = setting(
         "", "tuner directory on storage the worker pods share", cluster_only=True
     )
@@ -273,6 +279,21 @@ class SearchSettings(Seeded, Fitting, Objective, UserModel, Transfer):
         if value == 1:
             raise UserError("config key 'kfold' must be 0 (no cross-validation) or at least 2")
         return value
+
+    @field_validator("hyperparameters")
+    @classmethod
+    def _fixed(cls, value: dict) -> dict:
+        out = {}
+        for name, item in value.items():
+            if not isinstance(item, str | int | float | bool) or item is None:
+                raise UserError(
+                    f"hyperparameter '{name}' must be a single value (string, number or bool)"
+                )
+            # A dict parameter comes back from KFP's JSON with its ints as floats (32.0);
+            # counts such as `units` and `num_layers` must be ints again.
+            is_whole = isinstance(item, float) and item.is_integer()
+            out[str(name)] = int(item) if is_whole else item
+        return out
 
     @field_validator("search_space")
     @classmethod
@@ -321,6 +342,11 @@ class TrainSettings(Seeded, Fitting, Objective, UserModel, Transfer, ModelName, 
     train_workers: Integer = setting(
         1, "machines of the final fit (MultiWorkerMirroredStrategy); 1: this one's GPUs", ge=1
     )
+    deterministic: Flag = setting(
+        False,
+        "TensorFlow op determinism in the final fit: the same seed gives the same model "
+        "(slower; kerasflow reproduce turns it on)",
+    )
 
     @field_validator("train_workers")
     @classmethod
@@ -366,6 +392,11 @@ class EvaluateSettings(ModelName):
         False,
         "bless on the thresholds alone when the champion cannot be evaluated (a registry "
         "error, a champion that cannot be loaded or scored); off: such a model is not blessed",
+    )
+    publish: Flag = setting(
+        True,
+        "deploy a blessed model (off: evaluate and report only, as kerasflow reproduce does "
+        "unless asked to deploy)",
     )
     allow_signature_change: Flag = setting(
         False,

@@ -17,7 +17,7 @@ from typing import Any
 
 from kerasflow import constants as C
 from kerasflow.runtime.boundary import add_tracking_time, timed_tracking
-from kerasflow.tracking import lifecycle
+from kerasflow.tracking import lifecycle, lineage
 
 _MAX_PARAM_LEN = 6000
 
@@ -90,6 +90,7 @@ def find_or_create_pipeline_run(
             C.TAG_KFP_PIPELINE: pipeline_name,
             C.TAG_KIND: C.KIND_PIPELINE,
             **lifecycle.owner_tags(),
+            **lineage.code_version(),
         },
     )
     for key, value in (params or {}).items():
@@ -108,8 +109,13 @@ SYSTEM_METRICS_STEPS = ("hyperparameter_search", "train")
 
 
 @contextlib.contextmanager
-def step_run(tracking_uri: str, parent_run_id: str, step: str) -> Iterator[Any]:
+def step_run(
+    tracking_uri: str, parent_run_id: str, step: str, settings: Any = None
+) -> Iterator[Any]:
     """Runs the body inside an MLflow run nested under the pipeline run.
+
+    The step's validated `settings`, when given, are recorded on the pipeline run as
+    `settings/<step>.json` (what `kerasflow reproduce` reruns).
 
     The run ends KILLED when the step is interrupted, FAILED when the body raises, FINISHED
     otherwise. While the body runs, a heartbeat keeps this run and the pipeline's run alive
@@ -132,6 +138,8 @@ def step_run(tracking_uri: str, parent_run_id: str, step: str) -> Iterator[Any]:
             **lifecycle.owner_tags(),
         },
     )
+    if settings is not None:
+        lineage.record_step_settings(mlflow.MlflowClient(), parent_run_id, step, settings)
     add_tracking_time(time.perf_counter() - started)
     status = "FAILED"
     try:
