@@ -123,7 +123,7 @@ def test_the_plan_lists_deletions_and_keeps_with_reasons():
 
 
 def test_on_an_object_store_gc_keeps_served_and_claimed_versions_and_deletes_through_fileio(
-    mlflow_store, s3
+    tmp_path, s3
 ):
     """Versions, a claim of a deploy in progress, the serving config and request logs on S3."""
     from kerasflow.components.deploy import core as deploy
@@ -147,7 +147,11 @@ def test_on_an_object_store_gc_keeps_served_and_claimed_versions_and_deletes_thr
     for name in (old, young):
         fileio.write_bytes_atomic(fileio.join(logs, "m", name), b"{}\n")
     plan, done = retention.run_retention(
-        tracking_uri=mlflow_store, serving_dir=serving, keep=1, log_uri=logs, log_days=1
+        tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",  # this test's own registry
+        serving_dir=serving,
+        keep=1,
+        log_uri=logs,
+        log_days=1,
     )
     reasons = {d.name: (d.keep, d.reason) for d in plan.decisions}
     assert reasons["m/2"] == (True, retention.SERVED)
