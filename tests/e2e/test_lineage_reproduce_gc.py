@@ -225,7 +225,7 @@ def test_gc_keeps_the_champion_and_the_served_version_and_deletes_the_rest(runs)
     assert sorted(p.name for p in models.iterdir() if p.name.isdigit()) == ["1", "3"]
     client = tracking_client(work)
     assert sorted(int(v.version) for v in client.search_model_versions(f"name='{MODEL}'")) == [1, 3]
-    assert client.get_model_version_by_alias(MODEL, "champion").version == "1"
+    assert str(client.get_model_version_by_alias(MODEL, "champion").version) == "1"
     assert "specific" in (work / "models" / "models.config").read_text()
     assert not (logs / MODEL / old_log).exists() and (logs / MODEL / new_log).exists()
     roots_after = [p for p in (work / "pipeline_root").iterdir() if p.name != "tuning"]
