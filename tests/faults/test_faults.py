@@ -45,8 +45,13 @@ def kinds(runs: list) -> dict[str, int]:
 
 
 def test_ctrl_c_at_the_start_of_the_final_fit_stops_everything(tmp_path):
-    run = h.start_run(tmp_path, "--work-dir", "work")
+    # A fit of many epochs: TINY_RUN's two epochs can end before a loaded machine delivers the
+    # signal, and this test is about a fit in progress.
+    run = h.start_run(
+        tmp_path, "--work-dir", "work", "--final-epochs", "5000", "--patience", "5000"
+    )
     run.wait_for(h.step_started("train"))
+    run.wait_for(r"\] train: epoch 1/")
     run.signal(signal.SIGINT, group=True)  # Ctrl-C: the whole foreground process group
     code, _seconds = run.finish(180)
     assert code == 130, run.text()[-3000:]
