@@ -32,6 +32,13 @@ TINY_RUN = [
 ]
 """The smallest real run: every step does its job on iris in about a minute."""
 
+LONG_SEARCH = ["--max-epochs", "5000", "--patience", "5000"]
+"""Appended to TINY_RUN: a trial that outlasts any signal a test sends during the search (a
+two-epoch trial can end before a loaded machine delivers it)."""
+
+LONG_FIT = ["--final-epochs", "5000", "--patience", "5000"]
+"""Appended to TINY_RUN: a final fit that outlasts any signal a test sends during it."""
+
 STEPS = (
     "ingest_clean",
     "normalize_split",

@@ -45,12 +45,7 @@ def kinds(runs: list) -> dict[str, int]:
 
 
 def test_ctrl_c_at_the_start_of_the_final_fit_stops_everything(tmp_path):
-    # A fit of many epochs: TINY_RUN's two epochs can end before a loaded machine delivers the
-    # signal, and this test is about a fit in progress.
-    run = h.start_run(
-        tmp_path, "--work-dir", "work", "--final-epochs", "5000", "--patience", "5000"
-    )
-    run.wait_for(h.step_started("train"))
+    run = h.start_run(tmp_path, "--work-dir", "work", *h.LONG_FIT)
     run.wait_for(r"\] train: epoch 1/")
     run.signal(signal.SIGINT, group=True)  # Ctrl-C: the whole foreground process group
     code, _seconds = run.finish(180)
@@ -65,8 +60,8 @@ def test_ctrl_c_at_the_start_of_the_final_fit_stops_everything(tmp_path):
 
 
 def test_sigterm_to_kerasflow_run_during_the_search_stops_its_steps(tmp_path):
-    run = h.start_run(tmp_path, "--work-dir", "work")
-    run.wait_for(h.step_started("hyperparameter_search"))
+    run = h.start_run(tmp_path, "--work-dir", "work", *h.LONG_SEARCH)
+    run.wait_for(r"hyperparameter_search: trial 1/1 ")
     run.signal(signal.SIGTERM)  # to `kerasflow run` alone, as a supervisor would
     code, _seconds = run.finish(180)
     assert code == 143, run.text()[-3000:]
@@ -77,8 +72,8 @@ def test_sigterm_to_kerasflow_run_during_the_search_stops_its_steps(tmp_path):
 
 def test_sigkill_leaves_no_process_and_the_orphaned_run_is_reconciled(tmp_path):
     lease = 30
-    run = h.start_run(tmp_path, "--work-dir", "work", "--run-lease", str(lease))
-    run.wait_for(h.step_started("hyperparameter_search"))
+    run = h.start_run(tmp_path, "--work-dir", "work", "--run-lease", str(lease), *h.LONG_SEARCH)
+    run.wait_for(r"hyperparameter_search: trial 1/1 ")
     run.signal(signal.SIGKILL)
     code, _seconds = run.finish(30)
     assert code == -signal.SIGKILL
