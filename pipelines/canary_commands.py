@@ -15,9 +15,9 @@ import argparse
 import time
 from collections.abc import Callable
 
+from kerasflow.pipelines.command_args import serving_dir_argument, store_arguments
 from kerasflow.runtime import fileio
 from kerasflow.runtime.errors import UserError
-from kerasflow.settings.run import DEFAULT_WORK_DIR
 
 DECISION_TAG = "kerasflow.canary_decision"
 PROMOTED = "promoted"
@@ -91,15 +91,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=120.0,
         help="how long the server may take to load the canary or apply a config (default 120)",
     )
-    parser.add_argument(
-        "--serving-dir", default="", help="TF Serving base directory (default WORK_DIR/models)"
-    )
-    parser.add_argument(
-        "--tracking-uri",
-        default="",
-        help="MLflow URI (else MLFLOW_TRACKING_URI, else SQLite in WORK_DIR)",
-    )
-    parser.add_argument("--work-dir", default=DEFAULT_WORK_DIR, help="as for `kerasflow run`")
+    serving_dir_argument(parser)
+    store_arguments(parser)
     parser.set_defaults(func=cmd_canary)
 
 

@@ -11,8 +11,8 @@ import time
 from pathlib import Path
 
 from kerasflow import constants as C
+from kerasflow.pipelines.command_args import store_arguments
 from kerasflow.runtime import fileio
-from kerasflow.settings.run import DEFAULT_WORK_DIR
 
 KIND_DRIFT = "drift"
 
@@ -44,13 +44,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--max-requests", type=int, default=100_000, metavar="N", help="oldest N logged requests"
     )
-    parser.add_argument(
-        "--tracking-uri",
-        default="",
-        help="MLflow URI (else MLFLOW_TRACKING_URI, else SQLite in WORK_DIR)",
-    )
     parser.add_argument("--experiment", default=C.DEFAULT_EXPERIMENT, help="MLflow experiment")
-    parser.add_argument("--work-dir", default=DEFAULT_WORK_DIR, help="as for `kerasflow run`")
+    store_arguments(parser)
     parser.add_argument(
         "--report", default="", metavar="PATH", help="HTML report (default WORK_DIR/drift/...)"
     )

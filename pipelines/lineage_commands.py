@@ -8,23 +8,8 @@ import contextlib
 import json
 import sys
 
+from kerasflow.pipelines.command_args import serving_dir_argument, store_arguments
 from kerasflow.runtime.errors import UserError
-from kerasflow.settings.run import DEFAULT_WORK_DIR
-
-
-def _store_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--tracking-uri",
-        default="",
-        help="MLflow URI (else MLFLOW_TRACKING_URI, else SQLite in WORK_DIR)",
-    )
-    parser.add_argument("--work-dir", default=DEFAULT_WORK_DIR, help="as for `kerasflow run`")
-
-
-def _serving_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--serving-dir", default="", help="TF Serving base directory (default WORK_DIR/models)"
-    )
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -49,8 +34,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--data-digest", default="", help="list what was trained on data of this digest"
     )
     lineage.add_argument("--json", action="store_true", help="print one JSON document")
-    _serving_argument(lineage)
-    _store_arguments(lineage)
+    serving_dir_argument(lineage)
+    store_arguments(lineage)
     lineage.set_defaults(func=cmd_lineage)
 
     again = subparsers.add_parser(
@@ -81,7 +66,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     again.add_argument("--json", action="store_true", help="print one JSON document")
     again.add_argument("--verbose", "-v", action="store_true", help="show every step's log")
-    _store_arguments(again)
+    store_arguments(again)
     again.set_defaults(func=cmd_reproduce)
 
     gc = subparsers.add_parser(
@@ -111,8 +96,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     gc.add_argument("--model-name", default="", help="only this model (default: every model)")
     gc.add_argument("--dry-run", action="store_true", help="list what would go; delete nothing")
     gc.add_argument("--json", action="store_true", help="print one JSON document")
-    _serving_argument(gc)
-    _store_arguments(gc)
+    serving_dir_argument(gc)
+    store_arguments(gc)
     gc.set_defaults(func=cmd_gc)
 
 

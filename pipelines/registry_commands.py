@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import argparse
 
+from kerasflow.pipelines.command_args import serving_dir_argument, store_arguments
 from kerasflow.runtime import fileio
-from kerasflow.settings.run import DEFAULT_WORK_DIR
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -27,15 +27,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="VERSION",
         help="serving version to go back to (default: the previous champion)",
     )
-    parser.add_argument(
-        "--serving-dir", default="", help="TF Serving base directory (default WORK_DIR/models)"
-    )
-    parser.add_argument(
-        "--tracking-uri",
-        default="",
-        help="MLflow URI (else MLFLOW_TRACKING_URI, else SQLite in WORK_DIR)",
-    )
-    parser.add_argument("--work-dir", default=DEFAULT_WORK_DIR, help="as for `kerasflow run`")
+    serving_dir_argument(parser)
+    store_arguments(parser)
     parser.set_defaults(func=cmd_rollback)
 
     tidy = subparsers.add_parser(
@@ -46,13 +39,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "it). `kerasflow run` does this itself before it starts; runs that are alive keep "
         "beating and are left alone.",
     )
-    tidy.add_argument(
-        "--tracking-uri",
-        default="",
-        help="MLflow URI (else MLFLOW_TRACKING_URI, else SQLite in WORK_DIR)",
-    )
     tidy.add_argument("--experiment", default="", help="MLflow experiment (default kerasflow)")
-    tidy.add_argument("--work-dir", default=DEFAULT_WORK_DIR, help="as for `kerasflow run`")
+    store_arguments(tidy)
     tidy.set_defaults(func=cmd_reconcile)
 
 

@@ -16,8 +16,8 @@ import tempfile
 from pathlib import Path
 
 from kerasflow import constants as C
+from kerasflow.pipelines.command_args import store_arguments
 from kerasflow.runtime.errors import UserError
-from kerasflow.settings.run import DEFAULT_WORK_DIR
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -38,12 +38,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--download-only", action="store_true", help="download the logs and print where"
     )
-    parser.add_argument(
-        "--tracking-uri",
-        default="",
-        help="MLflow URI (else MLFLOW_TRACKING_URI, else SQLite in WORK_DIR)",
-    )
-    parser.add_argument("--work-dir", default=DEFAULT_WORK_DIR, help="as for `kerasflow run`")
+    store_arguments(parser)
     parser.set_defaults(func=cmd_tensorboard)
 
 
