@@ -9,6 +9,8 @@ step's settings structure, a `dict` parameter whose default holds the declared d
 compile` / `submit` send it to a cluster.
 """
 
+import inspect
+from collections.abc import Callable
 from typing import Any
 
 from kfp import dsl
@@ -47,6 +49,78 @@ _INGEST, _SEARCH, _TRAIN, _EVALUATE = (
 # The default of each step's settings structure: every setting that is not a headline one.
 _STRUCTURES = {step: model.kfp_defaults() for step, model in STEP_SETTINGS.items()}
 _DRIFT_DEFAULTS = DriftSettings.kfp_defaults()
+
+# The pipeline's parameters, declared once for both pipelines: (name, type, default, help).
+_PARAMETERS: tuple[tuple[str, type, Any, str], ...] = (
+    ("data", str, _INGEST.data, "Data URI: builtin:NAME, a file or class folder, local or gs://."),
+    ("label", str, _INGEST.label, "Label column of table data."),
+    ("task", str, _INGEST.task, "classification or regression (inferred when empty)."),
+    ("tuner", str, _SEARCH.tuner, "random, grid, bayesian or hyperband."),
+    ("max_trials", int, _SEARCH.max_trials, "Trials of random, grid and bayesian search."),
+    ("final_epochs", int, _TRAIN.final_epochs, "Most epochs of the final fit."),
+    ("seed", int, _SEARCH.seed, "Random seed of the split, augmentation, search and fits."),
+    (
+        "build_model",
+        str,
+        _SEARCH.build_model,
+        "Your own model, module:function taking hp (empty: kerasflow's).",
+    ),
+    ("thresholds", dict, _EVALUATE.thresholds, "Blessing thresholds, metric -> value."),
+    ("model_name", str, _TRAIN.model_name, "Name of the served model."),
+    (
+        "serving_dir",
+        str,
+        _TRAIN.serving_dir,
+        "TF Serving model base directory (local path or gs://).",
+    ),
+    ("tracking_uri", str, "", "MLflow tracking URI (else the steps' MLFLOW_TRACKING_URI)."),
+    ("experiment", str, C.DEFAULT_EXPERIMENT, "MLflow experiment name."),
+    (
+        "worker_pods",
+        int,
+        _SEARCH.worker_pods,
+        "Extra pods that run search trials beside the search step.",
+    ),
+    *(
+        (f"{step}_settings", dict, _STRUCTURES[step], f"The {step} step's other settings.")
+        for step in _STRUCTURES
+    ),
+)
+_DRIFT_PARAMETER = (
+    "drift_check_settings",
+    dict,
+    _DRIFT_DEFAULTS,
+    "The drift tests' thresholds (alpha, min_psi...).",
+)
+_ALWAYS_SUMMARY = "Tune, train, evaluate and deploy a Keras model."
+_DRIFTED_SUMMARY = (
+    "Check the data for drift from the champion's; when drifted, tune, train, evaluate and "
+    "deploy a Keras model."
+)
+
+
+def _pipeline_function(
+    name: str,
+    summary: str,
+    parameters: tuple[tuple[str, type, Any, str], ...],
+    body: Callable[[dict[str, Any]], None],
+) -> Callable[..., None]:
+    """A function KFP reads as a pipeline: `parameters` as its signature and its docstring's
+    Args (KFP's parameter types, defaults and descriptions); calling it calls `body` with the
+    arguments by name (KFP passes them positionally)."""
+    names = [entry[0] for entry in parameters]
+
+    def pipeline_function(*args: Any, **kwargs: Any) -> None:
+        body({**dict(zip(names[: len(args)], args, strict=True)), **kwargs})
+
+    kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
+    pipeline_function.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+        [inspect.Parameter(n, kind, default=d, annotation=t) for n, t, d, _ in parameters]
+    )
+    pipeline_function.__name__ = pipeline_function.__qualname__ = name
+    args = "\n".join(f"    {n}: {text}" for n, _, _, text in parameters)
+    pipeline_function.__doc__ = f"{summary}\n\nArgs:\n{args}\n"
+    return pipeline_function
 
 
 def _add_training(configure: Any, p: dict[str, Any]) -> None:
@@ -197,148 +271,32 @@ def build_pipeline(step_settings: Any = None, image: str = "", when: str = "alwa
             cluster_settings.apply_step_settings(task, step, step_settings)
         return task
 
-    @dsl.pipeline(
-        name=C.PIPELINE_NAME, description="Tune, train, evaluate and deploy a Keras model."
-    )
-    def training_pipeline(
-        data: str = _INGEST.data,
-        label: str = _INGEST.label,
-        task: str = _INGEST.task,
-        tuner: str = _SEARCH.tuner,
-        max_trials: int = _SEARCH.max_trials,
-        final_epochs: int = _TRAIN.final_epochs,
-        seed: int = _SEARCH.seed,
-        build_model: str = _SEARCH.build_model,
-        thresholds: dict = _EVALUATE.thresholds,
-        model_name: str = _TRAIN.model_name,
-        serving_dir: str = _TRAIN.serving_dir,
-        tracking_uri: str = "",
-        experiment: str = C.DEFAULT_EXPERIMENT,
-        worker_pods: int = _SEARCH.worker_pods,
-        ingest_clean_settings: dict = _STRUCTURES["ingest_clean"],
-        normalize_split_settings: dict = _STRUCTURES["normalize_split"],
-        augment_settings: dict = _STRUCTURES["augment"],
-        hyperparameter_search_settings: dict = _STRUCTURES["hyperparameter_search"],
-        train_settings: dict = _STRUCTURES["train"],
-        evaluate_settings: dict = _STRUCTURES["evaluate"],
-        deploy_settings: dict = _STRUCTURES["deploy"],
-    ):
-        """Tunes, trains, evaluates and deploys a Keras model.
-
-        Args:
-            data: Data URI: builtin:NAME, a file or class folder, local or gs://.
-            label: Label column of table data.
-            task: classification or regression (inferred when empty).
-            tuner: random, grid, bayesian or hyperband.
-            max_trials: Trials of random, grid and bayesian search.
-            final_epochs: Most epochs of the final fit.
-            seed: Random seed of the split, augmentation, search and fits.
-            build_model: Your own model, module:function taking hp (empty: kerasflow's).
-            thresholds: Blessing thresholds, metric -> value.
-            model_name: Name of the served model.
-            serving_dir: TF Serving model base directory (local path or gs://).
-            tracking_uri: MLflow tracking URI (else the steps' MLFLOW_TRACKING_URI).
-            experiment: MLflow experiment name.
-            worker_pods: Extra pods that run search trials beside the search step.
-            ingest_clean_settings: The ingest_clean step's other settings.
-            normalize_split_settings: The normalize_split step's other settings.
-            augment_settings: The augment step's other settings.
-            hyperparameter_search_settings: The hyperparameter_search step's other settings.
-            train_settings: The train step's other settings.
-            evaluate_settings: The evaluate step's other settings.
-            deploy_settings: The deploy step's other settings.
-        """
-        params = dict(locals())
-        # The exit handler ends the pipeline's MLflow run whatever happens inside.
+    def start_finalize(p: dict[str, Any]) -> None:
+        """The exit handler that ends the pipeline's MLflow run whatever happens inside."""
         final = configure(
             finalize(
-                tracking_uri=tracking_uri,
-                experiment=experiment,
+                tracking_uri=p["tracking_uri"],
+                experiment=p["experiment"],
                 kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
             ),
             "finalize",
         )
         final.set_caching_options(enable_caching=False)
-        with dsl.ExitHandler(final, name="run"):
-            _add_training(configure, params)
+        return final
 
-    if when == "always":
-        return training_pipeline
+    def train_always(p: dict[str, Any]) -> None:
+        with dsl.ExitHandler(start_finalize(p), name="run"):
+            _add_training(configure, p)
 
-    @dsl.pipeline(
-        name=C.PIPELINE_NAME,
-        description="Check the data for drift from the champion's; when drifted, tune, train, "
-        "evaluate and deploy a Keras model.",
-    )
-    def drift_triggered_pipeline(
-        data: str = _INGEST.data,
-        label: str = _INGEST.label,
-        task: str = _INGEST.task,
-        tuner: str = _SEARCH.tuner,
-        max_trials: int = _SEARCH.max_trials,
-        final_epochs: int = _TRAIN.final_epochs,
-        seed: int = _SEARCH.seed,
-        build_model: str = _SEARCH.build_model,
-        thresholds: dict = _EVALUATE.thresholds,
-        model_name: str = _TRAIN.model_name,
-        serving_dir: str = _TRAIN.serving_dir,
-        tracking_uri: str = "",
-        experiment: str = C.DEFAULT_EXPERIMENT,
-        worker_pods: int = _SEARCH.worker_pods,
-        ingest_clean_settings: dict = _STRUCTURES["ingest_clean"],
-        normalize_split_settings: dict = _STRUCTURES["normalize_split"],
-        augment_settings: dict = _STRUCTURES["augment"],
-        hyperparameter_search_settings: dict = _STRUCTURES["hyperparameter_search"],
-        train_settings: dict = _STRUCTURES["train"],
-        evaluate_settings: dict = _STRUCTURES["evaluate"],
-        deploy_settings: dict = _STRUCTURES["deploy"],
-        drift_check_settings: dict = _DRIFT_DEFAULTS,
-    ):
-        """Checks the data for drift from the champion's training data, then (only when they
-        drifted, or there is no champion) tunes, trains, evaluates and deploys a Keras model.
-
-        Args:
-            data: Data URI: builtin:NAME, a file or class folder, local or gs://.
-            label: Label column of table data.
-            task: classification or regression (inferred when empty).
-            tuner: random, grid, bayesian or hyperband.
-            max_trials: Trials of random, grid and bayesian search.
-            final_epochs: Most epochs of the final fit.
-            seed: Random seed of the split, augmentation, search and fits.
-            build_model: Your own model, module:function taking hp (empty: kerasflow's).
-            thresholds: Blessing thresholds, metric -> value.
-            model_name: Name of the served model.
-            serving_dir: TF Serving model base directory (local path or gs://).
-            tracking_uri: MLflow tracking URI (else the steps' MLFLOW_TRACKING_URI).
-            experiment: MLflow experiment name.
-            worker_pods: Extra pods that run search trials beside the search step.
-            ingest_clean_settings: The ingest_clean step's other settings.
-            normalize_split_settings: The normalize_split step's other settings.
-            augment_settings: The augment step's other settings.
-            hyperparameter_search_settings: The hyperparameter_search step's other settings.
-            train_settings: The train step's other settings.
-            evaluate_settings: The evaluate step's other settings.
-            deploy_settings: The deploy step's other settings.
-            drift_check_settings: The drift tests' thresholds (alpha, min_psi...).
-        """
-        params = dict(locals())
-        final = configure(
-            finalize(
-                tracking_uri=tracking_uri,
-                experiment=experiment,
-                kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
-            ),
-            "finalize",
-        )
-        final.set_caching_options(enable_caching=False)
-        with dsl.ExitHandler(final, name="run"):
+    def train_when_drifted(p: dict[str, Any]) -> None:
+        with dsl.ExitHandler(start_finalize(p), name="run"):
             check = configure(
                 drift_check(
-                    settings=drift_check_settings,
-                    data=data,
-                    model_name=model_name,
-                    tracking_uri=tracking_uri,
-                    experiment=experiment,
+                    settings=p["drift_check_settings"],
+                    data=p["data"],
+                    model_name=p["model_name"],
+                    tracking_uri=p["tracking_uri"],
+                    experiment=p["experiment"],
                     kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
                 ),
                 DRIFT_STEP,
@@ -347,9 +305,20 @@ def build_pipeline(step_settings: Any = None, image: str = "", when: str = "alwa
             check.set_caching_options(enable_caching=False)
             # As for the gate: a condition on the return value itself, which kfp.local resolves.
             with dsl.If(check.outputs["Output"] == True, name="drifted"):  # noqa: E712
-                _add_training(configure, params)
+                _add_training(configure, p)
 
-    return drift_triggered_pipeline
+    if when == "always":
+        return dsl.pipeline(name=C.PIPELINE_NAME, description=_ALWAYS_SUMMARY)(
+            _pipeline_function("training_pipeline", _ALWAYS_SUMMARY, _PARAMETERS, train_always)
+        )
+    return dsl.pipeline(name=C.PIPELINE_NAME, description=_DRIFTED_SUMMARY)(
+        _pipeline_function(
+            "drift_triggered_pipeline",
+            _DRIFTED_SUMMARY,
+            (*_PARAMETERS, _DRIFT_PARAMETER),
+            train_when_drifted,
+        )
+    )
 
 
 training_pipeline = build_pipeline()
