@@ -50,47 +50,51 @@ _INGEST, _SEARCH, _TRAIN, _EVALUATE = (
 _STRUCTURES = {step: model.kfp_defaults() for step, model in STEP_SETTINGS.items()}
 _DRIFT_DEFAULTS = DriftSettings.kfp_defaults()
 
+# What each parameter of the pipelines means (KFP shows it beside the parameter).
+_HELP = {
+    "data": "Data URI: builtin:NAME, a file or class folder, local or gs://.",
+    "label": "Label column of table data.",
+    "task": "classification or regression (inferred when empty).",
+    "tuner": "random, grid, bayesian or hyperband.",
+    "max_trials": "Trials of random, grid and bayesian search.",
+    "final_epochs": "Most epochs of the final fit.",
+    "seed": "Random seed of the split, augmentation, search and fits.",
+    "build_model": "Your own model, module:function taking hp (empty: kerasflow's).",
+    "thresholds": "Blessing thresholds, metric -> value.",
+    "model_name": "Name of the served model.",
+    "serving_dir": "TF Serving model base directory (local path or gs://).",
+    "tracking_uri": "MLflow tracking URI (else the steps' MLFLOW_TRACKING_URI).",
+    "experiment": "MLflow experiment name.",
+    "worker_pods": "Extra pods that run search trials beside the search step.",
+    **{f"{step}_settings": f"The {step} step's other settings." for step in _STRUCTURES},
+    "drift_check_settings": "The drift tests' thresholds (alpha, min_psi...).",
+}
 # The pipeline's parameters, declared once for both pipelines: (name, type, default, help).
-_PARAMETERS: tuple[tuple[str, type, Any, str], ...] = (
-    ("data", str, _INGEST.data, "Data URI: builtin:NAME, a file or class folder, local or gs://."),
-    ("label", str, _INGEST.label, "Label column of table data."),
-    ("task", str, _INGEST.task, "classification or regression (inferred when empty)."),
-    ("tuner", str, _SEARCH.tuner, "random, grid, bayesian or hyperband."),
-    ("max_trials", int, _SEARCH.max_trials, "Trials of random, grid and bayesian search."),
-    ("final_epochs", int, _TRAIN.final_epochs, "Most epochs of the final fit."),
-    ("seed", int, _SEARCH.seed, "Random seed of the split, augmentation, search and fits."),
-    (
-        "build_model",
-        str,
-        _SEARCH.build_model,
-        "Your own model, module:function taking hp (empty: kerasflow's).",
-    ),
-    ("thresholds", dict, _EVALUATE.thresholds, "Blessing thresholds, metric -> value."),
-    ("model_name", str, _TRAIN.model_name, "Name of the served model."),
-    (
-        "serving_dir",
-        str,
-        _TRAIN.serving_dir,
-        "TF Serving model base directory (local path or gs://).",
-    ),
-    ("tracking_uri", str, "", "MLflow tracking URI (else the steps' MLFLOW_TRACKING_URI)."),
-    ("experiment", str, C.DEFAULT_EXPERIMENT, "MLflow experiment name."),
-    (
-        "worker_pods",
-        int,
-        _SEARCH.worker_pods,
-        "Extra pods that run search trials beside the search step.",
-    ),
-    *(
-        (f"{step}_settings", dict, _STRUCTURES[step], f"The {step} step's other settings.")
-        for step in _STRUCTURES
-    ),
+_PARAMETERS: tuple[tuple[str, type, Any, str], ...] = tuple(
+    (name, kind, default, _HELP[name])
+    for name, kind, default in (
+        ("data", str, _INGEST.data),
+        ("label", str, _INGEST.label),
+        ("task", str, _INGEST.task),
+        ("tuner", str, _SEARCH.tuner),
+        ("max_trials", int, _SEARCH.max_trials),
+        ("final_epochs", int, _TRAIN.final_epochs),
+        ("seed", int, _SEARCH.seed),
+        ("build_model", str, _SEARCH.build_model),
+        ("thresholds", dict, _EVALUATE.thresholds),
+        ("model_name", str, _TRAIN.model_name),
+        ("serving_dir", str, _TRAIN.serving_dir),
+        ("tracking_uri", str, ""),
+        ("experiment", str, C.DEFAULT_EXPERIMENT),
+        ("worker_pods", int, _SEARCH.worker_pods),
+        *((f"{step}_settings", dict, _STRUCTURES[step]) for step in _STRUCTURES),
+    )
 )
 _DRIFT_PARAMETER = (
     "drift_check_settings",
     dict,
     _DRIFT_DEFAULTS,
-    "The drift tests' thresholds (alpha, min_psi...).",
+    _HELP["drift_check_settings"],
 )
 _ALWAYS_SUMMARY = "Tune, train, evaluate and deploy a Keras model."
 _DRIFTED_SUMMARY = (
