@@ -90,12 +90,8 @@ _PARAMETERS: tuple[tuple[str, type, Any, str], ...] = tuple(
         *((f"{step}_settings", dict, _STRUCTURES[step]) for step in _STRUCTURES),
     )
 )
-_DRIFT_PARAMETER = (
-    "drift_check_settings",
-    dict,
-    _DRIFT_DEFAULTS,
-    _HELP["drift_check_settings"],
-)
+_DRIFT = "drift_check_settings"
+_DRIFT_PARAMETER = (_DRIFT, dict, _DRIFT_DEFAULTS, _HELP[_DRIFT])
 _ALWAYS_SUMMARY = "Tune, train, evaluate and deploy a Keras model."
 _DRIFTED_SUMMARY = (
     "Check the data for drift from the champion's; when drifted, tune, train, evaluate and "
