@@ -44,6 +44,22 @@ def test_a_missing_converter_stops_the_settings_with_how_to_get_it(monkeypatch, 
         parse_exports("tfjs")
 
 
+def test_kerasflow_run_refuses_tfjs_before_any_step_without_the_converter(monkeypatch, tmp_path):
+    from tests.e2e.cli import kerasflow
+
+    monkeypatch.setenv(tfjs.CONVERTER_ENV, str(tmp_path / "none" / "tensorflowjs_converter"))
+    proc = kerasflow(
+        "run", "--data", "builtin:digits", "--export", "tflite,tfjs", "--work-dir", "work",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        f"kerasflow: error: {tfjs.missing()}",
+    ]
+    assert "bash .ci/setup-tfjs.sh" in proc.stderr
+    assert not (tmp_path / "work").exists()
+
+
 def test_unsupported_ops_are_read_from_the_converter_log():
     log = (
         '  File "tf_saved_model_conversion_v2.py", line 153, in optimize_graph\n'
