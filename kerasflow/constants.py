@@ -27,6 +27,9 @@ TENSORBOARD_DIR = "tensorboard"
 # TFLite conversions of the final model and their checks (inside the model artifact).
 TFLITE_DIR = "tflite"
 TFLITE_REPORT_FILE = "tflite.json"
+# The TensorFlow.js graph model of the final model and its check (inside the model artifact).
+TFJS_DIR = "tfjs"
+TFJS_REPORT_FILE = "tfjs.json"
 
 # Keys of the bundle metadata (meta.json).
 META_MODALITY = "modality"

@@ -1,8 +1,9 @@
-"""The train step's extra exports of the final model (`export`): TFLite variants.
+"""The train step's extra exports of the final model (`export`): TFLite variants, TF.js.
 
-Each variant is converted from the SavedModel the step exported, checked against it on the
-test split (kerasflow.modeling.tflite), written into the model artifact under `tflite/` with a
-report, and logged as MLflow artifacts with its size, agreement and score as metrics.
+Each one is converted from the SavedModel the step exported, checked against it on the test
+split (kerasflow.modeling.tflite, kerasflow.modeling.tfjs), written into the model artifact
+under `tflite/` or `tfjs/` with a report, and logged as MLflow artifacts with its size,
+agreement and score as metrics.
 """
 
 from __future__ import annotations
@@ -58,8 +59,47 @@ def export_tflite(model_dir: Path, splits_dir: str, arrays: Any, seed: int) -> d
     return report
 
 
+def export_tfjs(model_dir: Path, splits_dir: str, arrays: Any) -> dict[str, dict]:
+    """Converts the exported SavedModel to a TF.js graph model and checks it on test in Node."""
+    import mlflow
+
+    from kerasflow.data import artifacts
+    from kerasflow.modeling import tfjs
+
+    meta = arrays.meta
+    test = artifacts.load_part(splits_dir, "test")
+    out = model_dir / C.TFJS_DIR
+    report = tfjs.export_graph_model(
+        model_dir / C.SAVED_MODEL_DIR,
+        out,
+        task=meta[C.META_TASK],
+        test_x=artifacts.model_inputs(meta, test),
+        test_y=artifacts.targets(meta, test),
+    )
+    write_json_atomic(out / C.TFJS_REPORT_FILE, report)
+    runs.log_dir_artifacts(out, C.TFJS_DIR)
+    row = report["graph_model"]
+    score = "accuracy" if "accuracy" in row else "mae"
+    mlflow.log_metrics(
+        {
+            "tfjs_size_bytes": row["size_bytes"],
+            "tfjs_agreement": row["agreement"],
+            f"tfjs_test_{score}": row[score],
+        }
+    )
+    boundary.progress(
+        STEP,
+        f"tfjs graph model: {row['size_bytes']} bytes in {len(row['weight_shards'])} shard(s), "
+        f"agrees with the SavedModel on {row['agreement']:.2%} of test rows, "
+        f"test {score} {row[score]:.4f}",
+    )
+    return report
+
+
 def run_exports(formats: str, model_dir: Path, splits_dir: str, arrays: Any, seed: int) -> None:
     """Makes every export `formats` (the `export` setting) names."""
     for name in parse_exports(formats):
         if name == "tflite":
             export_tflite(model_dir, splits_dir, arrays, seed)
+        elif name == "tfjs":
+            export_tfjs(model_dir, splits_dir, arrays)

@@ -20,27 +20,24 @@ from kerasflow.runtime.errors import UserError
 from kerasflow.settings.base import Flag, Integer, Number, StepSettings, Text, setting
 
 EXPORT_FORMATS = ("tflite", "tfjs")
-TFJS_UNAVAILABLE = (
-    "export 'tfjs' is not available: the TensorFlow.js converter (tensorflowjs 4.22) requires "
-    "tensorflow-decision-forests, whose last release (1.12.0) pins tensorflow==2.19.0, so it "
-    "cannot be installed beside TensorFlow 2.21 (see the README)"
-)
 
 
 def parse_exports(text: str) -> tuple[str, ...]:
-    """The export formats of a comma list (`tflite`), in order, without repeats.
+    """The export formats of a comma list (`tflite,tfjs`), in order, without repeats.
 
     Raises:
-        UserError: for an unknown format, or `tfjs`, which cannot be made here.
+        UserError: for an unknown format, or `tfjs` when its converter (a venv of its own, made
+            by `.ci/setup-tfjs.sh`), @tensorflow/tfjs or Node is missing, so that the run stops
+            before any step.
     """
     names = tuple(dict.fromkeys(n.strip().lower() for n in text.split(",") if n.strip()))
     for name in names:
         if name not in EXPORT_FORMATS:
-            raise UserError(
-                f"unknown export '{name}' (choose from {', '.join(EXPORT_FORMATS[:1])})"
-            )
+            raise UserError(f"unknown export '{name}' (choose from {', '.join(EXPORT_FORMATS)})")
         if name == "tfjs":
-            raise UserError(TFJS_UNAVAILABLE)
+            from kerasflow.modeling.tfjs import check_available
+
+            check_available()
     return names
 
 
@@ -331,7 +328,7 @@ class TrainSettings(Seeded, Fitting, Objective, UserModel, Transfer, ModelName, 
     ensemble_weights: Literal["score", "equal"] = setting(
         "score", "averaging weights: by validation score or equal"
     )
-    export: Text = setting("", "extra exports of the final model, comma list: tflite (none)")
+    export: Text = setting("", "extra exports of the final model, comma list: tflite, tfjs (none)")
     tensorboard: Flag = setting(True, "the final fit writes TensorBoard logs")
     fine_tune_layers: Integer = setting(
         20, "base_model: weighted layers at the base's top unfrozen after the head's fit", ge=0

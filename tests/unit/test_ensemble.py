@@ -229,7 +229,10 @@ def test_validation_score_is_the_monitored_value_at_the_best_epoch():
     assert step.read_ranked_trials("") == []
 
 
-def test_settings_refuse_an_ensemble_with_warm_start_and_exports_they_cannot_make():
+def test_settings_refuse_an_ensemble_with_warm_start_and_exports_they_cannot_make(
+    monkeypatch, tmp_path
+):
+    monkeypatch.setenv("KERASFLOW_TFJS_CONVERTER", str(tmp_path / "tensorflowjs_converter"))
     assert TrainSettings(ensemble=3).ensemble == 3
     with pytest.raises(UserError, match="'ensemble' cannot be combined with 'warm_start'"):
         TrainSettings.parse({"ensemble": 2, "warm_start": True})
