@@ -406,6 +406,10 @@ def run(
 
         arrays = load_training_arrays(splits_dir, train_dir)
         meta, base = transfer.attach(arrays.meta, arrays.train_x, opts)
+        if opts.export:
+            from kerasflow.components.train.exports import check_exports
+
+            check_exports(opts.export, meta)
         replicas = distribute.use_local_strategy()
         hparams = json.loads(Path(hparams_path).read_text())
         batch = int(hparams.get("batch_size", opts.batch_size))

@@ -96,6 +96,14 @@ def export_tfjs(model_dir: Path, splits_dir: str, arrays: Any) -> dict[str, dict
     return report
 
 
+def check_exports(formats: str, meta: dict) -> None:
+    """Refuses, before the final fit, an export that cannot be made of this model."""
+    if "tfjs" in parse_exports(formats):
+        from kerasflow.modeling import tfjs
+
+        tfjs.refuse_text_models(meta[C.META_MODALITY])
+
+
 def run_exports(formats: str, model_dir: Path, splits_dir: str, arrays: Any, seed: int) -> None:
     """Makes every export `formats` (the `export` setting) names."""
     for name in parse_exports(formats):

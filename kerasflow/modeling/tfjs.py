@@ -22,6 +22,7 @@ import shutil
 import subprocess
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -98,6 +99,35 @@ def unsupported_ops(log: str) -> list[str]:
     return [op.strip() for op in found.group(1).split(",") if op.strip()]
 
 
+TOOL_TIMEOUT_S = 1800
+"""The longest the converter or the Node check may take before the export is given up."""
+
+
+def refuse_text_models(modality: str) -> None:
+    """Refuses a text model before its fit: its SavedModel takes raw strings through
+    TextVectorization, whose string operations (StringLower, StringSplitV2...) TensorFlow.js
+    cannot run.
+
+    Raises:
+        UserError: for the text modality.
+    """
+    if modality == "text":
+        raise UserError(
+            "export 'tfjs': TensorFlow.js cannot run a text model's string operations "
+            "(TextVectorization); drop tfjs from --export"
+        )
+
+
+def _run_tool(command: list[str], env: dict[str, str], what: str) -> Any:
+    """Runs the converter or Node; one line when it hangs past TOOL_TIMEOUT_S."""
+    try:
+        return subprocess.run(
+            command, capture_output=True, text=True, env=env, timeout=TOOL_TIMEOUT_S
+        )
+    except subprocess.TimeoutExpired:
+        raise UserError(f"export 'tfjs': {what} did not finish within {TOOL_TIMEOUT_S} s") from None
+
+
 def convert(saved_model_dir: str | Path, out_dir: str | Path) -> None:
     """Converts the SavedModel's `serving_default` signature into a graph model in `out_dir`.
 
@@ -115,7 +145,7 @@ def convert(saved_model_dir: str | Path, out_dir: str | Path) -> None:
         str(saved_model_dir),
         str(out_dir),
     ]
-    done = subprocess.run(command, capture_output=True, text=True, env=_tool_env())
+    done = _run_tool(command, _tool_env(), "the TensorFlow.js converter")
     if done.returncode == 0 and Path(out_dir, MODEL_FILE).is_file():
         return
     log = f"{done.stdout}\n{done.stderr}"
@@ -165,7 +195,7 @@ def run_tfjs(model_dir: str | Path, x: dict[str, np.ndarray], batch: int = 256) 
             "OUTPUT_KEY": C.SERVING_OUTPUT,
         }
         command = [node_path(), str(PREDICT_SCRIPT), str(model_dir), str(inputs), tmp]
-        done = subprocess.run(command, capture_output=True, text=True, env=env)
+        done = _run_tool(command, env, "TensorFlow.js in Node")
         if done.returncode != 0:
             last = [line for line in done.stderr.strip().splitlines() if line.strip()]
             raise UserError(

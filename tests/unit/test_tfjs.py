@@ -105,3 +105,22 @@ def test_a_model_with_ops_tfjs_lacks_is_refused_naming_them(tmp_path, converter)
     model.export(str(tmp_path / "sm"), verbose=False)
     with pytest.raises(UserError, match="TensorFlow.js cannot run operations of this model: Str"):
         tfjs.convert(tmp_path / "sm", tmp_path / "out")
+
+
+def test_a_text_model_is_refused_before_its_fit_and_other_modalities_pass(converter):
+    from kerasflow.components.train.exports import check_exports
+
+    with pytest.raises(UserError, match=r"string operations \(TextVectorization\)"):
+        check_exports("tflite,tfjs", {C.META_MODALITY: "text"})
+    for modality in ("image", "tabular"):
+        check_exports("tfjs", {C.META_MODALITY: modality})
+    check_exports("tflite", {C.META_MODALITY: "text"})  # TFLite has no such limit here
+
+
+def test_a_converter_that_hangs_is_given_up_with_one_line(monkeypatch, tmp_path):
+    hanging = tmp_path / "tensorflowjs_converter"
+    hanging.write_text("#!/bin/sh\nsleep 30\n")
+    hanging.chmod(0o755)
+    monkeypatch.setattr(tfjs, "TOOL_TIMEOUT_S", 0.5)
+    with pytest.raises(UserError, match=r"did not finish within 0\.5 s"):
+        tfjs._run_tool([str(hanging)], {}, "the TensorFlow.js converter")
