@@ -34,6 +34,8 @@ Arrays = Mapping[str, np.ndarray]
 ModelFn = Callable[[Arrays], dict[str, np.ndarray]]
 # A lone request may run on the event loop itself when the last call was alone and this quick.
 INLINE_SECONDS = 0.002
+# Of the requests that could run on the event loop, every this many-th runs on a worker thread.
+PROBE_EVERY = 8
 
 
 @dataclasses.dataclass(frozen=True)
@@ -246,6 +248,7 @@ class AsyncBatcher(_Merging):
         self._arrived = asyncio.Event()
         # True after a batch of one request that took less than INLINE_SECONDS.
         self._quiet = False
+        self._inline_calls = 0
 
     async def run(self, inputs: Arrays, rows: int) -> dict[str, np.ndarray]:
         """Runs one request of `rows` rows, batched with concurrent ones; returns its outputs.
@@ -275,7 +278,7 @@ class AsyncBatcher(_Merging):
                 batch = self._take()
                 started = time.perf_counter()
                 try:
-                    if len(batch) == 1 and self._quiet:
+                    if len(batch) == 1 and self._quiet and self._inline_next():
                         # A lone request while the server is quiet: a model this quick runs
                         # sooner on the loop than behind a switch to a worker thread.
                         self._run(batch)
@@ -289,6 +292,13 @@ class AsyncBatcher(_Merging):
                             request.done.set_result(None)
         finally:
             self._draining = False
+
+    def _inline_next(self) -> bool:
+        # While the loop runs the model no other request can arrive, so a busy server would look
+        # quiet for good: every PROBE_EVERY-th lone request runs on a worker thread, and the
+        # requests that arrive meanwhile make the next batch.
+        self._inline_calls += 1
+        return self._inline_calls % PROBE_EVERY != 0
 
     async def _fill(self) -> None:
         deadline = self._queue[0].enqueued + self._timeout
@@ -333,8 +343,6 @@ class AsyncDirectRunner:
         fn: runs the model on a dict of arrays.
     """
 
-    PROBE_EVERY = 8
-
     def __init__(self, fn: ModelFn):
         self._fn = fn
         self._in_flight = 0
@@ -352,7 +360,7 @@ class AsyncDirectRunner:
         """
         if self._inline and not self._in_flight:
             self._inline_calls += 1
-            if self._inline_calls % self.PROBE_EVERY:
+            if self._inline_calls % PROBE_EVERY:
                 started = time.perf_counter()
                 try:
                     return self._fn(inputs)
