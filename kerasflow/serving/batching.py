@@ -277,13 +277,16 @@ class AsyncBatcher(_Merging):
                 if self._timeout > 0:
                     await self._fill()
                 batch = self._take()
+                started = time.perf_counter()
                 try:
                     if len(batch) == 1 and self._quiet and self._inline_next():
                         # A lone request while the server is quiet: a model this quick runs
                         # sooner on the loop than behind a switch to a worker thread.
-                        took = self._timed_run(batch)
+                        self._run(batch)
                     else:
-                        took = await loop.run_in_executor(self._executor, self._timed_run, batch)
+                        await loop.run_in_executor(self._executor, self._run, batch)
+                    # With the switches to a worker and back: they grow with the load.
+                    took = time.perf_counter() - started
                     self._quiet = len(batch) == 1 and took < INLINE_SECONDS
                 finally:
                     for request in batch:
@@ -291,12 +294,6 @@ class AsyncBatcher(_Merging):
                             request.done.set_result(None)
         finally:
             self._draining = False
-
-    def _timed_run(self, batch: list[_Request]) -> float:
-        # The model's own time: the switches to a worker and back say nothing about it.
-        started = time.perf_counter()
-        self._run(batch)
-        return time.perf_counter() - started
 
     def _inline_next(self) -> bool:
         # While the loop runs the model no other request can arrive, so a busy server would look
