@@ -13,6 +13,7 @@ to fill before calling the model, as in TF Serving's batching parameters.
 `AsyncBatcher` merges the same way for coroutines on one event loop (the gRPC front end): the
 requests wait as futures on the loop and each merged call runs on a worker thread, so the loop
 keeps taking requests while the model runs and a request costs no thread switch of its own.
+`AsyncDirectRunner` is its counterpart without batching.
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ Arrays = Mapping[str, np.ndarray]
 ModelFn = Callable[[Arrays], dict[str, np.ndarray]]
 # A lone request may run on the event loop itself when the last call was alone and this quick.
 INLINE_SECONDS = 0.002
+# Of the requests that could run on the event loop, every this many-th runs on a worker thread.
+PROBE_EVERY = 8
 
 
 @dataclasses.dataclass(frozen=True)
@@ -246,6 +249,7 @@ class AsyncBatcher(_Merging):
         self._arrived = asyncio.Event()
         # True after a batch of one request that took less than INLINE_SECONDS.
         self._quiet = False
+        self._inline_calls = 0
 
     async def run(self, inputs: Arrays, rows: int) -> dict[str, np.ndarray]:
         """Runs one request of `rows` rows, batched with concurrent ones; returns its outputs.
@@ -275,12 +279,13 @@ class AsyncBatcher(_Merging):
                 batch = self._take()
                 started = time.perf_counter()
                 try:
-                    if len(batch) == 1 and self._quiet:
+                    if len(batch) == 1 and self._quiet and self._inline_next():
                         # A lone request while the server is quiet: a model this quick runs
                         # sooner on the loop than behind a switch to a worker thread.
                         self._run(batch)
                     else:
                         await loop.run_in_executor(self._executor, self._run, batch)
+                    # With the switches to a worker and back: they grow with the load.
                     took = time.perf_counter() - started
                     self._quiet = len(batch) == 1 and took < INLINE_SECONDS
                 finally:
@@ -289,6 +294,13 @@ class AsyncBatcher(_Merging):
                             request.done.set_result(None)
         finally:
             self._draining = False
+
+    def _inline_next(self) -> bool:
+        # While the loop runs the model no other request can arrive, so a busy server would look
+        # quiet for good: every PROBE_EVERY-th lone request runs on a worker thread, and the
+        # requests that arrive meanwhile make the next batch.
+        self._inline_calls += 1
+        return self._inline_calls % PROBE_EVERY != 0
 
     async def _fill(self) -> None:
         deadline = self._queue[0].enqueued + self._timeout
@@ -318,3 +330,61 @@ class DirectRunner:
         """Runs one request and returns its outputs."""
         self.stats.requests += 1
         return self._fn(inputs)
+
+
+class AsyncDirectRunner:
+    """Runs requests one by one for coroutines, without batching.
+
+    Each call runs on the executor, so concurrent requests run side by side while the event
+    loop keeps taking more. When calls are quick (under INLINE_SECONDS) and never overlap, as
+    with one client at a time, they run on the loop itself instead, which spares the switch to
+    a worker thread and back. Every PROBE_EVERY-th of those goes through the executor again to
+    see whether other requests arrive meanwhile; if one does, calls go back to the executor.
+
+    Args:
+        fn: runs the model on a dict of arrays.
+    """
+
+    def __init__(self, fn: ModelFn):
+        self._fn = fn
+        self._in_flight = 0
+        self._overlapped = False
+        self._inline = False
+        self._inline_calls = 0
+
+    async def run(
+        self, inputs: Arrays, executor: concurrent.futures.Executor
+    ) -> dict[str, np.ndarray]:
+        """Runs one request and returns its outputs.
+
+        Raises:
+            Exception: whatever the model function raised for this request.
+        """
+        if self._inline and not self._in_flight:
+            self._inline_calls += 1
+            if self._inline_calls % PROBE_EVERY:
+                started = time.perf_counter()
+                try:
+                    return self._fn(inputs)
+                finally:
+                    self._inline = time.perf_counter() - started < INLINE_SECONDS
+        if self._in_flight:
+            self._overlapped = True
+        else:
+            self._overlapped = False
+        self._in_flight += 1
+        took = INLINE_SECONDS
+        try:
+            outputs, took = await asyncio.get_running_loop().run_in_executor(
+                executor, self._timed, inputs
+            )
+            return outputs
+        finally:
+            self._in_flight -= 1
+            # The model's own time: the switches to the worker and back say nothing about it.
+            self._inline = took < INLINE_SECONDS and not self._overlapped and not self._in_flight
+
+    def _timed(self, inputs: Arrays) -> tuple[dict[str, np.ndarray], float]:
+        started = time.perf_counter()
+        outputs = self._fn(inputs)
+        return outputs, time.perf_counter() - started

@@ -2,9 +2,11 @@
 
 Predict decodes and encodes tensors on the event loop and hands the model call to the
 signature's AsyncBatcher: concurrent calls wait as futures while one merged call runs on a pool
-thread, so the loop keeps taking requests meanwhile (see batching.py). The other methods are
-rare and may block (a config reload loads models), so they run whole on the pool. grpc's
-threaded server spends more CPU per call than the asyncio one, which caps throughput.
+thread, so the loop keeps taking requests meanwhile (see batching.py). Without batching it goes
+to an AsyncDirectRunner: calls run side by side on pool threads, or on the loop itself while
+they are quick and come one at a time, which spares two thread switches a call. The other
+methods are rare and may block (a config reload loads models), so they run whole on the pool.
+grpc's threaded server spends more CPU per call than the asyncio one, which caps throughput.
 """
 
 from __future__ import annotations

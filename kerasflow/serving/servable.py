@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import logging
 import threading
 from collections.abc import Mapping
@@ -18,6 +19,7 @@ import numpy as np
 
 from kerasflow.serving.batching import (
     AsyncBatcher,
+    AsyncDirectRunner,
     Batcher,
     BatchingOptions,
     BatchStats,
@@ -30,6 +32,86 @@ log = logging.getLogger(__name__)
 
 SAVED_MODEL_PB = "saved_model.pb"
 SERVE_TAG = "serve"
+
+
+class _FlatCall:
+    """Calls a loaded signature with its flat list of tensors, as its structured call ends up doing.
+
+    A signature called with keyword tensors first matches them against its FunctionType in
+    Python, which costs about as much as running a small model. The signature's parameters are
+    plain tensors in a fixed order, so after a check of dtypes and shapes here the tensors go
+    straight to the same `_call_flat` the structured call ends in. Inputs the check refuses take
+    the structured call, which raises TensorFlow's own error for them.
+    """
+
+    def __init__(self, fn, names: tuple[str, ...], specs: tuple[tuple, ...]):
+        self._call = fn._call_flat
+        self._fn = fn
+        self.names = names
+        # (numpy dtype, shape with None for unknown dims) of each parameter, in call order.
+        self._specs = specs
+
+    @classmethod
+    def of(cls, fn) -> _FlatCall | None:
+        """The flat call of `fn`, or None when its parameters are not plain named tensors."""
+        import tensorflow as tf
+
+        try:
+            function_type = fn.function_type
+            parameters = list(function_type.parameters.values())
+            flat = list(function_type.flat_inputs)
+            fn._call_flat  # noqa: B018 (present on every ConcreteFunction this code knows)
+        except AttributeError:
+            return None
+        if function_type is None or not parameters or len(parameters) != len(flat):
+            return None
+        names, specs = [], []
+        for parameter, spec in zip(parameters, flat, strict=True):
+            constraint = parameter.type_constraint
+            if (
+                parameter.kind != parameter.KEYWORD_ONLY
+                or type(constraint) is not tf.TensorSpec
+                or constraint != spec
+            ):
+                return None
+            shape = None if spec.shape.rank is None else tuple(spec.shape.as_list())
+            names.append(parameter.name)
+            specs.append((np.dtype(spec.dtype.as_numpy_dtype), shape))
+        return cls(fn, tuple(names), tuple(specs))
+
+    def __call__(self, inputs: Mapping[str, np.ndarray]):
+        """The signature's outputs (tensors by name) for `inputs` (arrays by name)."""
+        import tensorflow as tf
+
+        if len(inputs) == len(self.names):
+            arrays = []
+            for name, (dtype, shape) in zip(self.names, self._specs, strict=True):
+                array = inputs.get(name)
+                if (
+                    not isinstance(array, np.ndarray)
+                    or array.dtype != dtype
+                    or not _fits(shape, array.shape)
+                ):
+                    break
+                arrays.append(array)
+            else:
+                tensors = [tf.constant(a) for a in arrays]
+                return self._call(tensors, self._fn.captured_inputs)
+        return _structured_call(self._fn, inputs)
+
+
+def _structured_call(fn, inputs: Mapping[str, np.ndarray]):
+    import tensorflow as tf
+
+    return fn(**{k: tf.constant(v) for k, v in inputs.items()})
+
+
+def _fits(expected: tuple | None, got: tuple[int, ...]) -> bool:
+    if expected is None:
+        return True
+    if len(expected) != len(got):
+        return False
+    return all(e is None or e == g for e, g in zip(expected, got, strict=True))
 
 
 def _first_line(exc: BaseException) -> str:
@@ -50,11 +132,14 @@ class Signature:
             k: TensorSpec.from_tensor_info(k, v) for k, v in signature_def.outputs.items()
         }
         self._fn = fn
+        self._call = _FlatCall.of(fn) or functools.partial(_structured_call, fn)
         self._batching = batching or BatchingOptions(max_batch_size=1)
         self._runner: Batcher | DirectRunner | None = None
         self._runner_lock = threading.Lock()
         # The batcher of coroutines on one event loop, and that loop.
         self._async_runner: tuple[asyncio.AbstractEventLoop, AsyncBatcher] | None = None
+        # Without batching, how coroutines run the model (on the loop or on the executor).
+        self._async_direct: AsyncDirectRunner | None = None
 
     def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Calls the model directly on checked inputs; returns its outputs as NumPy arrays.
@@ -66,7 +151,7 @@ class Signature:
         import tensorflow as tf
 
         try:
-            outputs = self._fn(**{k: tf.constant(v) for k, v in inputs.items()})
+            outputs = self._call(inputs)
         except tf.errors.OpError as exc:
             raise ServingError(Code(exc.error_code), _first_line(exc)) from None
         except (TypeError, ValueError) as exc:
@@ -122,7 +207,9 @@ class Signature:
         loop = asyncio.get_running_loop()
         if not self._batching.enabled:
             self.runner.stats.requests += 1
-            return await loop.run_in_executor(executor, self.run, checked)
+            if self._async_direct is None:
+                self._async_direct = AsyncDirectRunner(self.run)
+            return await self._async_direct.run(checked, executor)
         if self._async_runner is None or self._async_runner[0] is not loop:
             self._async_runner = (loop, AsyncBatcher(self.run, self._batching, executor))
         return await self._async_runner[1].run(checked, rows)

@@ -11,7 +11,13 @@ import numpy as np
 import pytest
 
 from kerasflow.serving import batching
-from kerasflow.serving.batching import AsyncBatcher, Batcher, BatchingOptions, DirectRunner
+from kerasflow.serving.batching import (
+    AsyncBatcher,
+    AsyncDirectRunner,
+    Batcher,
+    BatchingOptions,
+    DirectRunner,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -221,3 +227,45 @@ def test_quick_lone_requests_run_on_the_loop_and_others_on_a_worker(pool, monkey
     # the loop when the model is quick; a pair is one merged call on a worker again.
     assert seen[0] != loop_thread and seen[2] != loop_thread
     assert (seen[1] == loop_thread) is quick
+
+
+@pytest.mark.parametrize("quick", [True, False])
+def test_quick_unbatched_requests_run_on_the_loop_with_a_worker_now_and_then(
+    pool, monkeypatch, quick
+):
+    monkeypatch.setattr(batching, "INLINE_SECONDS", 3600.0 if quick else 0.0)
+    seen = []
+    runner = AsyncDirectRunner(lambda inputs: seen.append(threading.get_ident()) or inputs)
+
+    async def one_by_one():
+        for i in range(batching.PROBE_EVERY + 2):
+            result = await runner.run({"x": np.array([i])}, pool)
+            assert result["x"][0] == i
+        return threading.get_ident()
+
+    loop_thread = asyncio.run(one_by_one())
+    on_loop = [thread == loop_thread for thread in seen]
+    # The first call goes to a worker; with a quick model the next ones stay on the loop, but
+    # for every PROBE_EVERY-th of them, which goes to a worker to see whether others arrive.
+    expected = [False] + [quick and i % batching.PROBE_EVERY != 0 for i in range(1, len(seen))]
+    assert on_loop == expected
+
+
+def test_overlapping_unbatched_requests_keep_running_on_workers(pool, monkeypatch):
+    monkeypatch.setattr(batching, "INLINE_SECONDS", 3600.0)
+    seen = []
+    runner = AsyncDirectRunner(lambda inputs: seen.append(threading.get_ident()) or inputs)
+
+    async def pairs():
+        for i in range(3):
+            await asyncio.gather(runner.run(rows(1, i), pool), runner.run(rows(1, -i), pool))
+        return threading.get_ident()
+
+    loop_thread = asyncio.run(pairs())
+    assert len(seen) == 6 and loop_thread not in seen
+
+
+def test_an_unbatched_coroutine_request_gets_its_error(pool):
+    runner = AsyncDirectRunner(GatedModel(gated=False))
+    with pytest.raises(ValueError, match="negative input"):
+        asyncio.run(runner.run(rows(1, -5.0), pool))
