@@ -3,23 +3,44 @@
 A base (MobileNetV2, alpha 0.35, 32x32, cut after block_6_expand_relu; see
 tests/transfer_fixtures.py) is pretrained on digits 0-4 with small random shifts and saved,
 with the same network before training. A linear probe (logistic regression on the pooled
-features of the 250 target rows) then shows what each base's features tell of digits 5-9,
-next to raw pixels. Then, for each seed, `kerasflow run` learns digits 5-9 (50 rows per class)
-four times with the same search and fit budgets:
+features of the 250 target rows) shows what each base's features tell of digits 5-9, next to
+raw pixels. Then, for each seed, `kerasflow run` learns digits 5-9 (50 rows per class) three
+times with the same search and fit budgets:
 
-  transfer     over the pretrained base (`--base-model mobilenet_v2 --base-weights
-               base.keras`): the head tuned on the frozen base, then the whole base fine-tuned
-               at 0.1x the head's learning rate;
-  random base  the same command over the base before pretraining (random_base.keras): the
-               same pipeline without what pretraining taught the base;
-  same arch    the same architecture from scratch, all layers trained from the first epoch at
-               the tuned learning rate (`--build-model tests/transfer_fixtures.py:
-               build_same_architecture`, the transfer head's search space);
-  default      the default kerasflow image model from scratch.
+  transfer   over the pretrained base (`--base-model mobilenet_v2 --base-weights base.keras`):
+             the head tuned on the frozen base, then the whole base fine-tuned at 0.1x the
+             head's learning rate;
+  same arch  the same architecture from scratch, all layers trained from the first epoch at
+             the tuned learning rate (`--build-model tests/transfer_fixtures.py:
+             build_same_architecture`, the transfer head's search space);
+  default    the default kerasflow image model from scratch.
 
-Each model is scored on kerasflow's own test split (15% of the 250 rows) and on the other
-digits 5-9 (about 650 held out). Prints each accuracy and the margins of transfer over the other
-three.
+Each model is scored on kerasflow's own test split (15% of the 250 rows, 38 rows: one row is
+2.6 points) and on the other 646 digits 5-9, held out. Prints each accuracy and the margins of
+transfer over the other two.
+
+Measured here (`python benchmarks/transfer.py --seeds 1 2`, 2 shared CPU cores, 10 min a seed):
+the base reaches 0.994 on held-out digits 0-4; linear probes on digits 5-9 score 0.882 on its
+features, 0.884 on the untrained base's and 0.971 on raw pixels. Test / held-out accuracy:
+
+  seed  transfer       same arch      default
+  1     0.868 / 0.926  0.947 / 0.974  0.895 / 0.941
+  2     0.895 / 0.924  0.974 / 0.856  0.974 / 0.958
+
+Transfer does not beat the default model (held-out margins -0.016 and -0.034) and beats the
+same architecture from scratch in one seed of two (-0.048, +0.068: the network trained end to
+end varies more between seeds; the 38 test rows disagree with the 646 held out). Five digits
+teach the base nothing a linear probe can use beyond what random convolutions already give at
+this depth; deeper cuts, which pretraining does shape, carry over worse (probes measured
+apart from this script: the full network at 32x32, which ends in a 1x1 map, 0.46 after 4
+epochs and 0.49 after 30 at 0.956 on digits 0-4; cut after block_13_expand_relu, 2x2, 0.58,
+and 0.73 with random shifts). The head sees the base's features
+averaged over the image, which loses the stroke layout that the raw 8x8 pixels keep, and the
+fine-tuning at a tenth of the learning rate moves the base too little in these budgets to
+catch up with a network trained end to end. Running the transfer command over the untrained
+base (random_base.keras) is no control: with batch normalization at its initial statistics
+its pooled features are about 1e-5 (the pretrained base's about 0.4), the head learns nothing
+from them and one run scored chance (0.20 held out).
 
 Usage:
     python benchmarks/transfer.py [--pretrain-epochs 20] [--seeds 1 2] [--work DIR]
@@ -131,8 +152,6 @@ def main() -> int:
     arms = {
         "transfer": [*target, "--base-model", "mobilenet_v2", "--base-weights"]
         + [str(data / BASE_FILE), *FINE_TUNE],
-        "random base": [*target, "--base-model", "mobilenet_v2", "--base-weights"]
-        + [str(data / RANDOM_BASE_FILE), *FINE_TUNE],
         "same arch": [*target, "--build-model", f"{FIXTURES}:build_same_architecture"],
         "default": target,
     }
@@ -147,7 +166,7 @@ def main() -> int:
                 f"{held:.4f} ({seconds:.0f} s)",
                 flush=True,
             )
-        for other in ("random base", "same arch", "default"):
+        for other in ("same arch", "default"):
             test = scores["transfer"][0] - scores[other][0]
             held = scores["transfer"][1] - scores[other][1]
             print(f"seed {seed} margin transfer - {other}: test {test:+.4f}, held-out {held:+.4f}")

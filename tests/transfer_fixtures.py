@@ -46,6 +46,17 @@ def mobilenet_cut(seed: int | None = None) -> object:
     return keras.Model(full.inputs, pooled, name="mobilenetv2_cut")
 
 
+def settle_batch_norm(base: object) -> None:
+    """Batch normalization momentum 0.9: with a few steps an epoch, Keras' 0.99 leaves the
+    moving statistics near their initial values for tens of epochs, and the model in inference
+    mode near chance."""
+    import keras
+
+    for layer in base.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = 0.9
+
+
 def make_digits_transfer(
     folder: Path, *, epochs: int = 20, rows_per_class: int = 50, seed: int = 0
 ) -> Pretrained:
@@ -60,9 +71,7 @@ def make_digits_transfer(
     x, y = digits.images[..., None].astype("float32"), digits.target
     base = mobilenet_cut(seed)
     base.save(folder / RANDOM_BASE_FILE)
-    for layer in base.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            layer.momentum = 0.9  # a few hundred steps: the moving statistics must settle
+    settle_batch_norm(base)
     inp = keras.Input((8, 8, 1))
     h = keras.layers.RandomTranslation(0.1, 0.1, fill_mode="constant", seed=seed)(inp)
     h = keras.layers.Resizing(SIZE, SIZE)(h)
@@ -95,21 +104,25 @@ def build_same_architecture(hp: object, meta: dict) -> object:
     """A `build_model` of the transfer model's architecture trained end to end from scratch.
 
     The base's layers start from random weights and all train at the tuned learning rate from
-    the first epoch; the head and its space are the transfer head's (dropout, one dense layer).
+    the first epoch, with the pretraining's batch normalization momentum; the head and its
+    space are the transfer head's (dropout, one dense layer).
     """
     import keras
 
     from kerasflow.modeling import builders
 
     inputs, x = builders.build_inputs(meta)
+    inp = inputs[next(iter(inputs))]
     x = keras.layers.Resizing(SIZE, SIZE)(x)
     if x.shape[-1] == 1:
         x = keras.layers.Concatenate()([x, x, x])
-    x = mobilenet_cut()(x)
+    base = mobilenet_cut()
+    settle_batch_norm(base)
+    x = base(x)
     dropout = hp.Choice("dropout", [0.2, 0.0, 0.5])
     x = keras.layers.Dropout(dropout)(x)
     x = keras.layers.Dense(hp.Choice("units", [128, 64, 256]), activation="relu")(x)
     x = keras.layers.Dropout(dropout)(x)
-    model = keras.Model(inputs, builders.build_head(meta, x))
+    model = keras.Model(inp, builders.build_head(meta, x))
     learning_rate = hp.Float("learning_rate", 1e-4, 1e-2, sampling="log")
     return builders.compile_model(model, meta, "adam", learning_rate)
