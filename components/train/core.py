@@ -230,7 +230,10 @@ def fine_tune_base(
     monitor, mode = tuners.resolve_objective(meta, fit_args["objective"], fit_args["direction"])
     monitor = monitor if monitor.startswith("val_") else f"val_{monitor}"
     head_weights = model.get_weights()
-    unfrozen = transfer.unfreeze_top(model, meta, layers)
+    tuned_lr = fit_args["hparams"].get("learning_rate")
+    unfrozen = transfer.unfreeze_top(
+        model, meta, layers, learning_rate=float(tuned_lr) if tuned_lr else None
+    )
     boundary.progress(
         STEP, f"fine-tuning the top {unfrozen} layers of the base for up to {epochs} epochs"
     )

@@ -327,12 +327,19 @@ def find_base(model: Any) -> Any:
 
 
 def unfreeze_top(
-    model: Any, meta: dict, layers: int, lr_factor: float = FINE_TUNE_LR_FACTOR
+    model: Any,
+    meta: dict,
+    layers: int,
+    lr_factor: float = FINE_TUNE_LR_FACTOR,
+    learning_rate: float | None = None,
 ) -> int:
     """Unfreezes the base's top `layers` weighted layers and recompiles at a lower rate.
 
     Batch normalization layers stay frozen (their statistics came with the weights). The
-    optimizer is a fresh one of the same kind at `lr_factor` x the current learning rate.
+    optimizer is a fresh one of the same kind at `lr_factor` x `learning_rate`, the head's
+    tuned rate: the head's fit may have lowered its optimizer's rate since (on a plateau, or
+    a schedule's decay to about zero), which would leave fine-tuning next to no steps. Without
+    `learning_rate`, the optimizer's current rate is taken.
 
     Returns:
         How many layers were unfrozen.
@@ -350,7 +357,8 @@ def unfreeze_top(
     for layer in base.layers:
         layer.trainable = id(layer) in chosen
     opt = model.optimizer
-    lr = float(keras.ops.convert_to_numpy(opt.learning_rate)) * lr_factor
+    start = learning_rate if learning_rate else keras.ops.convert_to_numpy(opt.learning_rate)
+    lr = float(start) * lr_factor
     config = {k: v for k, v in opt.get_config().items() if k != "learning_rate"}
     model.compile(
         optimizer=type(opt)(learning_rate=lr, **config),

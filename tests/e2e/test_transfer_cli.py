@@ -18,7 +18,7 @@ pytestmark = pytest.mark.e2e
 
 @pytest.fixture(scope="module")
 def digits_transfer(tmp_path_factory):
-    return make_digits_transfer(tmp_path_factory.mktemp("transfer"), epochs=1)
+    return make_digits_transfer(tmp_path_factory.mktemp("transfer"), epochs=1).folder
 
 
 def test_imagenet_weights_missing_from_the_cache_stop_the_run_before_any_step(tmp_path):

@@ -155,3 +155,21 @@ def test_transfer_family_needs_a_base_and_the_head_space_is_its_own():
     assert space["family"] == {"fixed": "transfer"}
     assert space["units"] == {"choice": [32, 64]}
     assert "filters" not in space
+
+
+def test_fine_tuning_starts_from_the_heads_tuned_rate_not_the_lowered_one(saved_base):
+    x = np.random.default_rng(1).uniform(0, 16, (4, 8, 8, 1)).astype("float32")
+    meta = transfer.with_transfer(
+        image_meta(), transfer.transfer_config("mobilenet_v2", saved_base, 0, x)
+    )
+    space = search_space.resolve_space("image", {}, transfer=True)
+    values = {name: search_space.space_values(spec)[0] for name, spec in space.items()}
+    values["learning_rate"] = 2e-3
+    model = builders.build_from_values(values, meta)
+    model.optimizer.learning_rate.assign(2e-3 / 8)  # what a plateau or a schedule leaves
+
+    transfer.unfreeze_top(model, meta, 3, learning_rate=values["learning_rate"])
+
+    assert float(model.optimizer.learning_rate) == pytest.approx(2e-3 * 0.1)
+    transfer.unfreeze_top(model, meta, 3)  # without it: the optimizer's current rate
+    assert float(model.optimizer.learning_rate) == pytest.approx(2e-3 * 0.1 * 0.1)
