@@ -20,36 +20,49 @@ from kerasflow.tracking import runs
 STEP = "train"
 
 
+def _test_split(splits_dir: str, meta: dict) -> dict[str, Any]:
+    """The test split as an export's check takes it: the model's inputs and the targets."""
+    from kerasflow.data import artifacts
+
+    test = artifacts.load_part(splits_dir, "test")
+    return {
+        "task": meta[C.META_TASK],
+        "test_x": artifacts.model_inputs(meta, test),
+        "test_y": artifacts.targets(meta, test),
+    }
+
+
+def _check_metrics(prefix: str, row: dict) -> tuple[str, dict[str, float]]:
+    """The score's name and the MLflow metrics of one checked export (`row` of its report)."""
+    score = "accuracy" if "accuracy" in row else "mae"
+    return score, {
+        f"{prefix}_size_bytes": row["size_bytes"],
+        f"{prefix}_agreement": row["agreement"],
+        f"{prefix}_test_{score}": row[score],
+    }
+
+
 def export_tflite(model_dir: Path, splits_dir: str, arrays: Any, seed: int) -> dict[str, dict]:
     """Converts the exported SavedModel to every TFLite variant and checks each on test."""
     import mlflow
 
-    from kerasflow.data import artifacts
     from kerasflow.modeling import tflite
 
-    meta = arrays.meta
-    test = artifacts.load_part(splits_dir, "test")
     out = model_dir / C.TFLITE_DIR
     report = tflite.export_variants(
         model_dir / C.SAVED_MODEL_DIR,
         out,
-        task=meta[C.META_TASK],
-        test_x=artifacts.model_inputs(meta, test),
-        test_y=artifacts.targets(meta, test),
         sample_x=arrays.train_x,
         seed=seed,
+        **_test_split(splits_dir, arrays.meta),
     )
     write_json_atomic(out / C.TFLITE_REPORT_FILE, report)
     runs.log_dir_artifacts(out, C.TFLITE_DIR)
     metrics = {}
     for variant in tflite.VARIANTS:
         row = report[variant]
-        score = "accuracy" if "accuracy" in row else "mae"
-        metrics |= {
-            f"tflite_{variant}_size_bytes": row["size_bytes"],
-            f"tflite_{variant}_agreement": row["agreement"],
-            f"tflite_{variant}_test_{score}": row[score],
-        }
+        score, more = _check_metrics(f"tflite_{variant}", row)
+        metrics |= more
         boundary.progress(
             STEP,
             f"tflite {variant}: {row['size_bytes']} bytes, agrees with the SavedModel on "
@@ -63,30 +76,17 @@ def export_tfjs(model_dir: Path, splits_dir: str, arrays: Any) -> dict[str, dict
     """Converts the exported SavedModel to a TF.js graph model and checks it on test in Node."""
     import mlflow
 
-    from kerasflow.data import artifacts
     from kerasflow.modeling import tfjs
 
-    meta = arrays.meta
-    test = artifacts.load_part(splits_dir, "test")
     out = model_dir / C.TFJS_DIR
     report = tfjs.export_graph_model(
-        model_dir / C.SAVED_MODEL_DIR,
-        out,
-        task=meta[C.META_TASK],
-        test_x=artifacts.model_inputs(meta, test),
-        test_y=artifacts.targets(meta, test),
+        model_dir / C.SAVED_MODEL_DIR, out, **_test_split(splits_dir, arrays.meta)
     )
     write_json_atomic(out / C.TFJS_REPORT_FILE, report)
     runs.log_dir_artifacts(out, C.TFJS_DIR)
     row = report["graph_model"]
-    score = "accuracy" if "accuracy" in row else "mae"
-    mlflow.log_metrics(
-        {
-            "tfjs_size_bytes": row["size_bytes"],
-            "tfjs_agreement": row["agreement"],
-            f"tfjs_test_{score}": row[score],
-        }
-    )
+    score, metrics = _check_metrics("tfjs", row)
+    mlflow.log_metrics(metrics)
     boundary.progress(
         STEP,
         f"tfjs graph model: {row['size_bytes']} bytes in {len(row['weight_shards'])} shard(s), "
