@@ -368,10 +368,7 @@ class AsyncDirectRunner:
                     return self._fn(inputs)
                 finally:
                     self._inline = time.perf_counter() - started < INLINE_SECONDS
-        if self._in_flight:
-            self._overlapped = True
-        else:
-            self._overlapped = False
+        self._overlapped = self._in_flight > 0
         self._in_flight += 1
         took = INLINE_SECONDS
         try:
