@@ -17,7 +17,7 @@ from typing import Any
 from kerasflow import constants as C
 from kerasflow.monitoring.check import TAG_DRIFTED
 from kerasflow.pipelines.console import _ANSI, quiet_console
-from kerasflow.runtime import boundary
+from kerasflow.runtime import boundary, prefork
 from kerasflow.runtime.errors import UserError, first_line
 from kerasflow.settings import STEPS, RunSettings
 from kerasflow.tracking import lifecycle
@@ -146,11 +146,12 @@ def prepare_tracking(tracking_uri: str, experiment: str, timeout: float) -> list
         UserError: when the tracking store fails or does not answer within `timeout` seconds.
     """
 
+    # Imported before the clock starts: on a busy machine the imports alone can take seconds.
+    import mlflow
+
+    from kerasflow.tracking import runs
+
     def work() -> list[str]:
-        import mlflow
-
-        from kerasflow.tracking import runs
-
         lifecycle.prepare_store(tracking_uri)
         exp_id = runs.configure(tracking_uri, experiment)
         client = mlflow.MlflowClient(tracking_uri=tracking_uri)
@@ -244,51 +245,61 @@ def run_pipeline(
     for name in ("urllib3", "mlflow.store", "alembic"):
         logging.getLogger(name).setLevel(logging.ERROR)
     started, wall = time.perf_counter(), time.time()
-    reconciled = prepare_tracking(uri, cfg.experiment, timeout)
-    root = work / "pipeline_root"
-    if docker:
-        from kerasflow.runtime import fileio
-
-        # A serving directory on an object store is reached over the network, not mounted.
-        serving_dir = cfg.resolved_serving_dir()
-        serving = [] if fileio.is_remote(serving_dir) else [Path(serving_dir)]
-        store = [Path(uri[len("sqlite:///") :]).parent] if uri.startswith("sqlite:///") else []
-        docker_runner.give_to_container_user([work, root, *serving, *store])
-        kfp_runner = docker_runner.make_runner(token, [work, *serving, *store], root, env)
-    else:
-        kfp_runner = local.SubprocessRunner(use_venv=False)
-    local.init(runner=kfp_runner, pipeline_root=str(root), raise_on_error=True)
-    pipeline = build_pipeline(image=image if docker else "", when=cfg.when)
     log_path = work / "logs" / f"run-{time.strftime('%Y%m%d-%H%M%S')}-{token[:6]}.log"
-    failure = None
-    alive = lifecycle.keep_alive(control / f"{token}.alive") if docker else contextlib.nullcontext()
-    stop = (lambda: docker_runner.stop_containers(token)) if docker else None
-    try:
-        with alive, InterruptGuard(stop_file, stop) as guard, quiet_console(log_path, verbose):
-            try:
-                pipeline(**cfg.pipeline_arguments())
-            except RuntimeError as exc:
-                failure = str(exc)
-        if guard.signum:
-            raise interrupted(cfg, token, guard.signum, log_path)
-        if failure is None and docker:
-            ran = [s for s in steps_started(log_path) if s in STEPS]
-            silent = docker_runner.unreported_steps(control / token, ran)
-            if silent:
-                failure = (
-                    f"step {silent[0]} reported success but left no exit status (its "
-                    "container was removed before kfp could read its exit code)"
-                )
-        if failure is not None:
-            message = failure_message(failure, log_path)
-            with contextlib.suppress(Exception):
-                lifecycle.bounded(
-                    end_driven_run, timeout, uri, cfg.experiment, token, "FAILED", message
-                )
-            raise PipelineFailed(message, log_path)
-        run = lifecycle.bounded(end_driven_run, timeout, uri, cfg.experiment, token, "FINISHED", "")
-    finally:
-        stop_file.unlink(missing_ok=True)
+    forking = contextlib.ExitStack()
+    with forking:
+        reconciled = prepare_tracking(uri, cfg.experiment, timeout)
+        if not docker:
+            # Steps forked from one warm process skip the seconds of imports each would pay.
+            log_path.parent.mkdir(parents=True, exist_ok=True)
+            forking.enter_context(prefork.steps_forked(str(log_path.with_suffix(".prefork.log"))))
+        root = work / "pipeline_root"
+        if docker:
+            from kerasflow.runtime import fileio
+
+            # A serving directory on an object store is reached over the network, not mounted.
+            serving_dir = cfg.resolved_serving_dir()
+            serving = [] if fileio.is_remote(serving_dir) else [Path(serving_dir)]
+            store = [Path(uri[len("sqlite:///") :]).parent] if uri.startswith("sqlite:///") else []
+            docker_runner.give_to_container_user([work, root, *serving, *store])
+            kfp_runner = docker_runner.make_runner(token, [work, *serving, *store], root, env)
+        else:
+            kfp_runner = local.SubprocessRunner(use_venv=False)
+        local.init(runner=kfp_runner, pipeline_root=str(root), raise_on_error=True)
+        pipeline = build_pipeline(image=image if docker else "", when=cfg.when)
+        failure = None
+        alive = (
+            lifecycle.keep_alive(control / f"{token}.alive") if docker else contextlib.nullcontext()
+        )
+        stop = (lambda: docker_runner.stop_containers(token)) if docker else None
+        try:
+            with alive, InterruptGuard(stop_file, stop) as guard, quiet_console(log_path, verbose):
+                try:
+                    pipeline(**cfg.pipeline_arguments())
+                except RuntimeError as exc:
+                    failure = str(exc)
+            if guard.signum:
+                raise interrupted(cfg, token, guard.signum, log_path)
+            if failure is None and docker:
+                ran = [s for s in steps_started(log_path) if s in STEPS]
+                silent = docker_runner.unreported_steps(control / token, ran)
+                if silent:
+                    failure = (
+                        f"step {silent[0]} reported success but left no exit status (its "
+                        "container was removed before kfp could read its exit code)"
+                    )
+            if failure is not None:
+                message = failure_message(failure, log_path)
+                with contextlib.suppress(Exception):
+                    lifecycle.bounded(
+                        end_driven_run, timeout, uri, cfg.experiment, token, "FAILED", message
+                    )
+                raise PipelineFailed(message, log_path)
+            run = lifecycle.bounded(
+                end_driven_run, timeout, uri, cfg.experiment, token, "FINISHED", ""
+            )
+        finally:
+            stop_file.unlink(missing_ok=True)
     summary = read_summary(uri, cfg.experiment, run.info.run_id, time.perf_counter() - started)
     summary.reconciled = reconciled
     if docker:
