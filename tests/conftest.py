@@ -7,9 +7,10 @@ import sys
 import pytest
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def mlflow_store(tmp_path_factory) -> str:
-    """One SQLite tracking store for the session (creating its schema costs seconds)."""
+    """One SQLite tracking store per test file (creating its schema costs seconds). Per file,
+    not per session: the files a test process takes, and their order, vary from run to run."""
     return "sqlite:///" + str(tmp_path_factory.mktemp("mlflow") / "mlflow.db")
 
 
