@@ -1,10 +1,12 @@
 """What the pipeline costs over a plain script doing the same work.
 
 Runs, one after the other in one invocation, (1) `kerasflow run` (seven KFP steps under
-kfp.local, MLflow tracking of every step and trial) and (2) one plain single-process script
-that does the same work with the same data, budget and seed (the same cleaning, split,
-augmentation, KerasTuner search, final fit, evaluation and export; no KFP, no MLflow). Prints
-both wall times, their ratio and a per-step breakdown of kerasflow's time:
+kfp.local, MLflow tracking of every step and trial; the steps forked from one warm process,
+kerasflow.runtime.prefork), (2) the same with every step a fresh interpreter
+(KERASFLOW_PREFORK=off), and (3) one plain single-process script that does the same work with
+the same data, budget and seed (the same cleaning, split, augmentation, KerasTuner search, final
+fit, evaluation and export; no KFP, no MLflow). Prints the wall times, their ratios and a
+per-step breakdown of kerasflow's time (the `fresh` column: the step's wall time in run 2):
 
 - import: heavy libraries a step imports (TensorFlow, Keras, KerasTuner),
 - tracking: MLflow (its import, the runs, params, metrics, artifacts),
@@ -154,7 +156,7 @@ def run_plain(args: argparse.Namespace) -> dict:
     return result
 
 
-def run_kerasflow(args: argparse.Namespace) -> dict:
+def run_kerasflow(args: argparse.Namespace, prefork: bool = True) -> dict:
     work = Path(tempfile.mkdtemp(prefix="kf-bench-"))
     timings = work / "timings.jsonl"
     cmd = [
@@ -169,6 +171,8 @@ def run_kerasflow(args: argparse.Namespace) -> dict:
         str(work / "summary.json"),
     ]
     env = {**__import__("os").environ, "KERASFLOW_TIMINGS": str(timings)}
+    if not prefork:
+        env["KERASFLOW_PREFORK"] = "off"
     started = time.perf_counter()
     subprocess.run(cmd, check=True, capture_output=True, env=env)
     wall = time.perf_counter() - started
@@ -212,36 +216,47 @@ def main() -> None:
     if args.plain_out:
         plain_script(args, Path(args.plain_out))
         return
-    runs = [run_plain, run_kerasflow] if args.order == "plain-first" else [run_kerasflow, run_plain]
+
+    def run_fresh(args: argparse.Namespace) -> dict:
+        return run_kerasflow(args, prefork=False)
+
+    runs = [run_plain, run_kerasflow, run_fresh]
+    if args.order == "kerasflow-first":
+        runs = [run_kerasflow, run_fresh, run_plain]
     results = {fn.__name__: fn(args) for fn in runs}
-    plain, kf = results["run_plain"], results["run_kerasflow"]
+    plain, kf, fresh = results["run_plain"], results["run_kerasflow"], results["run_fresh"]
     print(
         f"data {args.data}, tuner {args.tuner}, max_epochs {args.max_epochs}, "
         f"max_trials {args.max_trials}, seed {args.seed}"
     )
     print(f"plain script : {plain['wall']:7.1f} s  test {fmt(plain['metrics'])}")
     print(f"kerasflow run: {kf['wall']:7.1f} s  test {fmt(kf['metrics'])}")
+    print(f"fresh steps  : {fresh['wall']:7.1f} s  test {fmt(fresh['metrics'])}")
     print(f"ratio kerasflow / plain: {kf['wall'] / plain['wall']:.2f}")
+    print(f"ratio fresh steps / plain: {fresh['wall'] / plain['wall']:.2f}")
     print()
-    print(f"{'step':24}{'wall':>8}{'import':>8}{'tracking':>9}{'work':>8}{'launch':>8}{'plain':>8}")
-    totals = dict.fromkeys(["wall", "import_s", "tracking_s", "work_s", "launch", "plain"], 0.0)
+    header = f"{'step':24}{'wall':>8}{'import':>8}{'tracking':>9}{'work':>8}{'launch':>8}"
+    print(f"{header}{'fresh':>8}{'plain':>8}")
+    keys = ["wall", "import_s", "tracking_s", "work_s", "launch", "fresh", "plain"]
+    totals = dict.fromkeys(keys, 0.0)
     for step in (*STEPS, "finalize"):
         s = kf["steps"].get(step)
         if not s or "wall" not in s:
             continue
         s["launch"] = s["wall"] - s["import_s"] - s["tracking_s"] - s["work_s"]
         s["plain"] = plain["times"].get(step, 0.0)
+        s["fresh"] = fresh["steps"].get(step, {}).get("wall", 0.0)
         for key in totals:
             totals[key] += s[key]
         print(
             f"{step:24}{s['wall']:8.1f}{s['import_s']:8.1f}{s['tracking_s']:9.1f}"
-            f"{s['work_s']:8.1f}{s['launch']:8.1f}{s['plain']:8.1f}"
+            f"{s['work_s']:8.1f}{s['launch']:8.1f}{s['fresh']:8.1f}{s['plain']:8.1f}"
         )
     totals["plain"] += plain["times"]["import"]
     print(
         f"{'total':24}{totals['wall']:8.1f}{totals['import_s']:8.1f}"
         f"{totals['tracking_s']:9.1f}{totals['work_s']:8.1f}{totals['launch']:8.1f}"
-        f"{totals['plain']:8.1f}"
+        f"{totals['fresh']:8.1f}{totals['plain']:8.1f}"
     )
     print(
         f"(plain import of TensorFlow/Keras/KerasTuner once: {plain['times']['import']:.1f} s; "
