@@ -27,6 +27,8 @@ import sys
 import time
 from collections.abc import Iterator
 
+from kerasflow.tracking import lifecycle  # standard library only: the client stays light
+
 ENV = "KERASFLOW_PREFORK"
 """`PID:SOCKET_PATH` of the run's prefork server, set by `kerasflow run` while it runs. Set to
 `off` before `kerasflow run` to launch every step as a fresh interpreter instead."""
@@ -106,7 +108,7 @@ def _connect(spec: str) -> socket.socket | None:
         return None
     deadline = time.monotonic() + READY_WAIT
     while not os.path.exists(path):
-        if time.monotonic() > deadline or not _alive(int(pid)):
+        if time.monotonic() > deadline or not lifecycle.pid_alive(int(pid)):
             return None
         time.sleep(0.05)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -116,16 +118,6 @@ def _connect(spec: str) -> socket.socket | None:
         sock.close()
         return None
     return sock
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _read(sock: socket.socket, size: int) -> bytes:

@@ -170,7 +170,7 @@ def _die_with_driver() -> None:
     if alive:
         gone = lambda: not driver_alive(alive)  # noqa: E731
     elif pid > 0 and pid != os.getpid():
-        gone = lambda: not _pid_alive(pid)  # noqa: E731
+        gone = lambda: not pid_alive(pid)  # noqa: E731
     else:
         return
 
@@ -182,7 +182,8 @@ def _die_with_driver() -> None:
     threading.Thread(target=watch, name="kerasflow-driver-watch", daemon=True).start()
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid exists (another user's process counts)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
