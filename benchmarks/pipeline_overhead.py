@@ -179,7 +179,7 @@ def run_kerasflow(args: argparse.Namespace, prefork: bool = True) -> dict:
     steps = {
         json.loads(line)["step"]: json.loads(line) for line in timings.read_text().splitlines()
     }
-    log = next((work / "logs").glob("run-*.log")).read_text()
+    log = next(p for p in (work / "logs").glob("run-*.log") if ".prefork" not in p.name).read_text()
     for step, (begin, end) in task_walls(log).items():
         # The exit handler (finalize) records no timings of its own: all of it counts as launch.
         blank = {"import_s": 0.0, "tracking_s": 0.0, "work_s": 0.0}
