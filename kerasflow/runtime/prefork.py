@@ -10,8 +10,8 @@ step's exit status (or dies of the step's signal). Nothing else changes for the 
 `kfp.dsl.executor_main` as `__main__` in the client's folder, with the client's environment
 and streams, and is a descendant of the run, so the run's signals reach it.
 
-When no server is running, or it is still importing, or it died, the client runs the step the
-normal way (it execs the interpreter), so a step never waits on the server.
+When no server is running, or it died, or it has not finished its first imports within
+READY_WAIT seconds, the client runs the step the normal way (it execs the interpreter).
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import struct
 import sys
 import time
 from collections.abc import Iterator
+from typing import NoReturn
 
 from kerasflow.tracking import lifecycle  # standard library only: the client stays light
 
@@ -123,11 +124,10 @@ def _connect(spec: str) -> socket.socket | None:
 def _read(sock: socket.socket, size: int) -> bytes:
     data = b""
     while len(data) < size:
-        with contextlib.suppress(InterruptedError):
-            chunk = sock.recv(size - len(data))
-            if not chunk:
-                break
-            data += chunk
+        chunk = sock.recv(size - len(data))  # retried after signals by Python itself (PEP 475)
+        if not chunk:
+            break
+        data += chunk
     return data
 
 
@@ -208,10 +208,9 @@ def _start(conn: socket.socket, others: list[socket.socket], parent_fd: int) -> 
 
         traceback.print_exc()
         os._exit(1)
-    raise AssertionError("unreachable")
 
 
-def _become_step(request: dict, fds: list[int]) -> None:
+def _become_step(request: dict, fds: list[int]) -> NoReturn:
     """In the forked child: take the client's streams, folder and environment, run its argv."""
     for signum, handler in (
         (signal.SIGINT, signal.default_int_handler),
@@ -281,7 +280,7 @@ def _run(argv: list[str]) -> object:
     return 0
 
 
-def _exit(code: object) -> None:
+def _exit(code: object) -> NoReturn:
     """Ends the child as the interpreter would end with `code`: exit handlers, flush, exit."""
     import atexit
 
