@@ -2,43 +2,18 @@
 
 `kerasflow run` commands are checked with `--dry-run` (every setting and the data source
 validated, nothing trained) in a folder holding the files they name; the other commands must
-parse. Whole runs of the same settings are the e2e tier's job.
+parse. The e2e tier runs them all (`tests/e2e/test_readme_*.py`).
 """
 
 from __future__ import annotations
-
-import shlex
-from pathlib import Path
 
 import pytest
 
 from kerasflow.modeling import tfjs
 from kerasflow.pipelines.cli import build_parser, main
+from tests.readme import ELSEWHERE, readme_commands, stories
 
 pytestmark = pytest.mark.unit
-
-README = Path(__file__).resolve().parents[2] / "README.md"
-
-
-def readme_commands() -> list[list[str]]:
-    """The `kerasflow` command lines of the README's code blocks, continuations joined."""
-    commands, in_block, pending = [], False, ""
-    for line in README.read_text().splitlines():
-        if line.startswith("```"):
-            in_block, pending = not in_block, ""
-            continue
-        if not in_block:
-            continue
-        line = pending + line
-        if line.rstrip().endswith("\\"):
-            pending = line.rstrip()[:-1] + " "
-            continue
-        pending = ""
-        for part in line.split("&&"):
-            if part.strip().startswith("kerasflow "):
-                commands.append(shlex.split(part, comments=True)[1:])
-    return commands
-
 
 COMMANDS = readme_commands()
 
@@ -47,6 +22,13 @@ def test_the_readme_shows_commands_of_every_kind():
     kinds = {words[0] for words in COMMANDS if words}
     assert {"run", "serve", "predict", "rollback"} <= kinds
     assert len([w for w in COMMANDS if w[:1] == ["run"]]) >= 8
+
+
+def test_every_readme_command_belongs_to_a_story_the_e2e_tier_runs():
+    # A command of a new kind would land in a story no test runs.
+    ran = {"digits", "tables", "prices", "transfer"}
+    assert set(stories()) <= ran | set(ELSEWHERE), set(stories()) - ran - set(ELSEWHERE)
+    assert set(stories()) >= ran
 
 
 @pytest.fixture
