@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -97,15 +96,20 @@ def cmd_tensorboard(args: argparse.Namespace) -> int:
     logdir = Path(args.logdir or tempfile.mkdtemp(prefix="kerasflow-tensorboard-"))
     written = download_logs(cfg.resolved_tracking_uri(), args.run_id, logdir)
     print(f"kerasflow: TensorBoard logs of {len(written)} runs in {logdir}")
-    command = [
-        sys.executable, "-m", "tensorboard.main", "--logdir", str(logdir),
-        "--port", str(args.port), "--host", args.host,
-    ]  # fmt: skip
     if args.download_only:
         print(f"kerasflow: open them with: tensorboard --logdir {logdir}")
         return 0
-    print(f"kerasflow: TensorBoard at http://{args.host}:{args.port}/ (Ctrl-C stops it)")
-    try:
-        return subprocess.call(command)
-    except KeyboardInterrupt:
-        return 130
+    print(
+        f"kerasflow: TensorBoard at http://{args.host}:{args.port}/ (Ctrl-C stops it)", flush=True
+    )
+    # TensorBoard runs in this process, so whatever stops the command stops it, and TensorFlow
+    # starts without its C++ start-up lines, as in the serving commands.
+    from tensorboard import main as tensorboard_main
+
+    from kerasflow.runtime.quiet_tf import import_tensorflow_quietly
+
+    import_tensorflow_quietly()
+    sys.argv = ["tensorboard", "--logdir", str(logdir), "--port", str(args.port),
+                "--host", args.host]  # fmt: skip
+    tensorboard_main.run_main()  # serves until interrupted; exits with TensorBoard's status
+    return 0

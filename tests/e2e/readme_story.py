@@ -191,6 +191,8 @@ class Story:
                     log.read_text())  # fmt: skip
         self.done.append(done)
         self.expect(done, answered, "TensorBoard did not answer")
+        # Stopping the command stops TensorBoard: nothing answers on the port any more.
+        self.expect(done, not _answers(port), "TensorBoard outlived the command it was run by")
         return done
 
     def serve(self, words: list[str]) -> Done:
@@ -246,6 +248,14 @@ class Story:
             body = {"instances": [{C.IMAGE_INPUT: images[i % len(images)].tolist()}]}
             answer = requests.post(self.model_url() + ":predict", json=body, timeout=60)
             assert answer.status_code == 200, answer.text
+
+
+def _answers(port: int) -> bool:
+    try:
+        requests.get(f"http://127.0.0.1:{port}/", timeout=5)
+        return True
+    except requests.ConnectionError:
+        return False
 
 
 def write_digit_png(path: Path, index: int = 0) -> None:
