@@ -5,13 +5,20 @@ pandas and, for four of the seven steps, TensorFlow: seconds per step before any
 `kerasflow run` on the subprocess runner is in flight, one *prefork server* imports them once and
 forks a child per step. kfp.local still launches each step as a process (`python -m
 kerasflow.runtime.prefork -m kfp.dsl.executor_main ...`): that small client hands its argv,
-environment, working folder and standard streams to the server, waits, and exits with the
-step's exit status (or dies of the step's signal). Nothing else changes for the step: it runs
-`kfp.dsl.executor_main` as `__main__` in the client's folder, with the client's environment
-and streams, and is a descendant of the run, so the run's signals reach it.
+environment, working folder, standard streams and other inherited descriptors to the server,
+waits, and exits with the step's exit status (or dies of the step's signal). Nothing else
+changes for the step: it runs `kfp.dsl.executor_main` as `__main__` in the client's folder,
+with the client's environment and descriptors, and is a descendant of the run, so the run's
+signals reach it.
 
-When no server is running, or it died, or it has not finished its first imports within
-READY_WAIT seconds, the client runs the step the normal way (it execs the interpreter).
+The server takes steps from its start: it imports its modules one at a time and forks a
+waiting step between two of them, so a step waits for at most the module in progress and
+imports what is still missing itself. When no server is running, or it died, or it does not
+take the step within READY_WAIT seconds, the client runs the step the normal way (it execs
+the interpreter).
+
+A step forked here can run other Python processes the same way (`python_through_server`):
+the search step's multiprocessing fork server is one, with TensorFlow already imported.
 """
 
 from __future__ import annotations
@@ -48,7 +55,7 @@ FIRST = (
     "kerasflow.components.normalize_split.core",
     "kerasflow.components.augment.core",
 )
-"""What the data steps need: imported before the server takes its first step."""
+"""What the data steps need: imported first, one module at a time."""
 
 THEN = (
     "tensorflow",
@@ -60,31 +67,52 @@ THEN = (
     "kerasflow.components.deploy.core",
     "kerasflow.components.finalize.core",
 )
-"""What the model steps need: imported one module at a time while no step is waiting."""
+"""What the model steps need: imported after FIRST, one module at a time."""
 
 _HEADER = struct.Struct("!I")
+_GO = b"\x01"
+"""The server's answer to a connection it takes: only then does the client send its step."""
+
+MAX_FDS = 64
+"""Descriptors one request may carry (its standard streams included); a client that has more
+runs its step the normal way."""
+
+_python_through_server: str | None = None
 
 
 # --- client -------------------------------------------------------------------------------
 
 
 READY_WAIT = 60.0
-"""Seconds a step waits for a live server to finish its first imports (the same imports the
-step would otherwise make itself, on the same cores) before it starts the normal way."""
+"""Seconds a step waits for a live server to take it. The server takes a step between two
+imports, so this is the module in progress (the same import the step would otherwise make
+itself, on the same cores); only a stuck server makes the step start the normal way."""
 
 
 def main(argv: list[str]) -> None:
-    """Runs `python ARGV` through the prefork server, or as a normal interpreter without one."""
-    server = _connect(os.environ.get(ENV, ""))
+    """Runs `python ARGV` through the prefork server, or as a normal interpreter without one.
+
+    ARGV is `-m MODULE ARGS...` or `-c CODE ARGS...`, after options in OPTIONS; anything else
+    runs the normal way.
+    """
+    fds = _inherited_fds()
+    server = None
+    command = _without_options(argv)
+    if len(command) >= 2 and command[0] in ("-m", "-c") and len(fds) <= MAX_FDS - 3:
+        server = _connect(os.environ.get(ENV, ""))
     if server is None:
         os.execv(sys.executable, [sys.executable, *argv])
-    request = json.dumps({"argv": argv, "env": dict(os.environ), "cwd": os.getcwd()}).encode()
+    request = json.dumps(
+        {"argv": argv, "env": dict(os.environ), "cwd": os.getcwd(), "fds": fds}
+    ).encode()
     try:
-        socket.send_fds(server, [_HEADER.pack(len(request))], [0, 1, 2])
+        socket.send_fds(server, [_HEADER.pack(len(request))], [0, 1, 2, *fds])
         server.sendall(request)
     except OSError:  # the server went away before it took the step: nothing has run
         server.close()
         os.execv(sys.executable, [sys.executable, *argv])
+    for fd in fds:  # the step holds them now; a pipe's other end sees only the step's copy
+        os.close(fd)
     # The step is a descendant of the run, so the run's SIGINT and SIGTERM reach it directly;
     # this process waits for its status instead of dying first.
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -102,8 +130,35 @@ def main(argv: list[str]) -> None:
     os._exit(value)
 
 
+OPTIONS = ("-B",)
+"""Interpreter options a forked step honours (multiprocessing passes the parent's -B along)."""
+
+
+def _without_options(argv: list[str]) -> list[str]:
+    start = 0
+    while start < len(argv) and argv[start] in OPTIONS:
+        start += 1
+    return argv[start:]
+
+
+def _inherited_fds() -> list[int]:
+    """This process's open descriptors above the standard streams, lowest first."""
+    try:
+        names = os.listdir("/proc/self/fd")
+    except OSError:
+        return []
+    found = []
+    for fd in sorted(int(name) for name in names if name.isdigit() and int(name) > 2):
+        try:
+            os.fstat(fd)  # the listing's own descriptor is closed by now
+        except OSError:
+            continue
+        found.append(fd)
+    return found
+
+
 def _connect(spec: str) -> socket.socket | None:
-    """A connection to the server named by `spec`, or None when it is not taking steps."""
+    """A connection the server named by `spec` took, or None when it does not take one."""
     pid, _, path = spec.partition(":")
     if not pid.isdigit() or not path:
         return None
@@ -115,7 +170,13 @@ def _connect(spec: str) -> socket.socket | None:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         sock.connect(path)
-    except OSError:
+        # Nothing is sent before the server says it takes the step: a client that gives up
+        # closes a connection that carries no step, so the step never runs twice.
+        sock.settimeout(max(0.0, deadline - time.monotonic()))
+        if sock.recv(1) != _GO:  # end of file: the server died
+            raise OSError("not taken")
+        sock.settimeout(None)
+    except OSError:  # refused, timed out or reset
         sock.close()
         return None
     return sock
@@ -135,20 +196,23 @@ def _read(sock: socket.socket, size: int) -> bytes:
 
 
 def serve(path: str, parent_fd: int) -> None:
-    """The server's loop: preload, listen on `path`, fork a child per request.
+    """The server's loop: listen on `path`, import FIRST then THEN, fork a child per request.
 
-    Ends when `parent_fd` (the read end of a pipe whose write end only `kerasflow run` holds)
-    reaches end of file, so the server never outlives its run; it exits at once, without the
-    seconds of tearing its modules down.
+    A waiting request is taken between two imports, so a step forked early imports what is
+    still missing itself. Ends when `parent_fd` (the read end of a pipe whose write end only
+    `kerasflow run` holds) reaches end of file, so the server never outlives its run; it exits
+    at once, without the seconds of tearing its modules down.
     """
+    global _python_through_server
+
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, signal.SIG_IGN)
-    _preload(FIRST)
+    _python_through_server = _write_python(path)
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(path + ".tmp")
     listener.listen(16)
-    os.rename(path + ".tmp", path)  # clients connect only once the first imports are done
-    pending = list(THEN)
+    os.rename(path + ".tmp", path)  # a client never connects to a socket not yet listening
+    pending = [*FIRST, *THEN]
     children: dict[int, socket.socket] = {}
     # A step's status goes to its client as soon as it ends, even while a module is importing;
     # SIGCHLD stays blocked from a fork until its child is in `children`.
@@ -181,13 +245,49 @@ def _preload(modules: list[str] | tuple[str, ...]) -> None:
             print(f"prefork: not preloaded {name}: {exc}", file=sys.stderr, flush=True)
 
 
+def _write_python(path: str) -> str:
+    """Writes the executable `python_through_server` names for the server listening on `path`."""
+    import shlex
+
+    python = path + ".python"
+    spec = shlex.quote(f"{os.getpid()}:{path}")
+    script = (
+        f"#!/bin/sh\nexport {ENV}={spec}\n"
+        f'exec {shlex.quote(sys.executable)} -m kerasflow.runtime.prefork "$@"\n'
+    )
+    with open(python + ".tmp", "w") as fh:
+        fh.write(script)
+    os.chmod(python + ".tmp", 0o755)
+    os.rename(python + ".tmp", python)
+    return python
+
+
+def python_through_server() -> str | None:
+    """An executable that runs `python -m|-c ... ARGS` as a child of this step's prefork server.
+
+    Set only in a step forked by a prefork server, which lives as long as the step's run; None
+    in a fresh interpreter, a container or a pod. The child gets the caller's argv, folder,
+    environment and open descriptors (at the same numbers) and the caller's pid stands for it:
+    it exits with the child's status. Without a live server it is a normal interpreter.
+    """
+    return _python_through_server
+
+
 def _start(conn: socket.socket, others: list[socket.socket], parent_fd: int) -> int:
     """Forks the step a client asked for; returns its pid (0 when the request was unreadable)."""
+    fds: list[int] = []
     try:
-        header, fds, _, _ = socket.recv_fds(conn, _HEADER.size, 3)
+        conn.settimeout(10.0)  # a live client sends its request at once
+        conn.sendall(_GO)
+        header, fds, _, _ = socket.recv_fds(conn, _HEADER.size, MAX_FDS)
         (size,) = _HEADER.unpack(header)
         request = json.loads(_read(conn, size))
+        if len(fds) != 3 + len(request.get("fds", [])):
+            raise ValueError("descriptors lost")
+        conn.settimeout(None)
     except (OSError, ValueError, struct.error):
+        for fd in fds:
+            os.close(fd)
         conn.close()
         return 0
     for stream in (sys.stdout, sys.stderr):
@@ -211,7 +311,7 @@ def _start(conn: socket.socket, others: list[socket.socket], parent_fd: int) -> 
 
 
 def _become_step(request: dict, fds: list[int]) -> NoReturn:
-    """In the forked child: take the client's streams, folder and environment, run its argv."""
+    """In the forked child: take the client's descriptors, folder and environment, run its argv."""
     for signum, handler in (
         (signal.SIGINT, signal.default_int_handler),
         (signal.SIGTERM, signal.SIG_DFL),
@@ -219,9 +319,7 @@ def _become_step(request: dict, fds: list[int]) -> NoReturn:
     ):
         signal.signal(signum, handler)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})
-    for target, fd in enumerate(fds):
-        os.dup2(fd, target)
-        os.close(fd)
+    _place(fds, [0, 1, 2, *request.get("fds", [])])
     os.chdir(request["cwd"])
     env = {k: v for k, v in request["env"].items() if k != ENV}
     os.environ.clear()
@@ -232,6 +330,20 @@ def _become_step(request: dict, fds: list[int]) -> NoReturn:
     argv = request["argv"]
     code = _run(argv)
     _exit(code)
+
+
+def _place(fds: list[int], targets: list[int]) -> None:
+    """Moves each received descriptor to the number it had in the client."""
+    import fcntl
+
+    # Above every target first, so that no move closes a descriptor still to be moved.
+    floor = max(targets) + 1
+    high = [fcntl.fcntl(fd, fcntl.F_DUPFD, floor) for fd in fds]
+    for fd in fds:
+        os.close(fd)
+    for fd, target in zip(high, targets, strict=True):
+        os.dup2(fd, target)
+        os.close(fd)
 
 
 def _reopen_stdio(env: dict[str, str]) -> None:
@@ -255,16 +367,28 @@ def _reopen_stdio(env: dict[str, str]) -> None:
 
 
 def _run(argv: list[str]) -> object:
-    """Runs `python ARGV` (`-m MODULE ARGS...`) as `__main__`; returns its exit code."""
+    """Runs `python ARGV` (`-m MODULE ARGS...` or `-c CODE ARGS...`, after OPTIONS) as
+    `__main__`; returns its exit code."""
     import runpy
+    import types
 
-    if len(argv) < 2 or argv[0] != "-m":
-        print(f"prefork: can only run `-m MODULE ...`, not {argv[:2]}", file=sys.stderr)
+    command = _without_options(argv)
+    if "-B" in argv[: len(argv) - len(command)]:
+        sys.dont_write_bytecode = True
+    argv = command
+    if len(argv) < 2 or argv[0] not in ("-m", "-c"):
+        print(f"prefork: can only run `-m` or `-c`, not {argv[:1]}", file=sys.stderr)
         return 2
-    sys.argv = [argv[1], *argv[2:]]
-    sys.path[0] = os.getcwd()
     try:
-        runpy.run_module(argv[1], run_name="__main__", alter_sys=True)
+        if argv[0] == "-m":
+            sys.argv = [argv[1], *argv[2:]]
+            sys.path[0] = os.getcwd()
+            runpy.run_module(argv[1], run_name="__main__", alter_sys=True)
+        else:
+            sys.argv = ["-c", *argv[2:]]
+            sys.path[0] = ""
+            main = sys.modules["__main__"] = types.ModuleType("__main__")
+            exec(compile(argv[1], "<string>", "exec"), main.__dict__)
     except SystemExit as exc:
         return exc.code
     except KeyboardInterrupt:
@@ -330,9 +454,9 @@ def steps_forked(log_path: str) -> Iterator[None]:
     """While open, kfp.local's subprocess runner launches steps through a prefork server.
 
     The server starts now (its imports overlap with the run's first steps) and writes what it
-    has to say (a module it could not preload) to `log_path`; steps that start before it is
-    ready run the normal way. On exit the server is ended and kfp.local restored. Does nothing
-    when the environment sets KERASFLOW_PREFORK=off.
+    has to say (a module it could not preload) to `log_path`; a step that starts while it
+    imports is forked between two imports and imports the rest itself. On exit the server is
+    ended and kfp.local restored. Does nothing when the environment sets KERASFLOW_PREFORK=off.
     """
     if os.environ.get(ENV) == "off":
         yield
@@ -384,6 +508,9 @@ def steps_forked(log_path: str) -> Iterator[None]:
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--serve"]:
-        serve(sys.argv[2], int(sys.argv[3]))
+        # Served from the importable module: the steps forked here read its state.
+        from kerasflow.runtime import prefork
+
+        prefork.serve(sys.argv[2], int(sys.argv[3]))
     else:
         main(sys.argv[1:])

@@ -100,11 +100,21 @@ MAX_CRASHES = 2
 
 
 def process_context() -> Any:
-    """The multiprocessing context whose fork server has TensorFlow imported."""
+    """The multiprocessing context whose fork server has TensorFlow imported.
+
+    In a step forked by a local run's prefork server, the fork server (and the resource
+    tracker) are forked by that server too, which has TensorFlow imported already, instead of
+    starting as fresh interpreters; elsewhere they are fresh interpreters.
+    """
     import multiprocessing
+
+    from kerasflow.runtime import prefork
 
     ctx = multiprocessing.get_context("forkserver")
     ctx.set_forkserver_preload(PRELOAD)
+    python = prefork.python_through_server()
+    if python:
+        ctx.set_executable(python)  # what multiprocessing starts its helper processes with
     return ctx
 
 
@@ -122,11 +132,15 @@ def stop_forkserver() -> None:
     The next search starts a fresh one."""
     from multiprocessing import forkserver
 
-    pid = getattr(forkserver._forkserver, "_forkserver_pid", None)
+    server = forkserver._forkserver
+    pid = getattr(server, "_forkserver_pid", None)
     if pid is None:
         return
     with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGKILL)  # reaped by the next ensure_running()
+        os.kill(pid, signal.SIGKILL)
+    # Closes the pipe whose end of file ends a fork server, and reaps `pid`. Started through
+    # a prefork server, `pid` is only the client standing for the fork server: this ends it.
+    server._stop()
 
 
 def _alive(pid: int) -> bool:
