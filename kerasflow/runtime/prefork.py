@@ -49,6 +49,7 @@ FIRST = (
     "pandas",
     "pyarrow.parquet",
     "sklearn.model_selection",
+    "matplotlib.pyplot",  # every step but search draws a picture; the backend is its choice
     "kerasflow.tracking.runs",
     "kerasflow.tracking.lifecycle",
     "kerasflow.components.ingest_clean.core",
