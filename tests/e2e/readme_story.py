@@ -136,7 +136,7 @@ class Story:
                 out[out.index(name) + 1] = str(port)
         return out
 
-    def do(self, words: list[str], extra: list[str] = ()) -> Done | None:
+    def do(self, words: list[str], extra: list[str] = ()) -> Done:
         """Runs one README command the way its kind needs."""
         kind = words[0]
         if kind == "serve":
