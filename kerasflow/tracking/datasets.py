@@ -60,13 +60,39 @@ def dataset_name(source_uri: str) -> str:
 
 def log_parts(parts: dict[str, artifacts.Part], meta: dict, source_uri: str) -> None:
     """Logs each part as an input of the active run, its context the part's name."""
-    import mlflow
-
     name = dataset_name(source_uri)
     for context, part in parts.items():
-        dataset = as_dataset(part, meta, f"{name}-{context}", source_uri)
-        # The schema is inferred when the input is logged; its hints about integer columns are
-        # advice for model signatures, not for a record of what was read.
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            mlflow.log_input(dataset, context=context)
+        _log_input(as_dataset(part, meta, f"{name}-{context}", source_uri), context)
+
+
+def _log_input(dataset: Any, context: str) -> None:
+    """`mlflow.log_input`, once more when another run inserted the same dataset meanwhile.
+
+    The store looks a dataset (experiment, name, digest) up and inserts it when it is missing;
+    two runs of the same data at once can both miss it, and the second insert then breaks the
+    unique key and rolls back. The retry finds the dataset and only links it to this run.
+    """
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    for attempt in (1, 2):
+        try:
+            # The schema is inferred when the input is logged; its hints about integer columns
+            # are advice for model signatures, not for a record of what was read.
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                mlflow.log_input(dataset, context=context)
+            return
+        except MlflowException as exc:
+            if attempt == 2 or not _duplicate_key(exc):
+                raise
+
+
+def _duplicate_key(exc: Exception) -> bool:
+    """Whether a store error is a unique key broken by a concurrent insert (SQLite, PostgreSQL,
+    MySQL wording)."""
+    text = str(exc).lower()
+    return any(
+        words in text
+        for words in ("unique constraint failed", "duplicate key value", "duplicate entry")
+    )

@@ -51,3 +51,46 @@ def test_image_arrays_from_a_builtin_set_get_a_code_source_and_shapes_in_the_pro
 )
 def test_dataset_names_come_from_the_source(uri, name):
     assert datasets.dataset_name(uri) == name
+
+
+def test_a_dataset_another_run_inserted_meanwhile_is_linked_on_a_second_try(monkeypatch):
+    # Two runs of the same data at once: both look the dataset up, both miss it, and the
+    # second insert breaks the store's unique key (experiment, name, digest).
+    from mlflow.exceptions import MlflowException
+
+    part = artifacts.Part(x=np.ones((3, 2), "float32"), y=np.array([0, 1, 0]))
+    with mlflow.start_run() as other:
+        datasets.log_parts({"clean": part}, {}, "builtin:iris")
+    real, calls = mlflow.log_input, []
+
+    def racing(dataset, context=None, **kwargs):
+        calls.append(context)
+        if len(calls) == 1:
+            raise MlflowException(
+                "(sqlite3.IntegrityError) UNIQUE constraint failed: datasets.experiment_id, "
+                "datasets.name, datasets.digest"
+            )
+        return real(dataset, context=context, **kwargs)
+
+    monkeypatch.setattr(mlflow, "log_input", racing)
+    with mlflow.start_run() as run:
+        datasets.log_parts({"clean": part}, {}, "builtin:iris")
+    assert calls == ["clean", "clean"]
+    mine = _inputs(run.info.run_id)["clean"].dataset
+    assert mine.digest == _inputs(other.info.run_id)["clean"].dataset.digest
+
+
+def test_other_store_errors_are_not_retried(monkeypatch):
+    from mlflow.exceptions import MlflowException
+
+    calls = []
+
+    def failing(dataset, context=None, **kwargs):
+        calls.append(context)
+        raise MlflowException("the store is read-only")
+
+    monkeypatch.setattr(mlflow, "log_input", failing)
+    part = artifacts.Part(x=np.ones((3, 2), "float32"), y=np.array([0, 1, 0]))
+    with mlflow.start_run(), pytest.raises(MlflowException, match="read-only"):
+        datasets.log_parts({"clean": part}, {}, "builtin:iris")
+    assert calls == ["clean"]
