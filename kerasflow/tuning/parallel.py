@@ -113,7 +113,9 @@ def process_context() -> Any:
     ctx = multiprocessing.get_context("forkserver")
     ctx.set_forkserver_preload(PRELOAD)
     python = prefork.python_through_server()
-    if python:
+    # The executable is a script in the server's temporary folder: on a noexec mount it
+    # cannot run, and the fork server starts as a fresh interpreter instead.
+    if python and os.access(python, os.X_OK):
         ctx.set_executable(python)  # what multiprocessing starts its helper processes with
     return ctx
 

@@ -342,3 +342,21 @@ def test_the_server_ends_when_the_run_closes_its_pipe(server, tmp_path):
     assert proc.poll() is None
     os.close(write_end)
     assert proc.wait(timeout=60) == 0
+
+
+def test_a_server_executable_that_cannot_run_leaves_the_fork_server_a_fresh_interpreter(
+    tmp_path, monkeypatch
+):
+    # As on a noexec /tmp: the script is there but may not be executed.
+    from multiprocessing import spawn
+
+    from kerasflow.tuning import parallel
+
+    script = tmp_path / "python"
+    script.write_text("#!/bin/sh\nexit 1\n")
+    script.chmod(0o644)
+    monkeypatch.setattr(prefork, "python_through_server", lambda: str(script))
+    before = spawn.get_executable()
+    monkeypatch.setattr(spawn, "_python_exe", before)  # put back whatever the call sets
+    parallel.process_context()
+    assert spawn.get_executable() == before
