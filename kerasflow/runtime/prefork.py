@@ -233,17 +233,16 @@ def serve(path: str, parent_fd: int) -> None:
             finally:
                 signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})
         elif pending:
-            _preload([pending.pop(0)])
+            _preload(pending.pop(0))
 
 
-def _preload(modules: list[str] | tuple[str, ...]) -> None:
+def _preload(name: str) -> None:
     import importlib
 
-    for name in modules:
-        try:
-            importlib.import_module(name)
-        except Exception as exc:  # noqa: BLE001 - the step imports it (and reports) itself
-            print(f"prefork: not preloaded {name}: {exc}", file=sys.stderr, flush=True)
+    try:
+        importlib.import_module(name)
+    except Exception as exc:  # noqa: BLE001 - the step imports it (and reports) itself
+        print(f"prefork: not preloaded {name}: {exc}", file=sys.stderr, flush=True)
 
 
 def _write_python(path: str) -> str:
