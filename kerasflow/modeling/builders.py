@@ -295,13 +295,33 @@ def objective(meta: dict) -> tuple[str, str]:
 
 
 def make_dataset(inputs: Any, y: Any, batch_size: int, shuffle: bool = False, seed: int = 0) -> Any:
-    """A batched tf.data pipeline over in-memory inputs.
+    """A batched tf.data pipeline over in-memory inputs, gathered one batch at a time.
 
-    Keras 3 `fit` refuses NumPy string arrays, so string features travel as tf tensors.
+    The inputs become tensors once (Keras 3 `fit` refuses NumPy string arrays, so string
+    features must travel as tf tensors) and every batch is a `tf.gather` of its row indices.
+    Shuffling permutes the row indices, a new permutation each epoch derived from `seed`, so no
+    per-row element is ever materialized: a shuffle buffer or cache of row elements costs about
+    4 KB per table row and several times the time per epoch.
     """
     import tensorflow as tf
 
-    ds = tf.data.Dataset.from_tensor_slices((inputs, y)).cache()
+    n = len(y)
+    batch_size = max(1, int(batch_size))
+    tensors = tf.nest.map_structure(tf.convert_to_tensor, (inputs, y))
+    starts = tf.data.Dataset.range(0, n, batch_size)
     if shuffle:
-        ds = ds.shuffle(len(y), seed=seed, reshuffle_each_iteration=True)
-    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+        def permuted_batches(epoch_seed: Any) -> Any:
+            order = tf.random.experimental.stateless_shuffle(
+                tf.range(n, dtype=tf.int64),
+                seed=tf.stack([epoch_seed, tf.constant(seed, tf.int64)]),
+            )
+            return starts.map(lambda start: order[start : start + batch_size])
+
+        epoch_seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).take(1)
+        indices = epoch_seeds.flat_map(permuted_batches)
+    else:
+        indices = starts.map(lambda start: tf.range(start, tf.minimum(start + batch_size, n)))
+    ds = indices.map(lambda idx: tf.nest.map_structure(lambda t: tf.gather(t, idx), tensors))
+    ds = ds.apply(tf.data.experimental.assert_cardinality(-(-n // batch_size)))
+    return ds.prefetch(tf.data.AUTOTUNE)

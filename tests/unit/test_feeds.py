@@ -1,0 +1,68 @@
+"""The tf.data pipelines the search and the final fit train on."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from kerasflow.modeling import builders
+
+pytestmark = pytest.mark.unit
+
+
+def _table(n: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    rows = np.arange(n)
+    x = {
+        "num": rows.astype("float32").reshape(-1, 1),
+        "cat": np.array([f"r{i}" for i in rows], dtype=object).reshape(-1, 1),
+    }
+    return x, rows.astype("int64")
+
+
+def _epoch(ds) -> tuple[list[int], np.ndarray, np.ndarray]:
+    sizes, nums, cats = [], [], []
+    for x, y in ds:
+        sizes.append(len(y))
+        nums.append(x["num"].numpy().ravel())
+        cats.append([c.decode() for c in x["cat"].numpy().ravel()])
+        assert (x["num"].numpy().ravel().astype("int64") == y.numpy()).all()
+    return sizes, np.concatenate(nums).astype("int64"), np.concatenate(cats)
+
+
+def test_an_unshuffled_pipeline_keeps_the_row_order_in_full_batches_and_a_short_last_one():
+    x, y = _table(23)
+    ds = builders.make_dataset(x, y, 5)
+    assert int(ds.cardinality()) == 5
+    sizes, nums, cats = _epoch(ds)
+    assert sizes == [5, 5, 5, 5, 3]
+    assert nums.tolist() == list(range(23))
+    assert cats.tolist() == [f"r{i}" for i in range(23)]
+
+
+def test_a_shuffled_pipeline_visits_every_row_once_per_epoch_in_a_new_seeded_order():
+    x, y = _table(50)
+    ds = builders.make_dataset(x, y, 8, shuffle=True, seed=3)
+    assert int(ds.cardinality()) == 7
+    epochs = [_epoch(ds) for _ in range(3)]
+    for sizes, nums, cats in epochs:
+        assert sizes == [8] * 6 + [2]
+        assert sorted(nums.tolist()) == list(range(50))
+        # Features and labels of a row stay together through the gather.
+        assert cats.tolist() == [f"r{i}" for i in nums]
+    orders = [tuple(nums) for _, nums, _ in epochs]
+    assert len(set(orders)) == 3
+    assert tuple(range(50)) not in orders
+    # The same seed gives the same sequence of epochs; another seed does not.
+    again = builders.make_dataset(x, y, 8, shuffle=True, seed=3)
+    assert [tuple(_epoch(again)[1]) for _ in range(3)] == orders
+    other = builders.make_dataset(x, y, 8, shuffle=True, seed=4)
+    assert tuple(_epoch(other)[1]) != orders[0]
+
+
+def test_image_arrays_are_gathered_whole():
+    x = np.arange(6 * 2 * 2 * 1, dtype="float32").reshape(6, 2, 2, 1)
+    y = np.arange(6)
+    batches = list(builders.make_dataset({"image": x}, y, 4, shuffle=True, seed=0))
+    assert [b[0]["image"].shape[1:] for b in batches] == [(2, 2, 1)] * 2
+    for inputs, labels in batches:
+        np.testing.assert_array_equal(inputs["image"].numpy(), x[labels.numpy()])
