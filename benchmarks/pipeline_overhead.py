@@ -179,13 +179,19 @@ def run_kerasflow(args: argparse.Namespace, prefork: bool = True) -> dict:
     steps = {
         json.loads(line)["step"]: json.loads(line) for line in timings.read_text().splitlines()
     }
-    log = next(p for p in (work / "logs").glob("run-*.log") if ".prefork" not in p.name).read_text()
+    log = run_log(work)
     for step, (begin, end) in task_walls(log).items():
         # The exit handler (finalize) records no timings of its own: all of it counts as launch.
         blank = {"import_s": 0.0, "tracking_s": 0.0, "work_s": 0.0}
         steps.setdefault(step, blank)["wall"] = end - begin
     summary = json.loads((work / "summary.json").read_text())
     return {"wall": wall, "steps": steps, "metrics": summary["test_metrics"]}
+
+
+def run_log(work: Path) -> str:
+    """The text of the run's own log in `work` (not the prefork server's beside it)."""
+    logs = (work / "logs").glob("run-*.log")
+    return next(p for p in logs if ".prefork" not in p.name).read_text()
 
 
 def task_walls(log: str) -> dict[str, tuple[float, float]]:

@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from pipeline_overhead import task_walls  # noqa: E402
+from pipeline_overhead import run_log, task_walls  # noqa: E402
 
 from kerasflow.settings import STEPS  # noqa: E402
 
@@ -114,8 +114,7 @@ def run_pipeline(data: str, extra: list[str], work: Path) -> dict:
         record = json.loads(line)
         step = steps.setdefault(record["step"], {"peak_rss_mb": 0.0})
         step["peak_rss_mb"] = max(step["peak_rss_mb"], record.get("peak_rss_mb", 0.0))
-    log = next((work / "logs").glob("run-*.log")).read_text()
-    for step, (begin, end) in task_walls(log).items():
+    for step, (begin, end) in task_walls(run_log(work)).items():
         steps.setdefault(step, {"peak_rss_mb": 0.0})["wall"] = end - begin
     return {"wall": wall, "steps": steps}
 
