@@ -189,7 +189,7 @@ def _table_bundle(raw, task, modality, options, saved_schema):
     if text_column:
         frame, report = cleaning.clean_text(raw.frame, label, text_column, policy, report)
     else:
-        frame, report = cleaning.clean_table(coerced, label, task, policy, report)
+        frame, report = cleaning.clean_table(coerced, label, task, policy, report, coerced=True)
     class_names: list[str] = []
     counts = None
     if task == "classification":

@@ -158,10 +158,27 @@ def coerce_types(frame: Any, report: CleaningReport) -> Any:
             junk += int((present & ~numeric).sum())
             frame[col] = numbers.astype("float64")
         else:
-            frame[col] = text.astype(object).where(text.notna(), None)
+            frame[col] = distinct_objects(text)
         if junk:
             report.junk_values[str(col)] = junk
     return frame
+
+
+def distinct_objects(values: Any, convert: Any = None) -> Any:
+    """The Series `values` as object dtype, missing ones as None, one object per distinct value.
+
+    A row-by-row conversion makes a Python object per row (about 60 bytes for a short string);
+    here each distinct value becomes one object, `convert(value)` when given, that its rows
+    share.
+    """
+    import pandas as pd
+
+    codes, uniques = pd.factorize(values)
+    table = np.asarray(uniques, dtype=object)
+    if convert is not None:
+        table = np.asarray([convert(v) for v in table], dtype=object)
+    # Missing rows have code -1, which picks the None appended last.
+    return pd.Series(np.append(table, None)[codes], index=values.index, dtype=object)
 
 
 def is_identifier(series: Any, name: str) -> bool:
@@ -402,12 +419,14 @@ def clean_table(
     task: str,
     policy: CleaningPolicy | None = None,
     report: CleaningReport | None = None,
+    coerced: bool = False,
 ):
     """Cleans a table with `policy`; returns the clean frame and a CleaningReport.
 
     The label column is only coerced and checked: rows without a label are dropped, a
     regression label must be numeric. A `report` passed in (from an earlier `coerce_types`
-    of the same frame) is continued.
+    of the same frame) is continued; `coerced` says the frame is that function's result
+    already.
 
     Raises:
         UserError: when the label has no values, a regression label is not numeric, or no
@@ -417,7 +436,8 @@ def clean_table(
 
     policy = policy or CleaningPolicy()
     report = report or CleaningReport(rows_in=len(frame))
-    frame = coerce_types(frame, report)
+    if not coerced:
+        frame = coerce_types(frame, report)
     missing_label = frame[label].isna()
     if missing_label.all():
         raise UserError(f"label column '{label}' has no values")
@@ -450,7 +470,7 @@ def clean_table(
             report.missing[col] = count
     for col in categorical:
         # Categories become text; missing ones stay missing until `fit_on_train`.
-        frame[col] = frame[col].where(frame[col].isna(), frame[col].astype(str))
+        frame[col] = distinct_objects(frame[col], str)
     report.rows_out = len(frame)
     return frame.reset_index(drop=True), report
 

@@ -14,6 +14,7 @@ from kerasflow.data.cleaning import (
     clean_table,
     clean_text,
     coerce_types,
+    distinct_objects,
     fit_on_train,
     is_identifier,
     outlier_bounds,
@@ -217,3 +218,13 @@ def test_clean_text_keeps_text_and_label_only():
     assert report.rows_without_label == 1 and report.rows_dropped_missing == 2
     assert report.duplicate_rows == 1
     assert report.columns_removed == {"id": "not used by a text model"}
+
+
+def test_distinct_objects_share_one_object_per_value_and_keep_missing_as_none():
+    values = pd.Series(["b", None, "a", "b", np.nan, "a"], dtype="str", index=[5, 4, 3, 2, 1, 0])
+    out = distinct_objects(values)
+    assert out.dtype == object and out.index.tolist() == [5, 4, 3, 2, 1, 0]
+    assert out.tolist() == ["b", None, "a", "b", None, "a"]
+    assert out.iloc[0] is out.iloc[3] and out.iloc[2] is out.iloc[5]
+    numbers = distinct_objects(pd.Series([2.0, None, 2.0], dtype=object), str)
+    assert numbers.tolist() == ["2.0", None, "2.0"] and numbers.iloc[0] is numbers.iloc[2]

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
+from kerasflow.data import artifacts
 from kerasflow.modeling import builders
 
 pytestmark = pytest.mark.unit
@@ -66,3 +68,25 @@ def test_image_arrays_are_gathered_whole():
     assert [b[0]["image"].shape[1:] for b in batches] == [(2, 2, 1)] * 2
     for inputs, labels in batches:
         np.testing.assert_array_equal(inputs["image"].numpy(), x[labels.numpy()])
+
+
+@pytest.mark.parametrize(
+    "column",
+    [
+        pd.Series(["a", "b", None, "a", "é"], dtype=object),
+        pd.Series(["a", "b", None, "a"], dtype="str"),
+        pd.Series([3, 1, 3]),
+        pd.Series([1.5, np.nan, 1.5]),
+        pd.Series([True, False, True]),
+        pd.Series(pd.Categorical(["x", "y", None, "x"])),
+    ],
+    ids=["object", "str", "int", "float", "bool", "category"],
+)
+def test_text_inputs_are_the_columns_strings_with_one_object_per_distinct_value(column):
+    text = artifacts.as_text(column)
+    expected = column.astype(str).to_numpy(dtype=object)
+    assert text.dtype == object and len(text) == len(expected)
+    for got, want in zip(text, expected, strict=True):
+        assert type(got) is type(want)
+        assert got == want or (got != got and want != want)
+    assert len({id(v) for v in text}) == len(set(map(str, expected)))
