@@ -121,7 +121,7 @@ def run_pipeline(data: str, extra: list[str], work: Path) -> dict:
 
 def report(kind: str, sizes: list[int], results: list[dict]) -> None:
     print(f"\n{kind}: sizes {', '.join(f'{n:,}' for n in sizes)}")
-    head = "".join(f"{f'wall@{n:,}':>14}{'us/row':>8}{'MB':>7}" for n in sizes)
+    head = "".join(f"{f'wall@{n:,}':>16}{'us/row':>8}{'MB':>7}" for n in sizes)
     print(f"{'step':22}{head}{'marginal':>10}{'rss16/4':>9}")
     for step in STEPS:
         cells, walls, rss = "", [], []
@@ -130,7 +130,7 @@ def report(kind: str, sizes: list[int], results: list[dict]) -> None:
             w = s.get("wall", float("nan"))
             walls.append(w)
             rss.append(s.get("peak_rss_mb", float("nan")))
-            cells += f"{w:14.1f}{1e6 * w / n:8.1f}{rss[-1]:7.0f}"
+            cells += f"{w:16.1f}{1e6 * w / n:8.1f}{rss[-1]:7.0f}"
         marginal = rss_growth = float("nan")
         if len(sizes) >= 3:
             low = (walls[1] - walls[0]) / (sizes[1] - sizes[0])

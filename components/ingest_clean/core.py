@@ -196,13 +196,15 @@ def _table_bundle(raw, task, modality, options, saved_schema):
         values = frame[label]
         if pd.api.types.is_numeric_dtype(values) and values.mod(1).eq(0).all():
             values = values.astype("int64")
-        names = [str(v) for v in values]
+        # Each distinct label is named once; the rows keep codes into them.
+        codes, uniques = pd.factorize(values, use_na_sentinel=False)
+        names = [str(v) for v in uniques]
         class_names = list(raw.class_names) or sorted(set(names), key=_natural_key)
         unknown = sorted(set(names) - set(class_names))
         if unknown:
             raise UserError(f"labels {unknown[:3]} are not among the classes {class_names[:5]}")
         index = {name: i for i, name in enumerate(class_names)}
-        frame[label] = np.asarray([index[n] for n in names], dtype="int64")
+        frame[label] = np.asarray([index[n] for n in names], dtype="int64")[codes]
         counts = _class_counts(frame[label].to_numpy(), class_names)
     else:
         frame[label] = frame[label].astype("float64")

@@ -510,8 +510,11 @@ def run(
                 f"refitting {'the champion' if start is not None else 'a fresh model'} on "
                 f"train+val for {best} epochs",
             )
+            # The split pipelines' tensors go before the merged ones are made.
+            del train_ds, val_ds
             x, y = merged_arrays(arrays)
             merged = builders.make_dataset(x, y, batch, True, seed)
+            del x, y
             model, extra = refit_on_all(
                 meta,
                 merged,

@@ -327,14 +327,9 @@ def _impute(parts: dict[str, Any], numeric: list[str], categorical: list[str], p
             report.imputed[col] = {"count": counts[col], "strategy": policy.missing}
     if cat_missing:
         strategy = "constant" if policy.missing == "constant" else "most_frequent"
-        imputer = SimpleImputer(
-            strategy=strategy,
-            fill_value=CONSTANT_FILL_CATEGORY,
-            missing_values=None,
-            keep_empty_features=True,
-        ).fit(_categories(train[cat_missing]))
         for frame in parts.values():
-            frame[cat_missing] = imputer.transform(_categories(frame[cat_missing]))
+            for col in cat_missing:
+                frame[col] = frame[col].fillna(report.fill_values[col])
         for col in cat_missing:
             report.imputed[col] = {"count": counts[col], "strategy": strategy}
 
@@ -356,20 +351,21 @@ def _fill_values(
             keep_empty_features=True,
         ).fit(train[numeric].to_numpy("float64"))
         fills.update(zip(numeric, map(float, imputer.statistics_), strict=True))
-    if categorical:
-        imputer = SimpleImputer(
-            strategy="constant" if policy.missing == "constant" else "most_frequent",
-            fill_value=CONSTANT_FILL_CATEGORY,
-            missing_values=None,
-            keep_empty_features=True,
-        ).fit(_categories(train[categorical]))
-        fills.update(zip(categorical, map(str, imputer.statistics_), strict=True))
+    for col in categorical:
+        if policy.missing == "constant":
+            fills[col] = CONSTANT_FILL_CATEGORY
+        else:
+            fills[col] = str(most_frequent(train[col]))
     return fills
 
 
-def _categories(frame: Any) -> np.ndarray:
-    """Category columns as objects, missing values as None (what SimpleImputer looks for)."""
-    return frame.astype(object).where(frame.notna(), None).to_numpy(dtype=object)
+def most_frequent(values: Any) -> Any:
+    """The most frequent present value, the smallest of those tied (as scikit-learn's
+    SimpleImputer picks), 0 when none is present (as its `keep_empty_features` fills)."""
+    counts = values.value_counts(dropna=True)
+    if counts.empty:
+        return 0
+    return min(counts.index[counts == counts.max()])
 
 
 def policy_dict(policy: CleaningPolicy) -> dict[str, Any]:

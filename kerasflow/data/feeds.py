@@ -108,24 +108,23 @@ class DataFeed:
         self.meta = arrays.meta
         self.seed = seed
         self._cache: dict[int, tuple[Any, Any]] = {}
-        self._tensors: tuple[Any, Any] | None = None
+        self._rows: tuple[Any, Any] | None = None
 
     def datasets(self, batch_size: int) -> tuple[Any, Any]:
         """The shuffled train pipeline and the val pipeline for `batch_size`."""
         batch_size = int(batch_size)
         if batch_size not in self._cache:
-            if self._tensors is None:
-                import tensorflow as tf
-
+            if self._rows is None:
                 a = self.arrays
                 # One tensor copy of each split, shared by the pipelines of every batch size.
-                self._tensors = tf.nest.map_structure(
-                    tf.convert_to_tensor, ((a.train_x, a.train_y), (a.val_x, a.val_y))
+                self._rows = (
+                    builders.Rows(a.train_x, a.train_y),
+                    builders.Rows(a.val_x, a.val_y),
                 )
-            (train_x, train_y), (val_x, val_y) = self._tensors
+            train, val = self._rows
             self._cache[batch_size] = (
-                builders.make_dataset(train_x, train_y, batch_size, True, self.seed),
-                builders.make_dataset(val_x, val_y, batch_size),
+                builders.make_dataset(train, None, batch_size, True, self.seed),
+                builders.make_dataset(val, None, batch_size),
             )
         return self._cache[batch_size]
 

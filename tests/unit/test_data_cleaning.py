@@ -17,6 +17,7 @@ from kerasflow.data.cleaning import (
     distinct_objects,
     fit_on_train,
     is_identifier,
+    most_frequent,
     outlier_bounds,
     policy_dict,
     policy_from_dict,
@@ -228,3 +229,21 @@ def test_distinct_objects_share_one_object_per_value_and_keep_missing_as_none():
     assert out.iloc[0] is out.iloc[3] and out.iloc[2] is out.iloc[5]
     numbers = distinct_objects(pd.Series([2.0, None, 2.0], dtype=object), str)
     assert numbers.tolist() == ["2.0", None, "2.0"] and numbers.iloc[0] is numbers.iloc[2]
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        ["b", "a", "b", None, "a", "c"],
+        ["z", None, "z", "y"],
+        [None, None],
+        ["solo"],
+    ],
+)
+def test_most_frequent_picks_what_scikit_learns_imputer_picks(values):
+    from sklearn.impute import SimpleImputer
+
+    column = pd.Series(values, dtype=object)
+    imputer = SimpleImputer(strategy="most_frequent", missing_values=None, keep_empty_features=True)
+    expected = imputer.fit(column.to_numpy(dtype=object).reshape(-1, 1)).statistics_[0]
+    assert str(most_frequent(column)) == str(expected)

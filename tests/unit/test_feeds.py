@@ -90,3 +90,17 @@ def test_text_inputs_are_the_columns_strings_with_one_object_per_distinct_value(
         assert type(got) is type(want)
         assert got == want or (got != got and want != want)
     assert len({id(v) for v in text}) == len(set(map(str, expected)))
+
+
+def test_rows_hold_text_columns_as_codes_and_give_back_their_strings():
+    import tensorflow as tf
+
+    text = np.array(["b", "a", "b", "ü", "a"], dtype=object).reshape(-1, 1)
+    rows = builders.Rows({"t": text, "n": np.arange(5, dtype="float32").reshape(-1, 1)}, np.ones(5))
+    inputs, targets = rows._columns
+    assert inputs["t"].values.dtype == tf.int32 and inputs["t"].vocabulary.shape == (3,)
+    assert inputs["n"].vocabulary is None
+    x, y = rows.take(tf.constant([3, 0, 2]))
+    assert [v.decode() for v in x["t"].numpy().ravel()] == ["ü", "b", "b"]
+    assert x["t"].shape == (3, 1) and x["n"].numpy().ravel().tolist() == [3.0, 0.0, 2.0]
+    assert y.numpy().tolist() == [1.0, 1.0, 1.0]
