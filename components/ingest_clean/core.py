@@ -144,7 +144,8 @@ def _image_bundle(raw, task, options, saved_schema):
             raise AnomalyError(anomalies, "the images")
     if options.drop_duplicates:
         keep, report.duplicate_rows = cleaning.dedupe_arrays(x, y)
-        x, y = x[keep], y[keep]
+        if report.duplicate_rows:
+            x, y = x[keep], y[keep]
     report.rows_out = len(x)
     counts = _class_counts(y, raw.class_names) if task == "classification" else None
     _check_rows(len(x), counts, options.min_class_rows)
@@ -158,7 +159,7 @@ def _image_bundle(raw, task, options, saved_schema):
         C.META_ROWS: len(x),
     }
     part = artifacts.Part(
-        x=x.astype("float32"), y=y if task == "classification" else y.astype(float)
+        x=x.astype("float32", copy=False), y=y if task == "classification" else y.astype(float)
     )
     meta[C.META_DATA_HASH] = artifacts.hash_part(part)
     schema = schemas.infer_array_schema(

@@ -31,6 +31,8 @@ from kerasflow.tracking import datasets, runs
 
 STEP = "normalize_split"
 MAX_VOCABULARY = 1000
+# Values per block when scaling statistics are summed (8 MB of float64 temporaries).
+STATS_BLOCK_VALUES = 1 << 20
 # What the train-fitted cleaning changed, kept in the split bundle's metadata.
 CLEANING_REPORT = "cleaning_report"
 
@@ -143,8 +145,7 @@ def fit_normalization(meta: dict, train: artifacts.Part, scaling: str = "zscore"
     get a vocabulary (most frequent first), text a vocabulary and a sequence length.
     """
     if train.frame is None:
-        x = train.x.astype("float64")
-        return {C.IMAGE_INPUT: _scale_stats(x.reshape(-1), scaling)}
+        return {C.IMAGE_INPUT: _scale_stats(train.x, scaling)}
     stats: dict = {}
     for feat in meta[C.META_FEATURES]:
         col = train.frame[feat["name"]]
@@ -176,6 +177,8 @@ def fit_normalization(meta: dict, train: artifacts.Part, scaling: str = "zscore"
 
 
 def _scale_stats(values: np.ndarray, scaling: str) -> dict:
+    """Scaling statistics over every value of `values` (any shape), summed in float64 a block of
+    rows at a time: a float64 copy of a whole image split would take twice its memory."""
     if scaling == "minmax":
         low, high = float(values.min()), float(values.max())
         return {
@@ -185,11 +188,12 @@ def _scale_stats(values: np.ndarray, scaling: str) -> dict:
             "mean": low,
             "variance": float(max((high - low) ** 2, 1e-12)),
         }
-    return {
-        "scaling": "zscore",
-        "mean": float(values.mean()),
-        "variance": float(max(values.var(), 1e-12)),
-    }
+    rows = values.reshape(len(values), -1) if values.ndim > 1 else values.reshape(-1, 1)
+    step = max(1, STATS_BLOCK_VALUES // max(1, rows.shape[1]))
+    blocks = [rows[i : i + step] for i in range(0, len(rows), step)]
+    mean = sum(np.sum(b, dtype=np.float64) for b in blocks) / rows.size
+    variance = sum(np.sum(np.square(b.astype(np.float64) - mean)) for b in blocks) / rows.size
+    return {"scaling": "zscore", "mean": float(mean), "variance": float(max(variance, 1e-12))}
 
 
 def class_weights(meta: dict, train: artifacts.Part) -> dict[str, float]:

@@ -9,7 +9,6 @@ integer class indices; the class names live in the metadata.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import re
 from dataclasses import dataclass, field
@@ -19,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from kerasflow import constants as C
-from kerasflow.runtime.fileio import write_bytes_atomic, write_json_atomic
+from kerasflow.runtime.fileio import local_file_atomic, write_json_atomic
 
 
 @dataclass
@@ -66,13 +65,11 @@ def save(path: str | Path, bundle: Bundle) -> None:
     path.mkdir(parents=True, exist_ok=True)
     for name, part in bundle.parts.items():
         if part.frame is not None:
-            buf = io.BytesIO()
-            part.frame.to_parquet(buf, index=False)
-            write_bytes_atomic(path / f"{name}.parquet", buf.getvalue())
+            with local_file_atomic(path / f"{name}.parquet") as fh:
+                part.frame.to_parquet(fh, index=False)
         else:
-            buf = io.BytesIO()
-            np.savez(buf, x=part.x, y=part.y)
-            write_bytes_atomic(path / f"{name}.npz", buf.getvalue())
+            with local_file_atomic(path / f"{name}.npz") as fh:
+                np.savez(fh, x=part.x, y=part.y)
     write_json_atomic(path / C.META_FILE, bundle.meta)
 
 
@@ -169,6 +166,7 @@ def hash_part(part: Part) -> str:
 
         h.update(pd.util.hash_pandas_object(part.frame, index=False).to_numpy().tobytes())
     else:
-        h.update(np.ascontiguousarray(part.x).tobytes())
-        h.update(np.ascontiguousarray(part.y).tobytes())
+        # The arrays' own buffers, not copies of them as bytes.
+        h.update(np.ascontiguousarray(part.x))
+        h.update(np.ascontiguousarray(part.y))
     return h.hexdigest()[:16]

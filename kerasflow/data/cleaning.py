@@ -514,7 +514,17 @@ def clean_text(
 def dedupe_arrays(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, int]:
     """Positions of the first occurrence of each distinct (x, y) row, in order, and the count
     of duplicates."""
-    flat = x.reshape(len(x), -1)
-    _, first = np.unique(np.concatenate([flat, y[:, None]], axis=1), axis=0, return_index=True)
-    keep = np.sort(first)
-    return keep, len(x) - len(keep)
+    import hashlib
+
+    # A digest per row instead of sorting the rows: sorting copies the whole array several
+    # times, a digest reads each row once.
+    seen: set[bytes] = set()
+    keep = []
+    for i in range(len(x)):
+        digest = hashlib.blake2b(np.ascontiguousarray(x[i]).tobytes(), digest_size=16)
+        digest.update(np.asarray(y[i]).tobytes())
+        key = digest.digest()
+        if key not in seen:
+            seen.add(key)
+            keep.append(i)
+    return np.asarray(keep, dtype=np.int64), len(x) - len(keep)

@@ -45,12 +45,18 @@ def _sample(values: np.ndarray, rng: np.random.Generator) -> list[float]:
 
 def image_statistics(x: np.ndarray, pixel_range: tuple[float, float]) -> dict[str, np.ndarray]:
     """Per-image statistics of a batch of images (N, H, W[, C]) on the training pixel scale."""
-    flat = np.asarray(x, dtype="float64").reshape(len(x), -1)
+    rows = np.asarray(x).reshape(len(x), -1)
     middle = (pixel_range[0] + pixel_range[1]) / 2.0
+    # A block of images at a time: a float64 copy of a whole split would double its memory.
+    step = max(1, (1 << 20) // max(1, rows.shape[1]))
+    parts: dict[str, list[np.ndarray]] = {"mean_intensity": [], "contrast": [], "bright_share": []}
+    for start in range(0, len(rows), step):
+        block = rows[start : start + step].astype("float64")
+        parts["mean_intensity"].append(block.mean(axis=1))
+        parts["contrast"].append(block.std(axis=1))
+        parts["bright_share"].append((block > middle).mean(axis=1))
     return {
-        "mean_intensity": flat.mean(axis=1),
-        "contrast": flat.std(axis=1),
-        "bright_share": (flat > middle).mean(axis=1),
+        name: np.concatenate(values) if values else np.zeros(0) for name, values in parts.items()
     }
 
 

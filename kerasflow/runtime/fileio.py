@@ -241,13 +241,22 @@ def write_bytes_atomic(path: str | Path, data: bytes) -> None:
         with _remote(str(path)):
             fs.pipe_file(key, data)
         return
+    with local_file_atomic(path) as fh:
+        fh.write(data)
+
+
+@contextlib.contextmanager
+def local_file_atomic(path: str | Path) -> Iterator[Any]:
+    """A binary file to write whose content replaces the local `path` whole when the block
+    ends without an error (a temporary file in the same folder, then a rename), so a large
+    artifact is written as it is made instead of first as bytes in memory."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         try:
             with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
+                yield fh
         except OSError as exc:
             raise OSError(exc.errno, exc.strerror, str(path)) from None
         os.replace(tmp, path)
