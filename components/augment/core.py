@@ -29,6 +29,8 @@ STEP = "augment"
 PREVIEW_IMAGES = 8
 PREVIEW_TEXTS = 6
 WORD_CHANGE_SHARE = 0.1
+# Pixel values an augmentation block works on at once (float64 temporaries of 8 MB).
+BLOCK_VALUES = 1 << 20
 
 
 @dataclass
@@ -94,9 +96,15 @@ def augment_images(
     low, high = float(x.min()), float(x.max())
     centre = np.array([(h - 1) / 2.0, (w - 1) / 2.0])
     geometric = {"flip", "rotation", "zoom", "translation"} & set(methods)
-    copies = [x]
-    for _ in range(factor):
-        out = x.astype("float32", copy=True)
+    # One output array filled in place, the pixel arithmetic a block of images at a time: a
+    # list of copies joined at the end, with float64 noise for a whole copy, took several
+    # times the output's memory.
+    result = np.empty(((factor + 1) * n, h, w, channels), dtype="float32")
+    result[:n] = x
+    step = max(1, BLOCK_VALUES // max(1, h * w * channels))
+    for copy in range(1, factor + 1):
+        out = result[copy * n : (copy + 1) * n]
+        out[...] = x
         if geometric:
             for i, (matrix, shift) in enumerate(_affine(rng, n, h, w, methods, s)):
                 offset = centre - matrix @ (centre + shift)
@@ -104,14 +112,18 @@ def augment_images(
                     out[i, :, :, ch] = ndimage.affine_transform(
                         x[i, :, :, ch], matrix, offset=offset, order=1, mode="constant", cval=low
                     )
+        factors = None
         if "contrast" in methods:
             factors = rng.uniform(1 - s.contrast, 1 + s.contrast, (n, 1, 1, 1))
-            mean = out.mean(axis=(1, 2), keepdims=True)
-            out = (out - mean) * factors + mean
-        if "noise" in methods:
-            out = out + rng.normal(0.0, s.noise * (high - low), out.shape)
-        copies.append(np.clip(out, low, high).astype("float32"))
-    return np.concatenate(copies), np.concatenate([y] * (factor + 1))
+        for start in range(0, n, step):
+            block: np.ndarray = out[start : start + step]
+            if factors is not None:
+                mean = block.mean(axis=(1, 2), keepdims=True)
+                block = (block - mean) * factors[start : start + step] + mean
+            if "noise" in methods:
+                block = block + rng.normal(0.0, s.noise * (high - low), block.shape)
+            out[start : start + step] = np.clip(block, low, high)
+    return result, np.concatenate([y] * (factor + 1))
 
 
 def _numeric(meta: dict) -> list[str]:

@@ -396,7 +396,7 @@ def run(
     with runs.step_run(tracking_uri, parent_run_id, STEP, settings=opts):
         import mlflow
 
-        from kerasflow.data.feeds import DataFeed, load_training_arrays, merged_arrays
+        from kerasflow.data.feeds import DataFeed, load_training_arrays
         from kerasflow.tracking import models
 
         models.prewarm()
@@ -416,7 +416,8 @@ def run(
         replicas = distribute.use_local_strategy()
         hparams = json.loads(Path(hparams_path).read_text())
         batch = int(hparams.get("batch_size", opts.batch_size))
-        train_ds, val_ds = DataFeed(arrays, seed).datasets(batch)
+        feed = DataFeed(arrays, seed)
+        train_ds, val_ds = feed.datasets(batch)
         build_fn = search_space.load_build_function(opts.build_model) if opts.build_model else None
         champion, source, path, name = None, None, None, ""
         if opts.warm_start:
@@ -510,11 +511,7 @@ def run(
                 f"refitting {'the champion' if start is not None else 'a fresh model'} on "
                 f"train+val for {best} epochs",
             )
-            # The split pipelines' tensors go before the merged ones are made.
-            del train_ds, val_ds
-            x, y = merged_arrays(arrays)
-            merged = builders.make_dataset(x, y, batch, True, seed)
-            del x, y
+            merged = feed.merged(batch, seed)
             model, extra = refit_on_all(
                 meta,
                 merged,

@@ -70,15 +70,15 @@ def fit_member(
     With `log_dir`, the fit writes TensorBoard logs under `log_dir/member_<index>`.
     """
     from kerasflow.components.train import core
-    from kerasflow.data.feeds import DataFeed, class_weight_arg, merged_arrays
-    from kerasflow.modeling import builders
+    from kerasflow.data.feeds import DataFeed, class_weight_arg
     from kerasflow.runtime import progress
     from kerasflow.tracking import tensorboard
 
     meta = arrays.meta
     seed = opts.seed + index
     batch = int(hparams.get("batch_size", opts.batch_size))
-    train_ds, val_ds = DataFeed(arrays, seed).datasets(batch)
+    feed = DataFeed(arrays, seed)
+    train_ds, val_ds = feed.datasets(batch)
     monitor = tuners.resolve_objective(meta, opts.objective, opts.direction)[0]
     shown = monitor if monitor.startswith("val_") else f"val_{monitor}"
     boundary.progress(
@@ -104,8 +104,7 @@ def fit_member(
         build_fn=build_fn,
     )
     if opts.refit:
-        x, y = merged_arrays(arrays)
-        merged = builders.make_dataset(x, y, batch, True, seed)
+        merged = feed.merged(batch, seed)
         model, extra = core.refit_on_all(
             meta,
             merged,

@@ -84,14 +84,21 @@ def load_part(path: str | Path, name: str) -> Part:
     table = path / f"{name}.parquet"
     if table.exists():
         import pandas as pd
-        import pyarrow as pa
 
         frame = pd.read_parquet(table)
         # Reading takes about twice the table in Arrow's buffers; hand them back to the system.
-        pa.default_memory_pool().release_unused()
+        release_memory()
         return Part(frame=frame)
     with np.load(path / f"{name}.npz", allow_pickle=False) as data:
         return Part(x=data["x"], y=data["y"])
+
+
+def release_memory() -> None:
+    """Hands the memory Arrow's pool holds but no longer uses back to the system (its
+    allocator keeps freed buffers for reuse, which a step that reads a table once never has)."""
+    import pyarrow as pa
+
+    pa.default_memory_pool().release_unused()
 
 
 def load(path: str | Path, names: tuple[str, ...]) -> Bundle:
@@ -127,15 +134,36 @@ def feature_columns(meta: dict) -> list[str]:
 def model_inputs(meta: dict, part: Part) -> Any:
     """What a Keras model built for `meta` takes: a dict of named inputs or an image array."""
     if part.frame is None:
-        return {C.IMAGE_INPUT: part.x.astype("float32")}
-    out = {}
-    for feat in meta[C.META_FEATURES]:
-        col = part.frame[feat["name"]]
-        if feat["kind"] == "numeric":
-            out[feat["input"]] = col.to_numpy(dtype="float32").reshape(-1, 1)
-        else:
-            out[feat["input"]] = as_text(col).reshape(-1, 1)
-    return out
+        return {C.IMAGE_INPUT: part.x.astype("float32", copy=False)}
+    return {f["input"]: column_input(f, part.frame[f["name"]]) for f in meta[C.META_FEATURES]}
+
+
+def column_input(feature: dict, column: Any) -> np.ndarray:
+    """The model input of one feature column: float32 numbers or text, shaped (rows, 1)."""
+    if feature["kind"] == "numeric":
+        return column.to_numpy(dtype="float32").reshape(-1, 1)
+    return as_text(column).reshape(-1, 1)
+
+
+def load_model_inputs(path: str | Path, name: str, meta: dict) -> tuple[Any, np.ndarray]:
+    """The model inputs and targets of one part of a bundle folder.
+
+    A table is read a column at a time, so the whole table never sits in memory beside the
+    inputs made from it (about twice the inputs' size for a table of numbers and categories).
+    """
+    table = Path(path) / f"{name}.parquet"
+    if not table.exists():
+        part = load_part(path, name)
+        return model_inputs(meta, part), targets(meta, part)
+    import pandas as pd
+
+    def column(col: str) -> Any:
+        return pd.read_parquet(table, columns=[col])[col]
+
+    inputs = {f["input"]: column_input(f, column(f["name"])) for f in meta[C.META_FEATURES]}
+    y = column(meta[C.META_LABEL]).to_numpy()
+    release_memory()
+    return inputs, _as_targets(meta, y)
 
 
 def as_text(column: Any) -> np.ndarray:
@@ -154,7 +182,10 @@ def as_text(column: Any) -> np.ndarray:
 
 def targets(meta: dict, part: Part) -> np.ndarray:
     """The label array in the dtype the model trains on."""
-    y = part.labels(meta)
+    return _as_targets(meta, part.labels(meta))
+
+
+def _as_targets(meta: dict, y: np.ndarray) -> np.ndarray:
     return y.astype("int64") if meta[C.META_TASK] == "classification" else y.astype("float32")
 
 

@@ -37,19 +37,12 @@ class TrainingArrays:
 def load_training_arrays(splits_dir: str, train_dir: str) -> TrainingArrays:
     """Reads the metadata, the augmented train split and the val split into memory."""
     meta = artifacts.load_meta(splits_dir)
-    train = artifacts.load_part(train_dir, "train")
-    val = artifacts.load_part(splits_dir, "val")
-    originals = int(meta.get("split_sizes", {}).get("train", len(train))) or len(train)
-    if len(train) % originals:
-        originals = len(train)
-    return TrainingArrays(
-        meta=meta,
-        train_x=artifacts.model_inputs(meta, train),
-        train_y=artifacts.targets(meta, train),
-        val_x=artifacts.model_inputs(meta, val),
-        val_y=artifacts.targets(meta, val),
-        originals=originals,
-    )
+    train_x, train_y = artifacts.load_model_inputs(train_dir, "train", meta)
+    val_x, val_y = artifacts.load_model_inputs(splits_dir, "val", meta)
+    originals = int(meta.get("split_sizes", {}).get("train", len(train_y))) or len(train_y)
+    if len(train_y) % originals:
+        originals = len(train_y)
+    return TrainingArrays(meta, train_x, train_y, val_x, val_y, originals)
 
 
 def load_training_data(
@@ -108,25 +101,30 @@ class DataFeed:
         self.meta = arrays.meta
         self.seed = seed
         self._cache: dict[int, tuple[Any, Any]] = {}
-        self._rows: tuple[Any, Any] | None = None
+        self._rows: Any = None
 
     def datasets(self, batch_size: int) -> tuple[Any, Any]:
         """The shuffled train pipeline and the val pipeline for `batch_size`."""
         batch_size = int(batch_size)
         if batch_size not in self._cache:
-            if self._rows is None:
-                a = self.arrays
-                # One tensor copy of each split, shared by the pipelines of every batch size.
-                self._rows = (
-                    builders.Rows(a.train_x, a.train_y),
-                    builders.Rows(a.val_x, a.val_y),
-                )
-            train, val = self._rows
+            rows, n_train = self.rows(), len(self.arrays.train_y)
             self._cache[batch_size] = (
-                builders.make_dataset(train, None, batch_size, True, self.seed),
-                builders.make_dataset(val, None, batch_size),
+                builders.make_dataset(rows, None, batch_size, True, self.seed, (0, n_train)),
+                builders.make_dataset(rows, None, batch_size, span=(n_train, rows.count)),
             )
         return self._cache[batch_size]
+
+    def rows(self) -> Any:
+        """The train rows followed by the val rows as tensors, made once and shared by the
+        pipelines of every batch size and by `merged`."""
+        if self._rows is None:
+            a = self.arrays
+            self._rows = builders.Rows.joined((a.train_x, a.train_y), (a.val_x, a.val_y))
+        return self._rows
+
+    def merged(self, batch_size: int, seed: int) -> Any:
+        """A shuffled pipeline over train and val together (for a refit on both)."""
+        return builders.make_dataset(self.rows(), None, batch_size, True, seed)
 
     def folds(self, k: int, batch_size: int) -> list[tuple[Any, Any]]:
         """`k` (train, held-out) pipeline pairs over the train and val splits pooled.

@@ -104,3 +104,34 @@ def test_rows_hold_text_columns_as_codes_and_give_back_their_strings():
     assert [v.decode() for v in x["t"].numpy().ravel()] == ["ü", "b", "b"]
     assert x["t"].shape == (3, 1) and x["n"].numpy().ravel().tolist() == [3.0, 0.0, 2.0]
     assert y.numpy().tolist() == [1.0, 1.0, 1.0]
+
+
+def test_a_feed_shares_one_copy_of_train_and_val_between_its_pipelines():
+    from kerasflow.data.feeds import DataFeed, TrainingArrays
+
+    x, y = _table(30)
+    arrays = TrainingArrays(
+        meta={"task": "classification"},
+        train_x={k: v[:21] for k, v in x.items()},
+        train_y=y[:21],
+        val_x={k: v[21:] for k, v in x.items()},
+        val_y=y[21:],
+        originals=21,
+    )
+    feed = DataFeed(arrays, seed=2)
+    train, val = feed.datasets(4)
+    rows = feed.rows()
+    train8, _ = feed.datasets(8)
+    assert feed.rows() is rows and rows.count == 30
+    _, train_rows, _ = _epoch(train)
+    assert sorted(train_rows.tolist()) == list(range(21))
+    assert sorted(_epoch(train8)[1].tolist()) == list(range(21))
+    sizes, val_rows, val_cats = _epoch(val)
+    assert sizes == [4, 4, 1]
+    assert val_rows.tolist() == list(range(21, 30))
+    assert val_cats.tolist() == [f"r{i}" for i in range(21, 30)]
+    # The refit's pipeline: train and val together, shuffled like a train pipeline.
+    assert sorted(_epoch(feed.merged(5, seed=2))[1].tolist()) == list(range(30))
+    # The first epoch over the shared rows has the order of one over the train arrays alone.
+    alone = builders.make_dataset(arrays.train_x, arrays.train_y, 4, shuffle=True, seed=2)
+    assert _epoch(alone)[1].tolist() == train_rows.tolist()
