@@ -20,6 +20,7 @@ import numpy as np
 from kerasflow import constants as C
 from kerasflow.data import artifacts, choices, cleaning, profile
 from kerasflow.data import schema as schemas
+from kerasflow.data.readers import release_memory
 from kerasflow.data.sources import RawData, read_source
 from kerasflow.runtime import boundary, markdown
 from kerasflow.runtime.errors import UserError
@@ -174,7 +175,11 @@ def _table_bundle(raw, task, modality, options, saved_schema):
 
     label = raw.label
     report = cleaning.CleaningReport(rows_in=len(raw.frame))
-    coerced = cleaning.coerce_types(raw.frame, report)
+    text_column = raw.text_column if modality == "text" else ""
+    # A table's strings as read are coerced column by column in place: they are the largest
+    # thing the step holds. Text keeps them for clean_text.
+    coerced = cleaning.coerce_types(raw.frame, report, inplace=not text_column)
+    release_memory()
     task = task or infer_task(raw, coerced[label].to_numpy())
     if saved_schema is not None:
         anomalies = schemas.validate_table(saved_schema, coerced)
@@ -185,7 +190,6 @@ def _table_bundle(raw, task, modality, options, saved_schema):
         labels = coerced[label].dropna().astype(str).value_counts()
         if len(labels) == 1:
             schemas.raise_anomalies(schemas.check_labels(labels.to_dict(), 1))
-    text_column = raw.text_column if modality == "text" else ""
     policy = cleaning_policy(options)
     if text_column:
         frame, report = cleaning.clean_text(raw.frame, label, text_column, policy, report)

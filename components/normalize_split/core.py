@@ -22,6 +22,7 @@ import numpy as np
 
 from kerasflow import constants as C
 from kerasflow.data import artifacts, cleaning, textprep
+from kerasflow.data.readers import release_memory
 from kerasflow.monitoring import reference
 from kerasflow.runtime import boundary, markdown
 from kerasflow.runtime.errors import UserError
@@ -206,8 +207,14 @@ def class_weights(meta: dict, train: artifacts.Part) -> dict[str, float]:
     return {str(int(c)): float(w) for c, w in zip(classes, weights, strict=True)}
 
 
-def split_bundle(data: artifacts.Bundle, settings: SplitSettings | None = None) -> artifacts.Bundle:
-    """Splits the one part of a clean bundle and fits the preprocessing statistics on train."""
+def split_bundle(
+    data: artifacts.Bundle, settings: SplitSettings | None = None, consume: bool = False
+) -> artifacts.Bundle:
+    """Splits the one part of a clean bundle and fits the preprocessing statistics on train.
+
+    With `consume`, the bundle's data part is dropped once split, so the whole data and its
+    splits are never held together (the step does this; a caller that reuses `data` does not).
+    """
     options = settings or SplitSettings()
     val_fraction, test_fraction, seed = options.val_fraction, options.test_fraction, options.seed
     meta = dict(data.meta)
@@ -230,6 +237,10 @@ def split_bundle(data: artifacts.Bundle, settings: SplitSettings | None = None) 
     if options.folds:
         rows, meta["folds"] = _folds(part, meta, rows, int(options.folds), seed)
     parts = {name: part.take(r) for name, r in rows.items()}
+    if consume:
+        del part
+        data.parts.pop("data")
+        release_memory()
     if time_column:
         parts = {
             n: artifacts.Part(frame=p.frame.drop(columns=[time_column])) for n, p in parts.items()
@@ -237,7 +248,7 @@ def split_bundle(data: artifacts.Bundle, settings: SplitSettings | None = None) 
     if C.META_CLEANING in meta:
         policy = cleaning.policy_from_dict(meta[C.META_CLEANING])
         frames, report, kept = cleaning.fit_on_train(
-            {name: p.frame for name, p in parts.items()}, meta[C.META_FEATURES], policy
+            {name: p.frame for name, p in parts.items()}, meta[C.META_FEATURES], policy, copy=False
         )
         parts = {name: artifacts.Part(frame=frame) for name, frame in frames.items()}
         if report.clip_bounds:
@@ -329,8 +340,7 @@ def run(
     opts = SplitSettings.from_parameters(settings, headline)
     with runs.step_run(tracking_uri, parent_run_id, STEP, settings=opts):
         runs.log_params(opts.model_dump())
-        data = artifacts.load(dataset_dir, ("data",))
-        result = split_bundle(data, opts)
+        result = split_bundle(artifacts.load(dataset_dir, ("data",)), opts, consume=True)
         artifacts.save(splits_dir, result)
         # What drift checks compare later data with (kerasflow.monitoring).
         drift_reference = reference.build_reference(

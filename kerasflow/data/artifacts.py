@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from kerasflow import constants as C
+from kerasflow.data.readers import release_memory
 from kerasflow.runtime.fileio import local_file_atomic, write_json_atomic
 
 
@@ -91,14 +92,6 @@ def load_part(path: str | Path, name: str) -> Part:
         return Part(frame=frame)
     with np.load(path / f"{name}.npz", allow_pickle=False) as data:
         return Part(x=data["x"], y=data["y"])
-
-
-def release_memory() -> None:
-    """Hands the memory Arrow's pool holds but no longer uses back to the system (its
-    allocator keeps freed buffers for reuse, which a step that reads a table once never has)."""
-    import pyarrow as pa
-
-    pa.default_memory_pool().release_unused()
 
 
 def load(path: str | Path, names: tuple[str, ...]) -> Bundle:

@@ -129,15 +129,18 @@ class CleaningReport:
         }
 
 
-def coerce_types(frame: Any, report: CleaningReport) -> Any:
+def coerce_types(frame: Any, report: CleaningReport, inplace: bool = False) -> Any:
     """Strips text, turns junk strings into missing values and number-like columns into numbers.
 
     Junk tokens ('n/a', '?', 'NULL'...) are counted per column; so are the odd non-numbers of a
-    column that is numeric otherwise (at least MIN_NUMERIC_SHARE of its values).
+    column that is numeric otherwise (at least MIN_NUMERIC_SHARE of its values). With `inplace`
+    each column of `frame` is replaced as it is coerced, so the strings as read and their
+    coerced copy are never both held whole.
     """
     import pandas as pd
 
-    frame = frame.copy()
+    if not inplace:
+        frame = frame.copy()
     for col in frame.columns:
         series = frame[col]
         if pd.api.types.is_bool_dtype(series):
@@ -383,13 +386,14 @@ def policy_from_dict(values: dict[str, Any]) -> CleaningPolicy:
 
 
 def fit_on_train(
-    parts: dict[str, Any], features: list[dict], policy: CleaningPolicy
+    parts: dict[str, Any], features: list[dict], policy: CleaningPolicy, copy: bool = True
 ) -> tuple[dict[str, Any], CleaningReport, np.ndarray]:
     """Handles outliers and imputes missing values of every split with statistics of train.
 
     `parts` maps split names (one of them 'train') to frames; `features` are the bundle's
     feature entries (name and kind). Returns new frames, a report of what changed and which
-    train rows were kept (a boolean mask over the train rows given).
+    train rows were kept (a boolean mask over the train rows given). Without `copy` the
+    frames given are changed in place (the caller's own, e.g. fresh takes of a split).
     """
     report = CleaningReport(rows_in=sum(len(f) for f in parts.values()))
     kept = set(policy.keep_columns)
@@ -397,7 +401,8 @@ def fit_on_train(
     categorical = [
         f["name"] for f in features if f["kind"] == "categorical" and f["name"] not in kept
     ]
-    parts = {name: frame.copy() for name, frame in parts.items()}
+    if copy:
+        parts = {name: frame.copy() for name, frame in parts.items()}
     parts, train_kept = _handle_outliers(parts, numeric, policy, report)
     report.fill_values = _fill_values(parts[TRAIN], numeric, categorical, policy)
     _impute(parts, numeric, categorical, policy, report)

@@ -7,6 +7,7 @@ pandas' NA parsing. A file that is not what its name says ends in a UserError na
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 from dataclasses import dataclass
@@ -177,6 +178,8 @@ def read_table(path: Path) -> Any:
         frame = (
             pd.concat(chunks, ignore_index=True) if chunks else pd.DataFrame(columns=fmt.columns)
         )
+        del chunks
+        release_memory()
         frame.columns = [str(c).strip() for c in frame.columns]
     elif kind == "parquet":
         try:
@@ -193,6 +196,24 @@ def read_table(path: Path) -> Any:
         raise UserError(f"{path.name} has a header but no rows")
     _check_unique_columns([str(c) for c in frame.columns], path.name)
     return frame
+
+
+def release_memory() -> None:
+    """Hands memory freed after a large read back to the system.
+
+    Collects pandas' reference cycles, then asks Arrow's pool and glibc's malloc to return the
+    pages they keep for reuse: a step reads its data once, and without this a freed table of
+    strings stays in the step's resident memory (1.7 GB of 2 GB at two million CSV rows).
+    """
+    import ctypes
+    import gc
+
+    import pyarrow as pa
+
+    gc.collect()
+    pa.default_memory_pool().release_unused()
+    with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to trim
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def _check_unique_columns(columns: list[str], name: str) -> None:
