@@ -107,24 +107,27 @@ class DataFeed:
         """The shuffled train pipeline and the val pipeline for `batch_size`."""
         batch_size = int(batch_size)
         if batch_size not in self._cache:
-            rows, n_train = self.rows(), len(self.arrays.train_y)
+            train, val = self.rows()
             self._cache[batch_size] = (
-                builders.make_dataset(rows, None, batch_size, True, self.seed, (0, n_train)),
-                builders.make_dataset(rows, None, batch_size, span=(n_train, rows.count)),
+                builders.make_dataset(train, None, batch_size, True, self.seed),
+                builders.make_dataset(val, None, batch_size),
             )
         return self._cache[batch_size]
 
-    def rows(self) -> Any:
-        """The train rows followed by the val rows as tensors, made once and shared by the
-        pipelines of every batch size and by `merged`."""
+    def rows(self) -> tuple[Any, Any]:
+        """The train rows and the val rows as tensors, made once and shared by the pipelines of
+        every batch size."""
         if self._rows is None:
             a = self.arrays
-            self._rows = builders.Rows.joined((a.train_x, a.train_y), (a.val_x, a.val_y))
+            self._rows = (builders.Rows(a.train_x, a.train_y), builders.Rows(a.val_x, a.val_y))
         return self._rows
 
     def merged(self, batch_size: int, seed: int) -> Any:
-        """A shuffled pipeline over train and val together (for a refit on both)."""
-        return builders.make_dataset(self.rows(), None, batch_size, True, seed)
+        """A shuffled pipeline over train and val together (for a refit on both), its tensors
+        joined a column at a time from the arrays."""
+        a = self.arrays
+        joined = builders.Rows.joined((a.train_x, a.train_y), (a.val_x, a.val_y))
+        return builders.make_dataset(joined, None, batch_size, True, seed)
 
     def folds(self, k: int, batch_size: int) -> list[tuple[Any, Any]]:
         """`k` (train, held-out) pipeline pairs over the train and val splits pooled.

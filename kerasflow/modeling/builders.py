@@ -349,35 +349,26 @@ class Rows:
         return tf.nest.map_structure(lambda column: column.take(idx), self._columns)
 
 
-def make_dataset(
-    inputs: Any,
-    y: Any,
-    batch_size: int,
-    shuffle: bool = False,
-    seed: int = 0,
-    span: tuple[int, int] | None = None,
-) -> Any:
+def make_dataset(inputs: Any, y: Any, batch_size: int, shuffle: bool = False, seed: int = 0) -> Any:
     """A batched tf.data pipeline over in-memory inputs, gathered one batch at a time.
 
     `inputs` and `y` are arrays (or a dict of arrays), or `inputs` is a `Rows` made from them
-    once and `y` is None; `span` (start, stop) limits the pipeline to those rows. The rows are
-    held as tensors (Keras 3 `fit` refuses NumPy string arrays, so string features must travel
-    as tf tensors) and every batch is a `tf.gather` of its row indices. Shuffling permutes the
-    row indices, a new permutation each epoch derived from `seed`, so no per-row element is
-    ever materialized: a shuffle buffer or cache of row elements costs about 4 KB per table row
-    and several times the time per epoch.
+    once and `y` is None. The rows are held as tensors (Keras 3 `fit` refuses NumPy string
+    arrays, so string features must travel as tf tensors) and every batch is a `tf.gather` of
+    its row indices. Shuffling permutes the row indices, a new permutation each epoch derived
+    from `seed`, so no per-row element is ever materialized: a shuffle buffer or cache of row
+    elements costs about 4 KB per table row and several times the time per epoch.
     """
     import tensorflow as tf
 
     rows = inputs if isinstance(inputs, Rows) else Rows(inputs, y)
-    first, stop = span or (0, rows.count)
-    n = stop - first
+    n = rows.count
     batch_size = max(1, int(batch_size))
     starts = tf.data.Dataset.range(0, n, batch_size)
     if shuffle:
 
         def permuted_batches(epoch_seed: Any) -> Any:
-            order = first + tf.random.experimental.stateless_shuffle(
+            order = tf.random.experimental.stateless_shuffle(
                 tf.range(n, dtype=tf.int64),
                 seed=tf.stack([epoch_seed, tf.constant(seed, tf.int64)]),
             )
@@ -386,9 +377,7 @@ def make_dataset(
         epoch_seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).take(1)
         indices = epoch_seeds.flat_map(permuted_batches)
     else:
-        indices = starts.map(
-            lambda start: tf.range(first + start, first + tf.minimum(start + batch_size, n))
-        )
+        indices = starts.map(lambda start: tf.range(start, tf.minimum(start + batch_size, n)))
     ds = indices.map(rows.take)
     ds = ds.apply(tf.data.experimental.assert_cardinality(-(-n // batch_size)))
     return ds.prefetch(tf.data.AUTOTUNE)

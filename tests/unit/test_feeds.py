@@ -106,7 +106,7 @@ def test_rows_hold_text_columns_as_codes_and_give_back_their_strings():
     assert y.numpy().tolist() == [1.0, 1.0, 1.0]
 
 
-def test_a_feed_shares_one_copy_of_train_and_val_between_its_pipelines():
+def test_a_feed_makes_its_tensors_once_for_every_batch_size_and_joins_them_for_a_refit():
     from kerasflow.data.feeds import DataFeed, TrainingArrays
 
     x, y = _table(30)
@@ -122,7 +122,7 @@ def test_a_feed_shares_one_copy_of_train_and_val_between_its_pipelines():
     train, val = feed.datasets(4)
     rows = feed.rows()
     train8, _ = feed.datasets(8)
-    assert feed.rows() is rows and rows.count == 30
+    assert feed.rows() is rows and [r.count for r in rows] == [21, 9]
     _, train_rows, _ = _epoch(train)
     assert sorted(train_rows.tolist()) == list(range(21))
     assert sorted(_epoch(train8)[1].tolist()) == list(range(21))
@@ -130,8 +130,9 @@ def test_a_feed_shares_one_copy_of_train_and_val_between_its_pipelines():
     assert sizes == [4, 4, 1]
     assert val_rows.tolist() == list(range(21, 30))
     assert val_cats.tolist() == [f"r{i}" for i in range(21, 30)]
-    # The refit's pipeline: train and val together, shuffled like a train pipeline.
-    assert sorted(_epoch(feed.merged(5, seed=2))[1].tolist()) == list(range(30))
-    # The first epoch over the shared rows has the order of one over the train arrays alone.
-    alone = builders.make_dataset(arrays.train_x, arrays.train_y, 4, shuffle=True, seed=2)
-    assert _epoch(alone)[1].tolist() == train_rows.tolist()
+    # The refit's pipeline: train and val together, in the order one over both arrays has.
+    _, merged_rows, merged_cats = _epoch(feed.merged(5, seed=2))
+    assert sorted(merged_rows.tolist()) == list(range(30))
+    assert merged_cats.tolist() == [f"r{i}" for i in merged_rows]
+    both = builders.make_dataset(x, y, 5, shuffle=True, seed=2)
+    assert _epoch(both)[1].tolist() == merged_rows.tolist()
