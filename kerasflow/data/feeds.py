@@ -188,11 +188,6 @@ class FixedFeed:
         raise UserError("k-fold search needs the data as arrays")
 
 
-def merged_arrays(arrays: TrainingArrays) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """Train and val inputs and targets pooled (for a refit on train+val)."""
-    return _concat(arrays.train_x, arrays.val_x), np.concatenate([arrays.train_y, arrays.val_y])
-
-
 def class_weight_arg(meta: dict) -> dict[int, float] | None:
     """Keras' class_weight from the split metadata (classification only)."""
     weights = meta.get("class_weights")

@@ -24,7 +24,6 @@ JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
 NPZ_SUFFIXES = (".npz",)
 TABLE_SUFFIXES = DELIMITED_SUFFIXES + PARQUET_SUFFIXES + JSONL_SUFFIXES
 SNIFF_BYTES = 64 * 1024
-CSV_CHUNK_ROWS = 100_000
 DELIMITERS = ",;\t|"
 # Share of control characters above which bytes are taken for binary, not text.
 MAX_CONTROL_SHARE = 0.01
@@ -160,9 +159,7 @@ def read_table(path: Path) -> Any:
         fmt = sniff_text_table(path)
         _check_unique_columns(fmt.columns, path.name)
         try:
-            # In chunks: the parser makes a Python string per cell before the column becomes
-            # Arrow strings, so reading whole peaks at several times the table's final size.
-            with pd.read_csv(
+            frame = pd.read_csv(
                 path,
                 sep=fmt.delimiter,
                 encoding=fmt.encoding,
@@ -170,16 +167,9 @@ def read_table(path: Path) -> Any:
                 keep_default_na=False,
                 skipinitialspace=True,
                 encoding_errors="replace",
-                chunksize=CSV_CHUNK_ROWS,
-            ) as reader:
-                chunks = list(reader)
+            )
         except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
             raise UserError(f"cannot parse {path.name}: {first_line(exc)}") from None
-        frame = (
-            pd.concat(chunks, ignore_index=True) if chunks else pd.DataFrame(columns=fmt.columns)
-        )
-        del chunks
-        release_memory()
         frame.columns = [str(c).strip() for c in frame.columns]
     elif kind == "parquet":
         try:

@@ -8,7 +8,7 @@ import pytest
 
 from kerasflow import constants as C
 from kerasflow.components.train import core
-from kerasflow.data.feeds import DataFeed, load_training_arrays, merged_arrays
+from kerasflow.data.feeds import DataFeed, load_training_arrays
 from tests.unit.test_tuning import make_tabular_bundle
 
 pytestmark = pytest.mark.unit
@@ -55,11 +55,8 @@ def test_best_epoch_weights_are_restored_with_a_cosine_schedule(arrays):
 
 
 def test_refit_on_train_and_val_runs_the_best_epoch_count(arrays):
-    from kerasflow.modeling import builders
-
-    x, y = merged_arrays(arrays)
-    assert len(y) == len(arrays.train_y) + len(arrays.val_y)
-    merged = builders.make_dataset(x, y, 16, True, 1)
+    merged = DataFeed(arrays, 1).merged(16, 1)
+    assert int(merged.cardinality()) == -(-(len(arrays.train_y) + len(arrays.val_y)) // 16)
     _, history = core.refit_on_all(
         arrays.meta, merged, HPARAMS, epochs=3, seed=1, lr_schedule="exponential"
     )
