@@ -278,6 +278,13 @@ def run_pipeline(
                     pipeline(**cfg.pipeline_arguments())
                 except RuntimeError as exc:
                     failure = str(exc)
+                except Exception:
+                    # After an interrupt, a step that refused to start can leave kfp.local
+                    # without the outputs the next step reads (a container removed before kfp
+                    # waited on it counts as a success), and kfp raises about that. The
+                    # interrupt is what happened; it is reported below.
+                    if not guard.signum:
+                        raise
             if guard.signum:
                 raise interrupted(cfg, token, guard.signum, log_path)
             if failure is None and docker:
