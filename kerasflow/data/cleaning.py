@@ -526,8 +526,9 @@ def dedupe_arrays(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, int]:
     seen: set[bytes] = set()
     keep = []
     for i in range(len(x)):
-        digest = hashlib.blake2b(np.ascontiguousarray(x[i]).tobytes(), digest_size=16)
-        digest.update(np.asarray(y[i]).tobytes())
+        # The rows' own buffers, not copies of them as bytes (as artifacts.hash_part reads).
+        digest = hashlib.blake2b(np.ascontiguousarray(x[i]), digest_size=16)
+        digest.update(np.ascontiguousarray(y[i]))
         key = digest.digest()
         if key not in seen:
             seen.add(key)
