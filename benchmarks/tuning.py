@@ -5,7 +5,8 @@
 2. overhead: kerasflow's search (trials tracked as MLflow runs, time budget and NaN guards,
    failure limit, tf.data per batch size) against plain KerasTuner on the same search space,
    seed and trial count; the per-trial cost difference (goal: <= 5%).
-3. parallel: the same search with 2 worker processes (chief oracle over gRPC) against 1.
+3. parallel: the same search with 2 worker processes (chief oracle over gRPC) against 1,
+   alternating, the median of each.
 4. memory: RSS of the process that ran each of 30 trials, with all trials in one process
    and with a fresh worker every 5 trials (the default).
 
@@ -253,29 +254,34 @@ def bench_overhead(data: Path, work: Path, trials: int, reps: int) -> None:
     )
 
 
-def bench_parallel(data: Path, work: Path, trials: int) -> None:
+def bench_parallel(data: Path, work: Path, trials: int, reps: int) -> None:
     print(
         f"\n== Parallel trials: 2 workers against 1, {trials} random trials, "
-        f"{os.cpu_count()} cores =="
+        f"{os.cpu_count()} cores, {reps} alternating repetitions =="
     )
-    walls = {}
-    for workers in (1, 2):
-        res = run_child(
-            "kerasflow",
-            base_cfg(
-                data,
-                work,
-                f"par-{workers}",
-                algorithm="random",
-                max_trials=trials,
-                max_epochs=5,
-                workers=workers,
-                track=True,
-            ),
+    walls: dict[int, list[float]] = {1: [], 2: []}
+    for rep in range(reps):
+        for workers in (1, 2):
+            res = run_child(
+                "kerasflow",
+                base_cfg(
+                    data,
+                    work,
+                    f"par-{workers}-{rep}",
+                    algorithm="random",
+                    max_trials=trials,
+                    max_epochs=5,
+                    workers=workers,
+                    track=True,
+                ),
+            )
+            walls[workers].append(res["wall"])
+        print(
+            f"rep {rep}: 1 worker {walls[1][-1]:.1f} s, 2 workers {walls[2][-1]:.1f} s "
+            f"({walls[1][-1] / walls[2][-1]:.2f}x)"
         )
-        walls[workers] = res["wall"]
-        print(f"{workers} worker(s): {res['wall']:.1f} s for {len(res['trials'])} trials")
-    print(f"speed-up 2 workers / 1: {walls[1] / walls[2]:.2f}x")
+    one, two = statistics.median(walls[1]), statistics.median(walls[2])
+    print(f"median: 1 worker {one:.1f} s, 2 workers {two:.1f} s, speed-up {one / two:.2f}x")
 
 
 def bench_memory(data: Path, work: Path) -> None:
@@ -310,6 +316,7 @@ def main() -> None:
     parser.add_argument("--overhead-trials", type=int, default=12)
     parser.add_argument("--overhead-reps", type=int, default=2)
     parser.add_argument("--parallel-trials", type=int, default=10)
+    parser.add_argument("--parallel-reps", type=int, default=3)
     parser.add_argument("--only", default="algorithms,overhead,parallel,memory")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--child-config", help=argparse.SUPPRESS)
@@ -329,7 +336,7 @@ def main() -> None:
     if "overhead" in chosen:
         bench_overhead(data, work, args.overhead_trials, args.overhead_reps)
     if "parallel" in chosen:
-        bench_parallel(data, work, args.parallel_trials)
+        bench_parallel(data, work, args.parallel_trials, args.parallel_reps)
     if "memory" in chosen:
         bench_memory(data, work)
 

@@ -246,6 +246,19 @@ class RecordWriter:
         self._thread.join()
 
 
+def trials_left(oracle: Any) -> bool:
+    """False when the oracle will hand out no further trial: its budget or failure limit
+    stopped the search, or every trial of `max_trials` was handed out and none waits for a
+    retry. True otherwise (also when only asking would tell, as with Hyperband's brackets)."""
+    if getattr(oracle, "stop_reason", ""):
+        return False
+    deadline = getattr(oracle, "deadline", 0.0)
+    if deadline and time.time() >= deadline:
+        return False
+    max_trials = getattr(oracle, "max_trials", None)
+    return not (max_trials and len(oracle.trials) >= max_trials and not oracle._retry_queue)
+
+
 class WorkerSlot:
     """One worker at a time under a fixed tuner id: restarted after its quota or a crash."""
 
@@ -291,6 +304,11 @@ class WorkerSlot:
             return
         if code == 0:
             self.failures_in_row = 0
+            if not trials_left(oracle):
+                # A fresh process would only learn that the search is over, while the last
+                # trials still running elsewhere need the cores.
+                self.done = True
+                return
         else:
             self.failures_in_row += 1
             self._record_crash(oracle, code, step)
@@ -485,7 +503,7 @@ def run_worker(
         tf.config.threading.set_intra_op_parallelism_threads(threads)
         tf.config.threading.set_inter_op_parallelism_threads(threads)
     from kerasflow.data.feeds import DataFeed, load_training_arrays
-    from kerasflow.tuning.tuners import TrialQuotaReached, fit_kwargs
+    from kerasflow.tuning.tuners import TrialQuotaReached, fit_kwargs, long_lived_objects_frozen
 
     if spec.track and record_sink is None:
         import mlflow
@@ -502,7 +520,8 @@ def run_worker(
     tuner.trial_quota = quota
     tuner.record_sink = record_sink
     try:
-        tuner.search(**fit_kwargs(spec, feed.meta))
+        with long_lived_objects_frozen():
+            tuner.search(**fit_kwargs(spec, feed.meta))
     except TrialQuotaReached:
         return False
     return True

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import gc
 import json
 import math
 import os
@@ -623,6 +624,24 @@ def fit_kwargs(spec: SearchSpec, meta: dict) -> dict[str, Any]:
     }
 
 
+@contextlib.contextmanager
+def long_lived_objects_frozen() -> Iterator[None]:
+    """Keeps every object alive on entry out of the garbage collector's reach until exit.
+
+    KerasTuner clears the Keras session before each trial, and that runs a full collection.
+    A step process holds the objects of TensorFlow, MLflow, pandas and the data, which do not
+    become garbage during a search, and traversing them all made each trial's collection cost
+    about 0.1 s more than in a bare KerasTuner process. Frozen, they are skipped; what the
+    trials create is collected as before. On exit they are the collector's again.
+    """
+    gc.collect()
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+
+
 def finished_trials(oracle: Any) -> int:
     """Trials of the oracle that completed (kept when a search resumes)."""
     return sum(1 for t in oracle.trials.values() if str(t.status) == "COMPLETED")
@@ -644,7 +663,8 @@ def run_search(spec: SearchSpec, feed: Any) -> SearchOutcome:
     if kept:
         boundary.progress(spec.step_name, f"resuming: {kept} finished trials kept")
     try:
-        tuner.search(**fit_kwargs(spec, feed.meta))
+        with long_lived_objects_frozen():
+            tuner.search(**fit_kwargs(spec, feed.meta))
     except kt.errors.FatalError as exc:
         raise UserError(f"search stopped: {failure_line(str(exc))}") from None
     return outcome(tuner.oracle, kept)

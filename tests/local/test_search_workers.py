@@ -109,3 +109,55 @@ def test_a_trial_that_kills_its_process_is_recorded_failed_and_the_search_goes_o
     dead = [t for t in trials if t.data.tags["trial_id"] in ("1", "3")]
     assert dead and all(t.info.status == "FAILED" for t in dead)
     assert all(t.data.tags["error"].startswith("WorkerDied") for t in dead)
+
+
+COUNTING_MODEL = """
+import os
+import keras
+from kerasflow.modeling import builders
+
+# Every process that loads the model function says so: the step, then each worker.
+with open(os.environ["KF_TEST_PIDS"], "a") as out:
+    out.write(f"{os.getpid()} {os.environ.get('KERASTUNER_TUNER_ID', 'step')}\\n")
+
+
+def build(hp, meta):
+    inputs, x = builders.build_inputs(meta)
+    x = keras.layers.Dense(hp.Choice("units", [4, 8, 16]))(x)
+    return builders.compile_model(
+        keras.Model(inputs, builders.build_head(meta, x)), meta, "adam", 1e-2
+    )
+"""
+
+
+def test_no_worker_is_started_once_every_trial_is_handed_out(tmp_path, mlflow_store, monkeypatch):
+    from kerasflow.components.hyperparameter_search import core
+
+    data = make_tabular_bundle(tmp_path / "data", rows=80, seed=6)
+    (tmp_path / "counting.py").write_text(COUNTING_MODEL)
+    pids = tmp_path / "pids.txt"
+    monkeypatch.setenv("KF_TEST_PIDS", str(pids))
+    parent = runs.find_or_create_pipeline_run(mlflow_store, "search-quota", "quota-1")
+    core.run(
+        settings={
+            "tuner": "grid",
+            "max_trials": 2,
+            "max_epochs": 1,
+            "batch_size": 16,
+            "patience": 1,
+            "seed": 1,
+            "build_model": f"{tmp_path}/counting.py:build",
+            "trials_per_process": 1,
+        },
+        splits_dir=str(data),
+        train_dir=str(data),
+        hparams_path=str(tmp_path / "best.json"),
+        summary_path=str(tmp_path / "summary.md"),
+        tracking_uri=mlflow_store,
+        parent_run_id=parent,
+        pipeline_root=str(tmp_path / "root"),
+    )
+    assert sorted(finished(tmp_path / "root")) == ["0", "1"]
+    workers = {line for line in pids.read_text().splitlines() if " worker" in line}
+    # One process per trial: none is started after the second trial only to hear it is over.
+    assert len(workers) == 2

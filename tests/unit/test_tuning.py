@@ -182,6 +182,66 @@ def test_failed_trials_are_recorded_and_the_search_goes_on(tmp_path, feed):
     assert result.best == {"poison": False, "mode": "ok"}
 
 
+FREEZE_PROBE = """
+import gc
+import keras
+from kerasflow.modeling import builders
+
+FROZEN = []
+
+
+def build(hp, meta):
+    FROZEN.append(gc.get_freeze_count())
+    inputs, x = builders.build_inputs(meta)
+    x = keras.layers.Dense(hp.Int("units", 2, 64))(x)
+    model = keras.Model(inputs, builders.build_head(meta, x))
+    return builders.compile_model(model, meta, "adam", 1e-2)
+"""
+
+
+def test_trials_run_with_the_objects_alive_before_them_out_of_the_collectors_reach(tmp_path, feed):
+    import gc
+    import sys
+
+    path = tmp_path / "probe.py"
+    path.write_text(FREEZE_PROBE)
+    spec = spec_for(tmp_path, max_trials=2, build_model=f"{path}:build")
+    tuners.run_search(spec, feed)
+    (probe,) = [m for m in list(sys.modules.values()) if getattr(m, "__file__", "") == str(path)]
+    # KerasTuner builds once to learn the space; both trials were then built while the
+    # objects alive before the search sat frozen ...
+    assert len(probe.FROZEN) == 3 and min(probe.FROZEN[1:]) > 1000
+    # ... and the search hands them back to the collector when it ends.
+    assert gc.get_freeze_count() == 0
+
+
+def test_objects_frozen_for_a_search_are_collected_once_it_ends():
+    import gc
+    import weakref
+
+    class Node:
+        pass
+
+    def cycle() -> Node:
+        node = Node()
+        node.me = node
+        return node
+
+    before = cycle()
+    seen_before = weakref.ref(before)
+    with tuners.long_lived_objects_frozen():
+        assert gc.get_freeze_count() > 0
+        assert not any(o is before for o in gc.get_objects())
+        inside = weakref.ref(cycle())
+        gc.collect()
+        assert inside() is None  # what the trials make is collected as before
+        del before
+        gc.collect()
+        assert seen_before() is not None  # frozen: not collected while the search runs
+    gc.collect()
+    assert seen_before() is None and gc.get_freeze_count() == 0
+
+
 def test_consecutive_failures_stop_the_search_with_one_clear_error(tmp_path, feed):
     spec = spec_for(
         tmp_path, max_trials=10, build_model=user_model(tmp_path, True), max_consecutive_failures=2
