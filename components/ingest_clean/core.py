@@ -176,9 +176,13 @@ def _table_bundle(raw, task, modality, options, saved_schema):
     label = raw.label
     report = cleaning.CleaningReport(rows_in=len(raw.frame))
     text_column = raw.text_column if modality == "text" else ""
-    # A table's strings as read are coerced column by column in place: they are the largest
-    # thing the step holds. Text keeps them for clean_text.
-    coerced = cleaning.coerce_types(raw.frame, report, inplace=not text_column)
+    if raw.junk_values is not None:  # coerced as it was read
+        coerced = raw.frame
+        report.junk_values.update(raw.junk_values)
+    else:
+        # A table's strings as read are coerced column by column in place: they are the
+        # largest thing the step holds. Text keeps them for clean_text.
+        coerced = cleaning.coerce_types(raw.frame, report, inplace=not text_column)
     release_memory()
     task = task or infer_task(raw, coerced[label].to_numpy())
     if saved_schema is not None:
@@ -353,6 +357,7 @@ def data_digest(opts: IngestSettings) -> str:
         text_column=opts.text_column,
         time_column=opts.time_column,
         image_size=size,
+        coerce=True,
     )
     result, _ = build_bundle(raw, options=opts, saved_schema=saved)
     return result.meta[C.META_DATA_HASH]
@@ -403,6 +408,7 @@ def run(
             text_column=opts.text_column,
             time_column=opts.time_column,
             image_size=size,
+            coerce=True,
         )
         for warning in raw.warnings:
             boundary.progress(STEP, f"warning: {warning}")

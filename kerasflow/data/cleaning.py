@@ -149,22 +149,103 @@ def coerce_types(frame: Any, report: CleaningReport, inplace: bool = False) -> A
         if pd.api.types.is_numeric_dtype(series):
             frame[col] = series.astype("float64").replace([np.inf, -np.inf], np.nan)
             continue
-        text = series.astype("string").str.strip()
-        is_junk = text.str.lower().isin(JUNK).fillna(False)
-        junk = int((is_junk & (text != "")).sum())
-        text = text.mask(is_junk)
-        present = text.notna()
-        numbers = pd.to_numeric(text, errors="coerce")
-        numbers = numbers.where(np.isfinite(numbers.astype("float64")))
-        numeric = numbers.notna()
-        if present.any() and numeric.sum() >= MIN_NUMERIC_SHARE * present.sum():
-            junk += int((present & ~numeric).sum())
-            frame[col] = numbers.astype("float64")
+        part = _TextPart(series)
+        junk = part.junk
+        if part.present and part.numeric >= MIN_NUMERIC_SHARE * part.present:
+            junk += part.present - part.numeric
+            frame[col] = part.numbers()
         else:
-            frame[col] = distinct_objects(text)
+            frame[col] = part.objects()
         if junk:
             report.junk_values[str(col)] = junk
     return frame
+
+
+class _TextPart:
+    """One text column (or a run of its rows) stripped, with junk masked and its numbers read."""
+
+    def __init__(self, series: Any) -> None:
+        import pandas as pd
+
+        text = series.astype("string").str.strip()
+        is_junk = text.str.lower().isin(JUNK).fillna(False)
+        self.junk = int((is_junk & (text != "")).sum())
+        self.text = text.mask(is_junk)
+        self.present = int(self.text.notna().sum())
+        numbers = pd.to_numeric(self.text, errors="coerce")
+        self._numbers = numbers.where(np.isfinite(numbers.astype("float64")))
+        self.numeric = int(self._numbers.notna().sum())
+
+    def numbers(self) -> Any:
+        """The values as float64, missing where not a finite number."""
+        return self._numbers.astype("float64")
+
+    def objects(self) -> Any:
+        """The values as text (object dtype, one object per distinct value, None if missing)."""
+        return distinct_objects(self.text)
+
+
+def coerce_chunks(chunks: Any, report: CleaningReport, reread: Any) -> Any:
+    """`coerce_types` over a table read in runs of rows, never holding all its strings at once.
+
+    Each run keeps a column as numbers when at least MIN_NUMERIC_SHARE of its present values
+    are numbers, else as text; the whole column's share then decides, as in `coerce_types`.
+    A column judged text overall that some run kept as numbers is read again as text through
+    `reread(columns)`, an iterable of the same runs holding only those columns. The result and
+    the junk counts are those `coerce_types` gives on the whole table.
+    """
+    import pandas as pd
+
+    columns: list[str] = []
+    kept: dict[str, list[Any]] = {}
+    counts: dict[str, list[int]] = {}  # junk, present, numeric
+    for chunk in chunks:
+        if not columns:
+            columns = [str(c) for c in chunk.columns]
+            kept = {c: [] for c in columns}
+            counts = {c: [0, 0, 0] for c in columns}
+        for col in columns:
+            part = _TextPart(chunk[col])
+            tally = counts[col]
+            tally[0] += part.junk
+            tally[1] += part.present
+            tally[2] += part.numeric
+            looks_numeric = part.present and part.numeric >= MIN_NUMERIC_SHARE * part.present
+            kept[col].append(part.numbers() if looks_numeric else part.objects())
+        del chunk
+    numeric = {
+        c: counts[c][1] > 0 and counts[c][2] >= MIN_NUMERIC_SHARE * counts[c][1] for c in columns
+    }
+    again = [c for c in columns if not numeric[c] and any(p.dtype != object for p in kept[c])]
+    if again:
+        kept.update({c: [] for c in again})
+        for chunk in reread(again):
+            for col in again:
+                kept[col].append(_TextPart(chunk[col]).objects())
+    frame = pd.DataFrame(index=pd.RangeIndex(sum(len(p) for p in kept[columns[0]])))
+    for col in columns:
+        junk, present, found = counts[col]
+        parts = kept.pop(col)
+        if numeric[col]:
+            junk += present - found
+            parts = [p if p.dtype != object else _as_numbers(p) for p in parts]
+            frame[col] = np.concatenate([p.to_numpy() for p in parts])
+        else:
+            frame[col] = pd.Series(
+                np.concatenate([p.to_numpy() for p in parts]), index=frame.index, dtype=object
+            )
+        del parts
+        if junk:
+            report.junk_values[col] = junk
+    return frame
+
+
+def _as_numbers(objects: Any) -> Any:
+    """A run kept as text, read as numbers once its column proved numeric overall."""
+    import pandas as pd
+
+    numbers = pd.to_numeric(objects.astype("string"), errors="coerce")
+    return numbers.where(np.isfinite(numbers.astype("float64"))).astype("float64")
 
 
 def distinct_objects(values: Any, convert: Any = None) -> Any:

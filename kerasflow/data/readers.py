@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,9 @@ DELIMITERS = ",;\t|"
 # Share of control characters above which bytes are taken for binary, not text.
 MAX_CONTROL_SHARE = 0.01
 ENCODINGS = ("utf-8-sig", "cp1252", "latin-1")
+# Rows of delimited text read at a time when a table is coerced as it is read: their strings
+# are the largest thing ingest holds (about 60 bytes a cell as Python strings).
+RUN_ROWS = 100_000
 
 
 @dataclass
@@ -156,21 +160,7 @@ def read_table(path: Path) -> Any:
 
     kind = file_format(path)
     if kind == "delimited":
-        fmt = sniff_text_table(path)
-        _check_unique_columns(fmt.columns, path.name)
-        try:
-            frame = pd.read_csv(
-                path,
-                sep=fmt.delimiter,
-                encoding=fmt.encoding,
-                dtype=str,
-                keep_default_na=False,
-                skipinitialspace=True,
-                encoding_errors="replace",
-            )
-        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-            raise UserError(f"cannot parse {path.name}: {first_line(exc)}") from None
-        frame.columns = [str(c).strip() for c in frame.columns]
+        frame = next(iter(_delimited_runs(path, chunk_rows=None)))
     elif kind == "parquet":
         try:
             frame = pd.read_parquet(path)
@@ -180,12 +170,64 @@ def read_table(path: Path) -> Any:
         frame = _read_json(path)
     else:
         raise UserError(f"{path.name} is not a table file")
-    if len(frame.columns) == 0:
-        raise UserError(f"{path.name} has no columns")
-    if frame.empty:
-        raise UserError(f"{path.name} has a header but no rows")
-    _check_unique_columns([str(c) for c in frame.columns], path.name)
+    _check_table(frame, path.name)
     return frame
+
+
+def read_delimited_runs(path: Path, columns: list[str] | None = None) -> Iterator[Any]:
+    """Reads delimited text as strings, RUN_ROWS rows at a time (DataFrames), as `read_table`
+    reads it whole; `columns` reads only those.
+
+    Raises:
+        UserError: when the file is malformed or has a header but no rows.
+    """
+    rows = 0
+    for frame in _delimited_runs(path, chunk_rows=RUN_ROWS, columns=columns):
+        if rows == 0:
+            _check_table(frame, path.name)
+        rows += len(frame)
+        yield frame
+
+
+def _delimited_runs(
+    path: Path, chunk_rows: int | None, columns: list[str] | None = None
+) -> Iterator[Any]:
+    import pandas as pd
+
+    fmt = sniff_text_table(path)
+    _check_unique_columns(fmt.columns, path.name)
+    names = [str(c).strip() for c in fmt.columns]
+    wanted = None if columns is None else [names.index(c) for c in columns]
+    try:
+        read = pd.read_csv(
+            path,
+            sep=fmt.delimiter,
+            encoding=fmt.encoding,
+            dtype=str,
+            keep_default_na=False,
+            skipinitialspace=True,
+            encoding_errors="replace",
+            usecols=wanted,
+            chunksize=chunk_rows,
+        )
+        runs = [read] if chunk_rows is None else read
+        empty = True
+        for frame in runs:
+            frame.columns = [str(c).strip() for c in frame.columns]
+            empty = False
+            yield frame
+        if empty:  # a header alone: the whole read gives an empty frame, a chunked one none
+            yield pd.DataFrame(columns=names if columns is None else columns)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise UserError(f"cannot parse {path.name}: {first_line(exc)}") from None
+
+
+def _check_table(frame: Any, name: str) -> None:
+    if len(frame.columns) == 0:
+        raise UserError(f"{name} has no columns")
+    if frame.empty:
+        raise UserError(f"{name} has a header but no rows")
+    _check_unique_columns([str(c) for c in frame.columns], name)
 
 
 def release_memory() -> None:

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from kerasflow.data import readers
+from kerasflow.data import cleaning, readers
 from kerasflow.runtime.errors import UserError
 from kerasflow.runtime.fileio import check_uri, exists, is_remote, local_copy
 
@@ -45,6 +45,8 @@ class RawData:
     text_column: str = ""
     warnings: list[str] = field(default_factory=list)
     source_format: str = ""
+    # Junk values per column when the table was coerced as it was read (None: not coerced).
+    junk_values: dict[str, int] | None = None
 
 
 def check_source(
@@ -141,8 +143,13 @@ def read_source(
     text_column: str = "",
     time_column: str = "",
     image_size: tuple[int, int] | None = None,
+    coerce: bool = False,
 ) -> RawData:
     """Reads the data at `uri` and infers its modality unless `modality` is given.
+
+    With `coerce`, delimited text that cannot be text data (more columns than a text table
+    has, no text column named, modality not 'text') has its types coerced as it is read, a
+    run of rows at a time (`cleaning.coerce_chunks`): its strings are never all held at once.
 
     Raises:
         UserError: when the source is missing, unreadable or lacks a named column.
@@ -157,7 +164,9 @@ def read_source(
             if kind == "npz":
                 raw = _read_npz(path, label)
             elif kind:
-                raw = _read_table(path, label, text_column, time_column)
+                coerce_runs = coerce and kind == "delimited" and not text_column
+                coerce_runs = coerce_runs and modality != "text"
+                raw = _read_table(path, label, text_column, time_column, coerce_runs)
             else:
                 raise UserError(f"unsupported data format: {uri} ({_FORMATS})")
     return _apply_modality(raw, modality, text_column)
@@ -194,12 +203,31 @@ def _read_builtin(name: str) -> RawData:
     )
 
 
-def _read_table(path: Path, label: str, text_column: str, time_column: str) -> RawData:
+def _read_table(
+    path: Path, label: str, text_column: str, time_column: str, coerce_runs: bool = False
+) -> RawData:
     if not label:
         raise UserError(f"--label is required for table data ({path.name})")
+    source_format = readers.file_format(path)
+    if coerce_runs:
+        columns = [str(c).strip() for c in readers.table_columns(path)]
+        if len(columns) > MAX_COLUMNS_OF_TEXT_TABLE:
+            _check_columns(path.name, columns, label, text_column, time_column)
+            report = cleaning.CleaningReport()
+            frame = cleaning.coerce_chunks(
+                readers.read_delimited_runs(path),
+                report,
+                lambda names: readers.read_delimited_runs(path, names),
+            )
+            return RawData(
+                frame=frame,
+                label=label,
+                source_format=source_format,
+                junk_values=report.junk_values,
+            )
     frame = readers.read_table(path)
     _check_columns(path.name, [str(c) for c in frame.columns], label, text_column, time_column)
-    return RawData(frame=frame, label=label, source_format=readers.file_format(path))
+    return RawData(frame=frame, label=label, source_format=source_format)
 
 
 def _read_npz(path: Path, label: str) -> RawData:
