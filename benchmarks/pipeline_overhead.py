@@ -121,7 +121,7 @@ def plain_script(args: argparse.Namespace, out: Path) -> None:
             push(work / "model" / "saved_model", str(work / "models"), "m"),
         ),
     )
-    out.write_text(json.dumps({"times": times, "metrics": result.metrics}))
+    out.write_text(json.dumps({"times": times, "metrics": result.metrics, "best": best}))
 
 
 def budget_flags(args: argparse.Namespace) -> list[str]:
@@ -185,7 +185,12 @@ def run_kerasflow(args: argparse.Namespace, prefork: bool = True) -> dict:
         blank = {"import_s": 0.0, "tracking_s": 0.0, "work_s": 0.0}
         steps.setdefault(step, blank)["wall"] = end - begin
     summary = json.loads((work / "summary.json").read_text())
-    return {"wall": wall, "steps": steps, "metrics": summary["test_metrics"]}
+    return {
+        "wall": wall,
+        "steps": steps,
+        "metrics": summary["test_metrics"],
+        "best": summary["best_hyperparameters"],
+    }
 
 
 def run_log(work: Path) -> str:
@@ -238,6 +243,11 @@ def main() -> None:
     print(f"plain script : {plain['wall']:7.1f} s  test {fmt(plain['metrics'])}")
     print(f"kerasflow run: {kf['wall']:7.1f} s  test {fmt(kf['metrics'])}")
     print(f"fresh steps  : {fresh['wall']:7.1f} s  test {fmt(fresh['metrics'])}")
+    differ = sorted(k for k in kf["best"] if kf["best"][k] != plain["best"].get(k))
+    print(
+        "best hyperparameters, kerasflow against plain: "
+        + (f"differ in {', '.join(differ)}" if differ else "the same")
+    )
     print(f"ratio kerasflow / plain: {kf['wall'] / plain['wall']:.2f}")
     print(f"ratio fresh steps / plain: {fresh['wall'] / plain['wall']:.2f}")
     print()

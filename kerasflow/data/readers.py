@@ -181,11 +181,9 @@ def read_delimited_runs(path: Path, columns: list[str] | None = None) -> Iterato
     Raises:
         UserError: when the file is malformed or has a header but no rows.
     """
-    rows = 0
-    for frame in _delimited_runs(path, chunk_rows=RUN_ROWS, columns=columns):
-        if rows == 0:
+    for number, frame in enumerate(_delimited_runs(path, chunk_rows=RUN_ROWS, columns=columns)):
+        if number == 0:
             _check_table(frame, path.name)
-        rows += len(frame)
         yield frame
 
 
