@@ -14,29 +14,38 @@ from tests.unit.test_tuning import make_tabular_bundle
 pytestmark = pytest.mark.local
 
 
-def test_two_workers_share_one_search(tmp_path, mlflow_store, capfd):
+def run_search_step(tmp_path, store: str, name: str, data, root, **settings) -> str:
+    """Runs the search step on `data` under a fresh pipeline run; returns that run's id."""
     from kerasflow.components.hyperparameter_search import core
 
-    data = make_tabular_bundle(tmp_path / "data", rows=160, seed=4)
-    root = tmp_path / "pipeline_root"
-    parent = runs.find_or_create_pipeline_run(mlflow_store, "search-workers", "workers-1")
+    parent = runs.find_or_create_pipeline_run(store, f"search-{name}", f"{name}-1")
     core.run(
-        settings={
-            "tuner": "bayesian",
-            "max_trials": 4,
-            "max_epochs": 3,
-            "batch_size": 16,
-            "patience": 3,
-            "seed": 1,
-            "tuner_workers": 2,
-        },
+        settings={"max_epochs": 1, "batch_size": 16, "patience": 1, "seed": 1, **settings},
         splits_dir=str(data),
         train_dir=str(data),
         hparams_path=str(tmp_path / "best.json"),
         summary_path=str(tmp_path / "summary.md"),
-        tracking_uri=mlflow_store,
+        tracking_uri=store,
         parent_run_id=parent,
         pipeline_root=str(root),
+    )
+    return parent
+
+
+def test_two_workers_share_one_search(tmp_path, mlflow_store, capfd):
+    data = make_tabular_bundle(tmp_path / "data", rows=160, seed=4)
+    root = tmp_path / "pipeline_root"
+    parent = run_search_step(
+        tmp_path,
+        mlflow_store,
+        "workers",
+        data,
+        root,
+        tuner="bayesian",
+        max_trials=4,
+        max_epochs=3,
+        patience=3,
+        tuner_workers=2,
     )
     out = capfd.readouterr().out
     assert "chief oracle at 127.0.0.1:" in out and "2 workers" in out
@@ -73,30 +82,19 @@ def build(hp, meta):
 def test_a_trial_that_kills_its_process_is_recorded_failed_and_the_search_goes_on(
     tmp_path, mlflow_store, capfd
 ):
-    from kerasflow.components.hyperparameter_search import core
-
     data = make_tabular_bundle(tmp_path / "data", rows=80, seed=5)
     (tmp_path / "dying.py").write_text(DYING_MODEL)
-    parent = runs.find_or_create_pipeline_run(mlflow_store, "search-crash", "crash-1")
-    core.run(
-        settings={
-            "tuner": "grid",
-            "max_trials": 4,
-            "max_epochs": 1,
-            "batch_size": 16,
-            "patience": 1,
-            "seed": 1,
-            "build_model": f"{tmp_path}/dying.py:build",
-            "trials_per_process": 1,
-            "max_consecutive_failures": 3,
-        },
-        splits_dir=str(data),
-        train_dir=str(data),
-        hparams_path=str(tmp_path / "best.json"),
-        summary_path=str(tmp_path / "summary.md"),
-        tracking_uri=mlflow_store,
-        parent_run_id=parent,
-        pipeline_root=str(tmp_path / "root"),
+    parent = run_search_step(
+        tmp_path,
+        mlflow_store,
+        "crash",
+        data,
+        tmp_path / "root",
+        tuner="grid",
+        max_trials=4,
+        build_model=f"{tmp_path}/dying.py:build",
+        trials_per_process=1,
+        max_consecutive_failures=3,
     )
     assert "recorded as failed" in capfd.readouterr().out
     assert json.loads((tmp_path / "best.json").read_text())["die"] in (False, 0)
@@ -131,31 +129,20 @@ def build(hp, meta):
 
 
 def test_no_worker_is_started_once_every_trial_is_handed_out(tmp_path, mlflow_store, monkeypatch):
-    from kerasflow.components.hyperparameter_search import core
-
     data = make_tabular_bundle(tmp_path / "data", rows=80, seed=6)
     (tmp_path / "counting.py").write_text(COUNTING_MODEL)
     pids = tmp_path / "pids.txt"
     monkeypatch.setenv("KF_TEST_PIDS", str(pids))
-    parent = runs.find_or_create_pipeline_run(mlflow_store, "search-quota", "quota-1")
-    core.run(
-        settings={
-            "tuner": "grid",
-            "max_trials": 2,
-            "max_epochs": 1,
-            "batch_size": 16,
-            "patience": 1,
-            "seed": 1,
-            "build_model": f"{tmp_path}/counting.py:build",
-            "trials_per_process": 1,
-        },
-        splits_dir=str(data),
-        train_dir=str(data),
-        hparams_path=str(tmp_path / "best.json"),
-        summary_path=str(tmp_path / "summary.md"),
-        tracking_uri=mlflow_store,
-        parent_run_id=parent,
-        pipeline_root=str(tmp_path / "root"),
+    run_search_step(
+        tmp_path,
+        mlflow_store,
+        "quota",
+        data,
+        tmp_path / "root",
+        tuner="grid",
+        max_trials=2,
+        build_model=f"{tmp_path}/counting.py:build",
+        trials_per_process=1,
     )
     assert sorted(finished(tmp_path / "root")) == ["0", "1"]
     workers = {line for line in pids.read_text().splitlines() if " worker" in line}
