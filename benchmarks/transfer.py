@@ -71,7 +71,7 @@ from tests.transfer_fixtures import (  # noqa: E402
 
 # 175 train rows make about 6 steps an epoch: the final fits need tens of epochs to settle
 # (early stopping ends them sooner when they do).
-BUDGET = ["--tuner", "random", "--max-trials", "2", "--max-epochs", "6"]
+BUDGET = ["--tuner", "random", "--max-trials", "4", "--max-epochs", "6"]
 BUDGET += ["--final-epochs", "40", "--threshold", "accuracy=0.0"]
 FINE_TUNE = ["--fine-tune-epochs", "20", "--fine-tune-layers", "1000"]
 FIXTURES = ROOT / "tests" / "transfer_fixtures.py"
@@ -112,7 +112,8 @@ def linear_probe(features: np.ndarray, y: np.ndarray, train: np.ndarray) -> floa
 
 
 def probes(data: Path) -> dict[str, float]:
-    """Linear-probe accuracy on digits 5-9 of each base's pooled features and of raw pixels."""
+    """Linear-probe accuracy on digits 5-9 of each base's features, averaged over the 4x4 map
+    and flattened, and of raw pixels."""
     import keras
 
     from kerasflow.modeling import transfer
@@ -127,7 +128,9 @@ def probes(data: Path) -> dict[str, float]:
         size = int(base.inputs[0].shape[1])
         h = keras.layers.Resizing(size, size)(x)
         h = transfer.input_adapter(1, (0.0, 16.0), "tf")(h)
-        out[name] = linear_probe(np.asarray(base.predict(h, verbose=0)), y, train)
+        features = np.asarray(base.predict(h, verbose=0))
+        out[f"{name}, averaged"] = linear_probe(features.mean(axis=(1, 2)), y, train)
+        out[f"{name}, flattened"] = linear_probe(features.reshape(len(x), -1), y, train)
     out["raw pixels"] = linear_probe(x.reshape(len(x), -1), y, train)
     return out
 

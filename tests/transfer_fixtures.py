@@ -34,7 +34,8 @@ class Pretrained:
 
 
 def mobilenet_cut(seed: int | None = None) -> object:
-    """MobileNetV2 (alpha 0.35, 32x32, random weights) up to `CUT`, average-pooled."""
+    """MobileNetV2 (alpha 0.35, 32x32, random weights) up to `CUT`: its 4x4 feature map, which
+    the head over it pools as its `pooling` hyperparameter says."""
     import keras
 
     if seed is not None:
@@ -42,8 +43,7 @@ def mobilenet_cut(seed: int | None = None) -> object:
     full = keras.applications.MobileNetV2(
         input_shape=(SIZE, SIZE, 3), alpha=0.35, include_top=False, weights=None
     )
-    pooled = keras.layers.GlobalAveragePooling2D(name="base_pool")(full.get_layer(CUT).output)
-    return keras.Model(full.inputs, pooled, name="mobilenetv2_cut")
+    return keras.Model(full.inputs, full.get_layer(CUT).output, name="mobilenetv2_cut")
 
 
 def settle_batch_norm(base: object) -> None:
@@ -76,7 +76,8 @@ def make_digits_transfer(
     h = keras.layers.RandomTranslation(0.1, 0.1, fill_mode="constant", seed=seed)(inp)
     h = keras.layers.Resizing(SIZE, SIZE)(h)
     h = transfer.input_adapter(1, (0.0, 16.0), "tf")(h)
-    model = keras.Model(inp, keras.layers.Dense(5, activation="softmax")(base(h)))
+    h = keras.layers.GlobalAveragePooling2D()(base(h))
+    model = keras.Model(inp, keras.layers.Dense(5, activation="softmax")(h))
     model.compile(
         keras.optimizers.Adam(2e-3), "sparse_categorical_crossentropy", metrics=["accuracy"]
     )
@@ -109,7 +110,7 @@ def build_same_architecture(hp: object, meta: dict) -> object:
     """
     import keras
 
-    from kerasflow.modeling import builders
+    from kerasflow.modeling import builders, transfer
 
     inputs, x = builders.build_inputs(meta)
     inp = inputs[next(iter(inputs))]
@@ -118,7 +119,7 @@ def build_same_architecture(hp: object, meta: dict) -> object:
         x = keras.layers.Concatenate()([x, x, x])
     base = mobilenet_cut()
     settle_batch_norm(base)
-    x = base(x)
+    x = transfer.pool_features(base(x), hp.Choice("pooling", ["avg", "flatten"]))
     dropout = hp.Choice("dropout", [0.2, 0.0, 0.5])
     x = keras.layers.Dropout(dropout)(x)
     x = keras.layers.Dense(hp.Choice("units", [128, 64, 256]), activation="relu")(x)

@@ -74,8 +74,11 @@ PARAMS: dict[str, Param] = {
     "learning_rate": Param("float", "initial learning rate", low=0.0, high=1.0, low_open=True),
     "batch_size": Param("int", "batch size (default: the run's batch_size)", low=1),
     "epochs": Param("int", "epochs per trial, not Hyperband (default: max_epochs)", low=1),
+    "pooling": Param(
+        "str", "how the head reads the base's feature map (transfer)", ("avg", "max", "flatten")
+    ),
 }
-_FAMILY_ONLY = {"filters": ("cnn",), "embedding_dim": ("conv1d", "lstm")}
+_FAMILY_ONLY = {"filters": ("cnn",), "embedding_dim": ("conv1d", "lstm"), "pooling": ("transfer",)}
 """Hyperparameters that only some families use (declared under a condition on `family`)."""
 
 
@@ -133,6 +136,7 @@ DEFAULT_SPACES: dict[str, dict[str, Any]] = {
 
 TRANSFER_SPACE: dict[str, Any] = {
     "family": "transfer",
+    "pooling": ["avg", "flatten"],
     "num_layers": 1,
     "units": [128, 64, 256],
     "activation": "relu",

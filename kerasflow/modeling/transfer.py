@@ -255,9 +255,7 @@ def load_base(config: dict, size: int) -> Any:
     application = getattr(keras.applications, BASES[name].application)
     if weights == IMAGENET:
         with offline_downloads(name):
-            return application(
-                include_top=False, weights=IMAGENET, input_shape=(size, size, 3), pooling="avg"
-            )
+            return application(include_top=False, weights=IMAGENET, input_shape=(size, size, 3))
     from kerasflow.runtime import fileio
 
     with fileio.local_copy(weights) as local:
@@ -271,9 +269,7 @@ def load_base(config: dict, size: int) -> Any:
                     f"base_weights {weights}: the saved base takes {shape}, not RGB images"
                 )
             return base
-        base = application(
-            include_top=False, weights=None, input_shape=(size, size, 3), pooling="avg"
-        )
+        base = application(include_top=False, weights=None, input_shape=(size, size, 3))
         try:
             base.load_weights(str(local))
         except Exception as exc:
@@ -282,6 +278,21 @@ def load_base(config: dict, size: int) -> Any:
                 f"base_weights {weights} do not fit {name} at {size}x{size}: {first}"
             ) from None
         return base
+
+
+def pool_features(x: Any, pooling: str) -> Any:
+    """The base's output as one vector per image: a feature map averaged (`avg`) or maxed
+    (`max`) over its positions, or kept whole (`flatten`, which keeps where in the image each
+    feature was); a base that already pools passes through."""
+    from keras import layers
+
+    if len(x.shape) <= 2:
+        return x
+    if pooling == "flatten":
+        return layers.Flatten(name="pool")(x)
+    if pooling == "max":
+        return layers.GlobalMaxPooling2D(name="pool")(x)
+    return layers.GlobalAveragePooling2D(name="pool")(x)
 
 
 def build_transfer_model(values: dict, meta: dict) -> Any:
@@ -304,9 +315,7 @@ def build_transfer_model(values: dict, meta: dict) -> Any:
     x = input_adapter(shape[-1], tuple(config["pixel_range"]), convention)(x)
     # training=False keeps the base's batch normalization in inference mode, also once the
     # top layers are unfrozen for fine-tuning.
-    x = base(x, training=False)
-    if len(x.shape) > 2:
-        x = layers.GlobalAveragePooling2D(name="pool")(x)
+    x = pool_features(base(x, training=False), values.get("pooling", "avg"))
     x = layers.Dropout(float(values["dropout"]))(x)
     for _ in range(int(values["num_layers"])):
         dense = layers.Dense(int(values["units"]), **builders.dense_weights(values))

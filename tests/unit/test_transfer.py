@@ -173,3 +173,40 @@ def test_fine_tuning_starts_from_the_heads_tuned_rate_not_the_lowered_one(saved_
     assert float(model.optimizer.learning_rate) == pytest.approx(2e-3 * 0.1)
     transfer.unfreeze_top(model, meta, 3)  # without it: the optimizer's current rate
     assert float(model.optimizer.learning_rate) == pytest.approx(2e-3 * 0.1 * 0.1)
+
+
+@pytest.mark.parametrize(("pooling", "features"), [("avg", 16), ("max", 16), ("flatten", 64)])
+def test_head_pools_the_bases_feature_map_as_its_pooling_says(tmp_path, pooling, features):
+    import keras
+
+    # A base that ends in a 2x2 map of 16 channels, as a network cut inside does.
+    inp = keras.Input((32, 32, 3))
+    out = keras.layers.Conv2D(16, 3, strides=16, padding="same")(inp)
+    path = tmp_path / "cut.keras"
+    keras.Model(inp, out).save(path)
+    x = np.random.default_rng(2).uniform(0, 16, (4, 8, 8, 1)).astype("float32")
+    meta = transfer.with_transfer(
+        image_meta(), transfer.transfer_config("mobilenet_v2", str(path), 0, x)
+    )
+    space = search_space.resolve_space("image", {"pooling": pooling, "units": 8}, transfer=True)
+    values = {name: search_space.space_values(spec)[0] for name, spec in space.items()}
+
+    model = builders.build_from_values(values, meta)
+
+    pooled = model.get_layer("pool")
+    assert tuple(pooled.output.shape[1:]) == (features,)
+    assert model.predict(x, verbose=0).shape == (4, 3)
+
+
+def test_a_base_that_pools_itself_is_read_as_it_is(saved_base):
+    x = np.random.default_rng(3).uniform(0, 16, (4, 8, 8, 1)).astype("float32")
+    meta = transfer.with_transfer(
+        image_meta(), transfer.transfer_config("mobilenet_v2", saved_base, 0, x)
+    )
+    space = search_space.resolve_space("image", {"pooling": "flatten"}, transfer=True)
+    values = {name: search_space.space_values(spec)[0] for name, spec in space.items()}
+
+    model = builders.build_from_values(values, meta)
+
+    assert "pool" not in [layer.name for layer in model.layers]
+    assert model.predict(x, verbose=0).shape == (4, 3)
