@@ -1,24 +1,23 @@
 """Final training on the best hyperparameters, then export for serving.
 
-EarlyStopping, ReduceLROnPlateau (or a learning-rate schedule) and a ModelCheckpoint of the
-best epoch guard the fit; the best epoch's weights are restored at the end. On request the
-model is refit on train+val for the best epoch count, and a retraining can start from the
-registry's current champion instead of from scratch (a refit then starts from the champion
-too). The model is saved as a
-`.keras` file and exported as a SavedModel whose `serving_default` signature takes raw
+Early stopping, ReduceLROnPlateau (or a learning-rate schedule) and the best epoch's weights
+(the best objective, ties going to the lower validation loss: `kerasflow.modeling.best_epoch`)
+guard the fit; the best epoch's weights are restored at the end. On request the model is refit
+on train+val for the best epoch count, and a retraining can start from the registry's current
+champion instead of from scratch (a refit then starts from the champion too). The model is
+saved as a `.keras` file and exported as a SavedModel whose `serving_default` signature takes raw
 features (the preprocessing layers are inside the model).
 """
 
 from __future__ import annotations
 
 import json
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from kerasflow import constants as C
 from kerasflow.data.feeds import class_weight_arg
-from kerasflow.modeling import builders, distribute, transfer
+from kerasflow.modeling import best_epoch, builders, distribute, transfer
 from kerasflow.runtime import boundary, progress
 from kerasflow.runtime.errors import UserError, first_line
 from kerasflow.runtime.fileio import write_json_atomic
@@ -137,45 +136,26 @@ def fit_final(
             model, schedule_for(lr_schedule, initial_learning_rate(model), epochs, steps)
         )
     train_ds, val_ds = smooth_labels(model, meta, label_smoothing, train_ds, val_ds)
-    with tempfile.TemporaryDirectory(prefix="kerasflow-ckpt-") as tmp:
-        best_path = str(Path(tmp, "best.weights.h5"))
-        callbacks = [
-            keras.callbacks.EarlyStopping(
-                monitor=monitor, mode=mode, patience=patience + 2, restore_best_weights=True
+    keep_best = best_epoch.callback(monitor, mode, patience + 2)
+    callbacks = [keep_best, *(extra_callbacks or [])]
+    if not lr_schedule:
+        callbacks.insert(
+            1,
+            keras.callbacks.ReduceLROnPlateau(
+                monitor="val_loss", factor=0.5, patience=max(1, patience // 2 + 1), min_lr=1e-6
             ),
-            keras.callbacks.ModelCheckpoint(
-                best_path, monitor=monitor, mode=mode, save_best_only=True, save_weights_only=True
-            ),
-            *(extra_callbacks or []),
-        ]
-        if not lr_schedule:
-            callbacks.insert(
-                1,
-                keras.callbacks.ReduceLROnPlateau(
-                    monitor="val_loss", factor=0.5, patience=max(1, patience // 2 + 1), min_lr=1e-6
-                ),
-            )
-        history = model.fit(
-            train_ds,
-            validation_data=val_ds,
-            epochs=epochs,
-            callbacks=callbacks,
-            verbose=0,
-            class_weight=class_weight,
         )
-        if Path(best_path).exists():
-            model.load_weights(best_path)
+    history = model.fit(
+        train_ds,
+        validation_data=val_ds,
+        epochs=epochs,
+        callbacks=callbacks,
+        verbose=0,
+        class_weight=class_weight,
+    )
     out = {k: [float(v) for v in vals] for k, vals in history.history.items()}
-    out["best_epoch"] = [float(best_epoch(out.get(monitor, []), mode))]
+    out["best_epoch"] = [float(keep_best.best_epoch or 1)]
     return model, out
-
-
-def best_epoch(values: list[float], mode: str) -> int:
-    """The 1-based epoch of the best monitored value (1 when there is none)."""
-    if not values:
-        return 1
-    pick = max if mode == "max" else min
-    return values.index(pick(values)) + 1
 
 
 def refit_on_all(
@@ -225,7 +205,7 @@ def fine_tune_base(
     """Fine-tunes a transfer model's top base layers after its head's fit (see `fit_final`).
 
     The phase's epochs follow the head's in the history; when no fine-tuned epoch beats the
-    head's best, the head's weights are kept.
+    head's best (by the same rule as the fit's best epoch), the head's weights are kept.
     """
     monitor, mode = tuners.resolve_objective(meta, fit_args["objective"], fit_args["direction"])
     monitor = monitor if monitor.startswith("val_") else f"val_{monitor}"
@@ -238,9 +218,11 @@ def fine_tune_base(
         STEP, f"fine-tuning the top {unfrozen} layers of the base for up to {epochs} epochs"
     )
     model, tuned = fit_final(meta, initial_model=model, epochs=epochs, **fit_args)
-    pick = max if mode == "max" else min
-    head_best, tuned_best = pick(history[monitor]), pick(tuned[monitor])
-    improved = tuned_best > head_best if mode == "max" else tuned_best < head_best
+    head_best = best_epoch.best_of(history, monitor, mode)[1]
+    tuned_best = best_epoch.best_of(tuned, monitor, mode)[1]
+    improved = tuned_best is not None and (
+        head_best is None or best_epoch.better(tuned_best, head_best, mode)
+    )
     if not improved:
         model.set_weights(head_weights)
     done = len(history["loss"])
