@@ -29,14 +29,20 @@ def test_best_of_a_history_with_a_plateau_of_accuracy():
     assert best_epoch.best_of({}, "val_accuracy", "max") == (1, None)
 
 
-def test_callback_keeps_training_while_the_loss_falls_at_equal_accuracy_and_restores_the_best():
+def started(patience: int):
+    """A one-layer model and the callback watching it, as at the start of a fit."""
     import keras
 
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
-    keep = best_epoch.callback("val_accuracy", "max", patience=2)
+    keep = best_epoch.callback("val_accuracy", "max", patience=patience)
     keep.set_model(model)
     model.stop_training = False  # as fit() sets it
     keep.on_train_begin()
+    return model, keep
+
+
+def test_callback_keeps_training_while_the_loss_falls_at_equal_accuracy_and_restores_the_best():
+    model, keep = started(patience=2)
     logs = [(0.90, 0.5), (0.97, 0.3), (0.97, 0.2), (0.97, 0.25), (0.96, 0.1)]
     for epoch, (accuracy, loss) in enumerate(logs):
         model.layers[0].kernel.assign(np.full((2, 1), float(epoch), "float32"))
@@ -49,13 +55,7 @@ def test_callback_keeps_training_while_the_loss_falls_at_equal_accuracy_and_rest
 
 
 def test_callback_ignores_an_epoch_without_the_objective():
-    import keras
-
-    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
-    keep = best_epoch.callback("val_accuracy", "max", patience=1)
-    keep.set_model(model)
-    model.stop_training = False  # as fit() sets it
-    keep.on_train_begin()
+    model, keep = started(patience=1)
     keep.on_epoch_end(0, {"val_loss": 0.3})
     keep.on_epoch_end(1, {"val_accuracy": float("nan"), "val_loss": 0.3})
     keep.on_train_end()
