@@ -248,11 +248,12 @@ def run_pipeline(
     log_path = work / "logs" / f"run-{time.strftime('%Y%m%d-%H%M%S')}-{token[:6]}.log"
     forking = contextlib.ExitStack()
     with forking:
-        reconciled = prepare_tracking(uri, cfg.experiment, timeout)
         if not docker:
             # Steps forked from one warm process skip the seconds of imports each would pay.
+            # Started first, the server imports while the store below is prepared.
             log_path.parent.mkdir(parents=True, exist_ok=True)
             forking.enter_context(prefork.steps_forked(str(log_path.with_suffix(".prefork.log"))))
+        reconciled = prepare_tracking(uri, cfg.experiment, timeout)
         root = work / "pipeline_root"
         if docker:
             from kerasflow.runtime import fileio
