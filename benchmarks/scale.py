@@ -131,14 +131,15 @@ def report(kind: str, sizes: list[int], results: list[dict]) -> None:
             walls.append(w)
             rss.append(s.get("peak_rss_mb", float("nan")))
             cells += f"{w:16.1f}{1e6 * w / n:8.1f}{rss[-1]:7.0f}"
-        marginal = rss_growth = float("nan")
+        marginal, rss_growth = f"{'nan':>10}", float("nan")
         if len(sizes) >= 3:
             low = (walls[1] - walls[0]) / (sizes[1] - sizes[0])
             high = (walls[2] - walls[1]) / (sizes[2] - sizes[1])
-            marginal = high / low if low > 0 else float("inf")
+            marginal = f"{high / low:10.2f}" if low > 0 else f"{'flat':>10}"
             rss_growth = rss[2] / rss[1] if rss[1] else float("nan")
-        print(f"{step:22}{cells}{marginal:10.2f}{rss_growth:9.2f}")
+        print(f"{step:22}{cells}{marginal}{rss_growth:9.2f}")
     print("run wall: " + ", ".join(f"{r['wall']:.0f} s" for r in results))
+    print("flat: the step took no longer at 4x than at 1x, so it has no time per row to compare")
 
 
 def main() -> None:
