@@ -137,12 +137,12 @@ def _categorical(meta: dict) -> list[str]:
 def noise_copy(frame, meta: dict, rng, noise: float = 0.05):
     """A copy of the rows with gaussian noise on numeric columns, scaled to each column's spread."""
     numeric = _numeric(meta)
-    noisy = frame.copy()
+    noisy = frame.copy(deep=False)  # columns are replaced, a column at a time, never written into
     if numeric:
         stds = frame[numeric].std(ddof=0).to_numpy()
-        noisy[numeric] = frame[numeric].to_numpy() + rng.normal(
-            0.0, 1.0, (len(frame), len(numeric))
-        ) * (noise * stds)
+        draws = rng.normal(0.0, 1.0, (len(frame), len(numeric)))
+        for j, col in enumerate(numeric):
+            noisy[col] = frame[col].to_numpy() + draws[:, j] * (noise * stds[j])
     return noisy
 
 
@@ -165,10 +165,10 @@ def mixup_copy(frame, meta: dict, rng, alpha: float = 0.4):
         partner = rng.permutation(len(frame))
     lam = rng.beta(alpha, alpha, len(frame))
     lam = np.maximum(lam, 1 - lam)[:, None]
-    mixed = frame.copy()
-    if numeric:
-        a = frame[numeric].to_numpy(dtype="float64")
-        mixed[numeric] = lam * a + (1 - lam) * a[partner]
+    mixed = frame.copy(deep=False)
+    for col in numeric:
+        a = frame[col].to_numpy(dtype="float64")
+        mixed[col] = lam[:, 0] * a + (1 - lam[:, 0]) * a[partner]
     return mixed
 
 

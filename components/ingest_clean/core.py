@@ -20,7 +20,7 @@ import numpy as np
 from kerasflow import constants as C
 from kerasflow.data import artifacts, choices, cleaning, profile
 from kerasflow.data import schema as schemas
-from kerasflow.data.readers import release_memory
+from kerasflow.data.readers import release_memory, trim_heap
 from kerasflow.data.sources import RawData, read_source
 from kerasflow.runtime import boundary, markdown
 from kerasflow.runtime.errors import UserError
@@ -328,10 +328,10 @@ def _profile(result: artifacts.Bundle) -> tuple[list[dict], Any]:
         y = part.y if meta[C.META_CLASS_NAMES] else np.zeros(len(part.y), int)
         stats = [{"image_shape": "x".join(map(str, meta[C.META_IMAGE_SHAPE])), "rows": len(part)}]
         return stats, profile.image_figure(part.x, y, names)
-    frame = part.frame.copy()
+    frame = part.frame.copy(deep=False)  # the label column is replaced, not written into
     if meta[C.META_CLASS_NAMES]:
-        names = meta[C.META_CLASS_NAMES]
-        frame[meta[C.META_LABEL]] = [names[i] for i in frame[meta[C.META_LABEL]]]
+        names = np.asarray(meta[C.META_CLASS_NAMES], dtype=object)
+        frame[meta[C.META_LABEL]] = names[frame[meta[C.META_LABEL]].to_numpy()]
     text = [f["name"] for f in meta[C.META_FEATURES] if f["kind"] == "text"]
     stats = profile.column_stats(frame)
     if text:
@@ -417,6 +417,8 @@ def run(
         except AnomalyError as exc:
             _log_failure(exc)
             raise
+        del raw  # the table as read: the bundle holds what is kept of it
+        trim_heap()
         result.meta[C.META_SOURCE] = source
         report.validated_against = opts.schema
         artifacts.save(dataset_dir, result)

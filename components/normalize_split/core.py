@@ -236,11 +236,13 @@ def split_bundle(
         meta["split"] = {"strategy": strategy}
     if options.folds:
         rows, meta["folds"] = _folds(part, meta, rows, int(options.folds), seed)
-    parts = {name: part.take(r) for name, r in rows.items()}
     if consume:
+        parts = part.take_apart(rows)
         del part
         data.parts.pop("data")
         release_memory()
+    else:
+        parts = {name: part.take(r) for name, r in rows.items()}
     if time_column:
         parts = {
             n: artifacts.Part(frame=p.frame.drop(columns=[time_column])) for n, p in parts.items()

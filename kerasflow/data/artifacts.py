@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from kerasflow import constants as C
-from kerasflow.data.readers import release_memory
+from kerasflow.data.readers import release_memory, trim_heap
 from kerasflow.runtime.fileio import local_file_atomic, write_json_atomic
 
 
@@ -45,6 +45,27 @@ class Part:
             return Part(frame=self.frame.iloc[idx].reset_index(drop=True))
         return Part(x=self.x[idx], y=self.y[idx])
 
+    def take_apart(self, rows: dict[str, np.ndarray]) -> dict[str, Part]:
+        """`{name: self.take(idx)}` for each entry of `rows`, emptying this part as it goes.
+
+        A table is taken a column at a time, and each column leaves this part once taken, so
+        that the table and the parts made from it are never all held at once; this part has no
+        columns left afterwards. Arrays are taken whole.
+        """
+        if self.frame is None:
+            return {name: self.take(idx) for name, idx in rows.items()}
+        import pandas as pd
+
+        frames = {name: pd.DataFrame(index=pd.RangeIndex(len(idx))) for name, idx in rows.items()}
+        for col in list(self.frame.columns):
+            values = self.frame[col]
+            for name, idx in rows.items():
+                frames[name][col] = values.iloc[idx].reset_index(drop=True)
+            del values
+            del self.frame[col]
+            trim_heap()
+        return {name: Part(frame=frame) for name, frame in frames.items()}
+
 
 @dataclass
 class Bundle:
@@ -67,11 +88,46 @@ def save(path: str | Path, bundle: Bundle) -> None:
     for name, part in bundle.parts.items():
         if part.frame is not None:
             with local_file_atomic(path / f"{name}.parquet") as fh:
-                part.frame.to_parquet(fh, index=False)
+                write_parquet(part.frame, fh)
         else:
             with local_file_atomic(path / f"{name}.npz") as fh:
                 np.savez(fh, x=part.x, y=part.y)
     write_json_atomic(path / C.META_FILE, bundle.meta)
+
+
+ROW_GROUP_ROWS = 250_000
+"""Rows per Parquet row group: a table is converted to Arrow and written this many at a time."""
+
+
+def write_parquet(frame: Any, fh: Any) -> None:
+    """`frame.to_parquet(fh, index=False)`, converting ROW_GROUP_ROWS rows at a time, so that
+    Arrow never holds a copy of the whole table beside it."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    schema = pa.Schema.from_pandas(frame, preserve_index=False)
+    with pq.ParquetWriter(fh, schema) as writer:
+        for start in range(0, max(len(frame), 1), ROW_GROUP_ROWS):
+            rows = frame.iloc[start : start + ROW_GROUP_ROWS]
+            writer.write_table(pa.Table.from_pandas(rows, schema=schema, preserve_index=False))
+
+
+def read_parquet(path: Path) -> Any:
+    """`pd.read_parquet(path)` of a table `write_parquet` wrote, read a column at a time: the
+    whole table is never held in Arrow's buffers beside the frame made from them. Each column
+    stays a block of its own, so a later column-by-column copy frees as it goes."""
+    import pandas as pd
+    import pyarrow.parquet as pq
+
+    source = pq.ParquetFile(path)
+    frame = None
+    for name in source.schema_arrow.names:
+        column = source.read(columns=[name], use_pandas_metadata=True).to_pandas()
+        if frame is None:
+            frame = pd.DataFrame(index=column.index)
+        frame[name] = column[name]
+        del column
+    return frame if frame is not None else pd.read_parquet(path)
 
 
 def load_meta(path: str | Path) -> dict:
@@ -84,10 +140,7 @@ def load_part(path: str | Path, name: str) -> Part:
     path = Path(path)
     table = path / f"{name}.parquet"
     if table.exists():
-        import pandas as pd
-
-        frame = pd.read_parquet(table)
-        # Reading takes about twice the table in Arrow's buffers; hand them back to the system.
+        frame = read_parquet(table)
         release_memory()
         return Part(frame=frame)
     with np.load(path / f"{name}.npz", allow_pickle=False) as data:

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from kerasflow.data.readers import trim_heap
 from kerasflow.runtime.errors import UserError
 
 JUNK = frozenset(
@@ -235,6 +236,7 @@ def coerce_chunks(chunks: Any, report: CleaningReport, reread: Any) -> Any:
                 np.concatenate([p.to_numpy() for p in parts]), index=frame.index, dtype=object
             )
         del parts
+        trim_heap()  # the column's runs, freed, would otherwise stay resident beside it
         if junk:
             report.junk_values[col] = junk
     return frame
@@ -305,10 +307,37 @@ def _remove_columns(frame: Any, label: str, policy: CleaningPolicy, report: Clea
 def _drop_duplicates(frame: Any, policy: CleaningPolicy, report: CleaningReport) -> Any:
     if not policy.drop_duplicates:
         return frame
-    before = len(frame)
-    frame = frame.drop_duplicates()
-    report.duplicate_rows += before - len(frame)
-    return frame
+    repeated = duplicated_rows(frame)
+    if not repeated.any():
+        return frame
+    report.duplicate_rows += int(repeated.sum())
+    return frame[~repeated]
+
+
+def duplicated_rows(frame: Any) -> np.ndarray:
+    """`frame.duplicated()` as a boolean array, in a few bytes per row.
+
+    pandas codes every column of every row at once (8 bytes per cell) and then copies the frame
+    to drop the repeats. Here each column is coded in turn and folded into a 64-bit key per
+    row; only rows whose key repeats are compared exactly, with `duplicated` itself, so two
+    rows are duplicates exactly when pandas says so (missing values equal each other).
+    """
+    import pandas as pd
+
+    keys = np.zeros(len(frame), dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        for col in frame.columns:
+            codes, _ = pd.factorize(frame[col])  # equal values, missing ones too, share a code
+            keys ^= codes.astype(np.uint64)
+            keys *= np.uint64(0x9E3779B97F4A7C15)
+            keys ^= keys >> np.uint64(29)
+            del codes
+    candidates = np.flatnonzero(pd.Series(keys).duplicated(keep=False).to_numpy())
+    repeated = np.zeros(len(frame), dtype=bool)
+    if len(candidates):
+        # A row equal to a candidate has its key, so it is a candidate too, in the same order.
+        repeated[candidates] = frame.iloc[candidates].duplicated().to_numpy()
+    return repeated
 
 
 def outlier_bounds(values: np.ndarray, policy: CleaningPolicy) -> tuple[float, float] | None:
@@ -376,7 +405,7 @@ def _drop_missing(frame: Any, columns: list[str], report: CleaningReport) -> Any
 
 
 def _impute(parts: dict[str, Any], numeric: list[str], categorical: list[str], policy, report):
-    from sklearn.impute import KNNImputer, SimpleImputer
+    from sklearn.impute import KNNImputer
 
     if policy.missing == "drop":
         return  # `clean_table` dropped those rows
@@ -399,14 +428,10 @@ def _impute(parts: dict[str, Any], numeric: list[str], categorical: list[str], p
                 scaled = (frame[numeric].to_numpy(dtype="float64") - mean) / std
                 frame[numeric] = imputer.transform(scaled) * std + mean
         else:
-            strategy = policy.missing
-            imputer = SimpleImputer(
-                strategy=strategy,
-                fill_value=CONSTANT_FILL_NUMBER if strategy == "constant" else None,
-                keep_empty_features=True,
-            ).fit(train[num_missing].to_numpy("float64"))
+            # `_fill_values` gave each column the statistic of train that the policy names.
             for frame in parts.values():
-                frame[num_missing] = imputer.transform(frame[num_missing].to_numpy("float64"))
+                for col in num_missing:
+                    frame[col] = frame[col].astype("float64").fillna(report.fill_values[col])
         for col in num_missing:
             report.imputed[col] = {"count": counts[col], "strategy": policy.missing}
     if cat_missing:
@@ -424,23 +449,36 @@ def _fill_values(
     """The value training gives a missing value of each column, for the served model to give
     the same. Numbers: KNN imputes row by row and dropping keeps no such rows, so those two fall
     back to the train mean. Categories: the constant, else the most frequent one."""
-    from sklearn.impute import SimpleImputer
-
     fills: dict[str, Any] = {}
-    if numeric:
-        strategy = policy.missing if policy.missing not in ("knn", "drop") else "mean"
-        imputer = SimpleImputer(
-            strategy=strategy,
-            fill_value=CONSTANT_FILL_NUMBER if strategy == "constant" else None,
-            keep_empty_features=True,
-        ).fit(train[numeric].to_numpy("float64"))
-        fills.update(zip(numeric, map(float, imputer.statistics_), strict=True))
+    strategy = policy.missing if policy.missing not in ("knn", "drop") else "mean"
+    for col in numeric:
+        fills[col] = fill_number(train[col].to_numpy(dtype="float64"), strategy)
     for col in categorical:
         if policy.missing == "constant":
             fills[col] = CONSTANT_FILL_CATEGORY
         else:
             fills[col] = str(most_frequent(train[col]))
     return fills
+
+
+def fill_number(values: np.ndarray, strategy: str) -> float:
+    """What scikit-learn's SimpleImputer (`keep_empty_features=True`) fills a missing value of
+    this column with, computed on the column alone rather than on a masked copy of the table:
+    the mean, the median, the most frequent value (the smallest of those tied) or the
+    constant; 0 for a column without values."""
+    if strategy == "constant":
+        return CONSTANT_FILL_NUMBER
+    present = values[~np.isnan(values)]
+    if not len(present):
+        return 0.0
+    if strategy == "mean":
+        return float(present.mean())
+    if strategy == "median":
+        return float(np.median(present))
+    if strategy == "most_frequent":
+        distinct, counts = np.unique(present, return_counts=True)
+        return float(distinct[np.argmax(counts)])
+    raise ValueError(f"unknown imputation strategy {strategy!r}")
 
 
 def most_frequent(values: Any) -> Any:
@@ -524,7 +562,8 @@ def clean_table(
     if missing_label.all():
         raise UserError(f"label column '{label}' has no values")
     report.rows_without_label = int(missing_label.sum())
-    frame = frame[~missing_label]
+    if report.rows_without_label:
+        frame = frame[~missing_label]
     if task == "regression" and not pd.api.types.is_numeric_dtype(frame[label]):
         example = frame[label][pd.to_numeric(frame[label], errors="coerce").isna()].iloc[0]
         raise UserError(
@@ -544,7 +583,8 @@ def clean_table(
         )
     numeric = [c for c in features if pd.api.types.is_numeric_dtype(frame[c])]
     categorical = [c for c in features if c not in numeric]
-    frame = frame.copy()
+    # Columns are replaced below, never written into: the caller's frame keeps its own.
+    frame = frame.copy(deep=False)
     if policy.missing == "drop":
         frame = _drop_missing(frame, numeric + categorical, report)
     for col in numeric + categorical:

@@ -46,7 +46,7 @@ def column_stats(frame: Any) -> list[dict]:
                     max=float(q[4]),
                 )
         else:
-            counts = series.astype(str)[series.notna()].value_counts()
+            counts = text_counts(series)
             row["type"] = "text"
             if len(counts):
                 row.update(
@@ -54,6 +54,16 @@ def column_stats(frame: Any) -> list[dict]:
                 )
         rows.append(row)
     return rows
+
+
+def text_counts(series: Any) -> Any:
+    """How many rows hold each present value, counted by the value's text, most first (ties in
+    order of first appearance). Each distinct value is made text once, not each row."""
+    counts = series.value_counts(dropna=True, sort=False)
+    counts = counts[counts > 0]
+    counts.index = counts.index.astype(str)
+    counts = counts.groupby(level=0, sort=False).sum()
+    return counts.sort_values(ascending=False, kind="stable")
 
 
 def _figure(n: int):
@@ -81,7 +91,7 @@ def table_figure(frame: Any, label: str = "") -> Any:
         if pd.api.types.is_numeric_dtype(series) and col != label:
             ax.hist(series.astype("float64"), bins=30, color="#4477aa")
         else:
-            top = series.astype(str).value_counts().head(TOP_CATEGORIES)
+            top = text_counts(series).head(TOP_CATEGORIES)
             ax.barh([t[:18] for t in top.index[::-1]], top.to_numpy()[::-1], color="#228833")
         ax.set_title(str(col) + (" (label)" if col == label else ""), fontsize=9)
         ax.tick_params(labelsize=7)

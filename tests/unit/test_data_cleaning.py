@@ -15,6 +15,8 @@ from kerasflow.data.cleaning import (
     clean_text,
     coerce_types,
     distinct_objects,
+    duplicated_rows,
+    fill_number,
     fit_on_train,
     is_identifier,
     most_frequent,
@@ -247,3 +249,62 @@ def test_most_frequent_picks_what_scikit_learns_imputer_picks(values):
     imputer = SimpleImputer(strategy="most_frequent", missing_values=None, keep_empty_features=True)
     expected = imputer.fit(column.to_numpy(dtype=object).reshape(-1, 1)).statistics_[0]
     assert str(most_frequent(column)) == str(expected)
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_duplicated_rows_says_what_pandas_duplicated_says(seed):
+    rng = np.random.default_rng(seed)
+    n = 300
+    frame = pd.DataFrame(
+        {
+            "x": rng.integers(0, 3, n).astype(float),
+            "colour": rng.choice(np.array(["red", "blue", None], dtype=object), n),
+            "k": rng.integers(0, 2, n),
+        }
+    )
+    frame.loc[rng.random(n) < 0.2, "x"] = np.nan
+    frame.loc[rng.random(n) < 0.1, "colour"] = np.nan  # None and NaN both count as missing
+    frame.loc[rng.random(n) < 0.1, "x"] = -0.0  # equal to 0.0
+    expected = frame.duplicated().to_numpy()
+    assert 0 < expected.sum() < n
+    np.testing.assert_array_equal(duplicated_rows(frame), expected)
+    backwards = frame.iloc[::-1]
+    np.testing.assert_array_equal(duplicated_rows(backwards), backwards.duplicated().to_numpy())
+
+
+def test_duplicates_are_dropped_only_when_there_are_some():
+    frame = frame_with_gaps()
+    once, report = clean_table(frame, "y", "classification")
+    assert report.duplicate_rows == 0 and len(once) == len(frame)
+    twice = pd.concat([frame, frame.iloc[[5, 5, 7]]], ignore_index=True)
+    clean, report = clean_table(twice, "y", "classification")
+    assert report.duplicate_rows == 3
+    pd.testing.assert_frame_equal(clean, once)
+
+
+def test_cleaning_leaves_the_callers_frame_as_it_was():
+    frame = frame_with_gaps()
+    before = frame.copy()
+    clean_table(frame, "y", "classification", CleaningPolicy(missing="median"))
+    pd.testing.assert_frame_equal(frame, before)
+
+
+@pytest.mark.parametrize("strategy", ["mean", "median", "most_frequent", "constant"])
+@pytest.mark.parametrize(
+    "values",
+    [
+        [1.0, np.nan, 3.0, 3.0, 10.0],
+        [2.0, 1.0, 2.0, 1.0, np.nan],  # tied: the smaller one
+        [np.nan, np.nan],  # nothing present
+        [5.5],
+    ],
+)
+def test_fill_number_is_what_scikit_learns_imputer_fills(strategy, values):
+    from sklearn.impute import SimpleImputer
+
+    column = np.asarray(values, dtype="float64")
+    imputer = SimpleImputer(
+        strategy=strategy, fill_value=0.0 if strategy == "constant" else None,
+        keep_empty_features=True,
+    ).fit(column.reshape(-1, 1))  # fmt: skip
+    assert fill_number(column, strategy) == pytest.approx(float(imputer.statistics_[0]))

@@ -312,3 +312,63 @@ def test_bundle_round_trip(tmp_path):
     back = artifacts.load(tmp_path, ("data",))
     assert back.meta == data.meta
     pd.testing.assert_frame_equal(back.parts["data"].frame, data.parts["data"].frame)
+
+
+def _every_dtype(n=10):
+    return pd.DataFrame(
+        {
+            "i": np.arange(n),
+            "f": np.linspace(0, 1, n),
+            "o": pd.Series(["a", None] * (n // 2), dtype=object),
+            "s": pd.Series(["x"] * n, dtype="str"),
+            "b": [True, False] * (n // 2),
+            "c": pd.Categorical(["p", "q"] * (n // 2)),
+            "t": pd.date_range("2020-01-01", periods=n, tz="UTC"),
+            "none": pd.Series([None] * n, dtype=object),
+        },
+        index=np.arange(n) + 100,
+    )
+
+
+@pytest.mark.parametrize("rows", [10, 1, 0])
+def test_tables_are_written_in_row_groups_and_read_back_as_pandas_reads_them(
+    tmp_path, monkeypatch, rows
+):
+    import pyarrow.parquet as pq
+
+    monkeypatch.setattr(artifacts, "ROW_GROUP_ROWS", 3)
+    frame = _every_dtype().iloc[:rows]
+    with open(tmp_path / "ours.parquet", "wb") as fh:
+        artifacts.write_parquet(frame, fh)
+    frame.to_parquet(tmp_path / "pandas.parquet", index=False)
+    assert pq.ParquetFile(tmp_path / "ours.parquet").num_row_groups == max(1, -(-rows // 3))
+    expected = pd.read_parquet(tmp_path / "pandas.parquet")
+    for name in ("ours", "pandas"):
+        back = artifacts.read_parquet(tmp_path / f"{name}.parquet")
+        pd.testing.assert_frame_equal(back, expected)
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "ours.parquet"), expected)
+
+
+def test_taking_a_table_apart_gives_the_splits_take_gives_and_empties_it():
+    frame = _every_dtype(12)
+    rows = {"train": np.array([0, 3, 4, 7, 8, 11]), "val": np.array([1, 5]), "test": np.array([2])}
+    expected = {name: artifacts.Part(frame=frame).take(idx).frame for name, idx in rows.items()}
+    part = artifacts.Part(frame=frame.copy())
+    taken = part.take_apart(rows)
+    for name in rows:
+        pd.testing.assert_frame_equal(taken[name].frame, expected[name])
+    assert len(part.frame.columns) == 0
+    images = artifacts.Part(x=np.arange(24.0).reshape(12, 2), y=np.arange(12))
+    np.testing.assert_array_equal(images.take_apart(rows)["val"].x, [[2.0, 3.0], [10.0, 11.0]])
+
+
+def test_profile_counts_values_by_their_text_most_first():
+    from kerasflow.data import profile
+
+    values = pd.Series(["b", None, "a", "b", 1, "1", np.nan, "a", "c"], dtype=object)
+    counts = profile.text_counts(values)
+    assert list(counts.items()) == [("b", 2), ("a", 2), ("1", 2), ("c", 1)]
+    unused = pd.Series(pd.Categorical(["x", "y", "x"], categories=["x", "y", "z"]))
+    assert profile.text_counts(unused).to_dict() == {"x": 2, "y": 1}
+    stats = profile.column_stats(pd.DataFrame({"colour": values}))
+    assert stats[0]["top"] == "b" and stats[0]["count"] == 7
