@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from kerasflow import constants as C
-from kerasflow.data.readers import release_memory, trim_heap
+from kerasflow.data.readers import RUN_ROWS, release_memory, trim_heap
 from kerasflow.runtime.fileio import local_file_atomic, write_json_atomic
 
 
@@ -57,13 +57,15 @@ class Part:
         import pandas as pd
 
         frames = {name: pd.DataFrame(index=pd.RangeIndex(len(idx))) for name, idx in rows.items()}
+        large = len(self.frame) >= RUN_ROWS
         for col in list(self.frame.columns):
             values = self.frame[col]
             for name, idx in rows.items():
                 frames[name][col] = values.iloc[idx].reset_index(drop=True)
             del values
             del self.frame[col]
-            trim_heap()
+            if large:  # hand the column's pages back before the next one is taken
+                trim_heap()
         return {name: Part(frame=frame) for name, frame in frames.items()}
 
 

@@ -235,8 +235,10 @@ def coerce_chunks(chunks: Any, report: CleaningReport, reread: Any) -> Any:
             frame[col] = pd.Series(
                 np.concatenate([p.to_numpy() for p in parts]), index=frame.index, dtype=object
             )
+        runs = len(parts)
         del parts
-        trim_heap()  # the column's runs, freed, would otherwise stay resident beside it
+        if runs > 1:  # the column's runs, freed, would otherwise stay resident beside it
+            trim_heap()
         if junk:
             report.junk_values[col] = junk
     return frame
@@ -324,6 +326,8 @@ def duplicated_rows(frame: Any) -> np.ndarray:
     """
     import pandas as pd
 
+    if len(frame.columns) == 0 or len(frame) < 2:
+        return np.zeros(len(frame), dtype=bool)
     keys = np.zeros(len(frame), dtype=np.uint64)
     with np.errstate(over="ignore"):
         for col in frame.columns:
