@@ -64,7 +64,7 @@ def content_hash(arrays: TrainingArrays) -> str:
             if value.dtype == object or value.dtype.kind in "US":
                 h.update("\x00".join(map(str, value.ravel())).encode())
             else:
-                h.update(np.ascontiguousarray(value).tobytes())
+                h.update(np.ascontiguousarray(value))  # its buffer, not a bytes copy of it
     return h.hexdigest()[:16]
 
 
