@@ -312,6 +312,11 @@ def _start(conn: socket.socket, others: list[socket.socket], parent_fd: int) -> 
 
 def _become_step(request: dict, fds: list[int]) -> NoReturn:
     """In the forked child: take the client's descriptors, folder and environment, run its argv."""
+    import gc
+
+    # What the server imported (TensorFlow, MLflow, pandas: millions of objects) lives as long
+    # as the step; frozen, the step's full collections no longer walk it (nor touch its pages).
+    gc.freeze()
     for signum, handler in (
         (signal.SIGINT, signal.default_int_handler),
         (signal.SIGTERM, signal.SIG_DFL),

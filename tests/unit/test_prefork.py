@@ -18,7 +18,7 @@ from kerasflow.runtime import prefork
 pytestmark = pytest.mark.unit
 
 PROBE = """
-import json, os, sys
+import gc, json, os, sys
 print(json.dumps({
     "name": __name__,
     "argv": sys.argv,
@@ -27,6 +27,7 @@ print(json.dumps({
     "x": os.environ.get("PROBE_X"),
     "spec": os.environ.get("KERASFLOW_PREFORK"),
     "warm": "mlflow" in sys.modules,
+    "frozen": gc.get_freeze_count(),
     "loaded": [m for m in os.environ.get("PROBE_WATCH", "").split(",") if m in sys.modules],
 }), flush=True)
 print("to stderr", file=sys.stderr)
@@ -109,6 +110,7 @@ def test_a_forked_step_gets_the_clients_argv_folder_environment_and_exit_code(se
     seen = answer(done)
     assert seen["ppid"] == proc.pid  # forked by the server, with its imports
     assert seen["warm"] is True
+    assert seen["frozen"] > 100_000  # the server's objects are out of the collector's reach
     assert seen["name"] == "__main__"
     assert seen["argv"] == [str(tmp_path / "probe.py"), "3"]
     assert seen["cwd"] == str(tmp_path)
@@ -141,6 +143,7 @@ def test_without_a_server_the_client_runs_the_step_itself(tmp_path):
         seen = answer(done)
         assert seen["ppid"] == os.getpid()  # the client became the step
         assert seen["warm"] is False
+        assert seen["frozen"] == 0
         assert seen["argv"] == [str(tmp_path / "probe.py"), "0"]
 
 
