@@ -28,6 +28,7 @@ print(json.dumps({
     "spec": os.environ.get("KERASFLOW_PREFORK"),
     "warm": "mlflow" in sys.modules,
     "frozen": gc.get_freeze_count(),
+    "collecting": gc.isenabled(),
     "loaded": [m for m in os.environ.get("PROBE_WATCH", "").split(",") if m in sys.modules],
 }), flush=True)
 print("to stderr", file=sys.stderr)
@@ -111,6 +112,7 @@ def test_a_forked_step_gets_the_clients_argv_folder_environment_and_exit_code(se
     assert seen["ppid"] == proc.pid  # forked by the server, with its imports
     assert seen["warm"] is True
     assert seen["frozen"] > 100_000  # the server's objects are out of the collector's reach
+    assert seen["collecting"] is True
     assert seen["name"] == "__main__"
     assert seen["argv"] == [str(tmp_path / "probe.py"), "3"]
     assert seen["cwd"] == str(tmp_path)
@@ -216,6 +218,7 @@ def test_a_step_that_arrives_during_the_imports_is_forked_before_the_next_one(
     seen = json.loads(out.splitlines()[0])
     assert seen["ppid"] == proc.pid  # forked by the server, not waiting for all its imports
     assert seen["loaded"] == ["probe_gate"]  # the module in progress, not the next one
+    assert seen["collecting"] is True  # the server imports without collecting; the step does
 
 
 def test_a_step_waiting_for_a_server_that_dies_runs_the_normal_way(gated_server, tmp_path):
