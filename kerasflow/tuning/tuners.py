@@ -632,14 +632,18 @@ def long_lived_objects_frozen() -> Iterator[None]:
     A step process holds the objects of TensorFlow, MLflow, pandas and the data, which do not
     become garbage during a search, and traversing them all made each trial's collection cost
     about 0.1 s more than in a bare KerasTuner process. Frozen, they are skipped; what the
-    trials create is collected as before. On exit they are the collector's again.
+    trials create is collected as before. On exit they are the collector's again, unless the
+    process had frozen objects of its own before (a step forked by the prefork server froze
+    what it inherited, and unfreezing would hand those back too).
     """
+    frozen_before = gc.get_freeze_count() > 0
     gc.collect()
     gc.freeze()
     try:
         yield
     finally:
-        gc.unfreeze()
+        if not frozen_before:
+            gc.unfreeze()
 
 
 def finished_trials(oracle: Any) -> int:

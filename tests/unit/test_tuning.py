@@ -242,6 +242,18 @@ def test_objects_frozen_for_a_search_are_collected_once_it_ends():
     assert seen_before() is None and gc.get_freeze_count() == 0
 
 
+def test_objects_the_process_froze_itself_stay_frozen_after_the_search():
+    import gc
+
+    gc.freeze()  # as a step forked by the prefork server does with what it inherited
+    try:
+        with tuners.long_lived_objects_frozen():
+            pass
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+
+
 def test_consecutive_failures_stop_the_search_with_one_clear_error(tmp_path, feed):
     spec = spec_for(
         tmp_path, max_trials=10, build_model=user_model(tmp_path, True), max_consecutive_failures=2
