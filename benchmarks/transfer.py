@@ -22,9 +22,9 @@ transfer over the other two.
 
 Measured here (`python benchmarks/transfer.py --seeds 1 2`, `--seeds 3 4 5`,
 `--seeds 6 7 8 9 10`, then `--seeds 11 12 13 14 15 16 17 18 19 20`, 2 shared CPU cores, about
-2.5 min a seed): the base reaches 0.994 on held-out digits 0-4. Linear probes on digits 5-9: its features 0.882 averaged and 0.968
-flattened, the untrained base's 0.884 and 0.983, raw pixels 0.971. Test / held-out accuracy
-(every transfer search chose `flatten`):
+2.5 min a seed): the base reaches 0.994 on held-out digits 0-4. Linear probes on digits 5-9:
+its features 0.882 averaged and 0.968 flattened, the untrained base's 0.884 and 0.983, raw
+pixels 0.971. Test / held-out accuracy (every transfer search chose `flatten`):
 
   seed  transfer       same arch      default
   1     0.921 / 0.957  0.684 / 0.850  1.000 / 0.983
