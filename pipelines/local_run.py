@@ -231,10 +231,11 @@ def collector_paused() -> Any:
     The imports and the store's migrations before a pipeline starts make hundreds of thousands
     of objects and little garbage, and collecting during them cost about half a second; what
     they leave alive is then frozen, so that the collections while the steps run (between two
-    steps, in kfp.local's loop) do not walk it again. The collector's state on entry comes back
-    either way.
+    steps, in kfp.local's loop) do not walk it again. When the block ends, the collector is as
+    it was on entry: on or off, and nothing frozen unless something was frozen before.
     """
     was_on = gc.isenabled()
+    frozen_before = gc.get_freeze_count() > 0
     paused = {"now": True}
 
     def resume() -> None:
@@ -249,6 +250,8 @@ def collector_paused() -> Any:
         yield resume
     finally:
         resume()
+        if not frozen_before:
+            gc.unfreeze()
 
 
 def _run_pipeline(
