@@ -236,11 +236,12 @@ def collector_paused() -> Any:
     """
     was_on = gc.isenabled()
     frozen_before = gc.get_freeze_count() > 0
-    paused = {"now": True}
+    paused = True
 
     def resume() -> None:
-        if paused["now"]:
-            paused["now"] = False
+        nonlocal paused
+        if paused:
+            paused = False
             gc.freeze()
             if was_on:
                 gc.enable()

@@ -480,8 +480,9 @@ def fill_number(values: np.ndarray, strategy: str) -> float:
     if strategy == "median":
         return float(np.median(present))
     if strategy == "most_frequent":
-        distinct, counts = np.unique(present, return_counts=True)
-        return float(distinct[np.argmax(counts)])
+        import pandas as pd
+
+        return float(most_frequent(pd.Series(present)))
     raise ValueError(f"unknown imputation strategy {strategy!r}")
 
 

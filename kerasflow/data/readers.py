@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import functools
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -236,13 +237,19 @@ def _check_table(frame: Any, name: str) -> None:
 def trim_heap() -> None:
     """Asks Arrow's memory pool (when Arrow is in use) and glibc's malloc to return the free
     pages they keep for reuse to the system. Cheap: no garbage collection."""
-    import ctypes
     import sys
 
     if "pyarrow" in sys.modules:
         sys.modules["pyarrow"].default_memory_pool().release_unused()
     with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to trim
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
+        _libc().malloc_trim(0)
+
+
+@functools.cache
+def _libc() -> Any:
+    import ctypes
+
+    return ctypes.CDLL("libc.so.6")
 
 
 def release_memory() -> None:
