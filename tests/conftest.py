@@ -30,12 +30,25 @@ def _isolated_mlflow(monkeypatch, tmp_path):
     A store per test keeps registered models (and their champions) from leaking between tests;
     tests that share state on purpose take the `mlflow_store` fixture instead.
     """
+    _forget_uris_set_in_code()
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///" + str(tmp_path / "mlflow.db"))
+    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)  # the registry is the store
     monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "2")
     yield
     mlflow = sys.modules.get("mlflow")
-    if mlflow is not None and mlflow.active_run() is not None:
-        run = mlflow.active_run()
-        while mlflow.active_run() is not None:
-            mlflow.end_run()
-        pytest.fail(f"test left MLflow run {run.info.run_id} active")
+    left_active = mlflow.active_run() if mlflow is not None else None
+    while mlflow is not None and mlflow.active_run() is not None:
+        mlflow.end_run()
+    _forget_uris_set_in_code()
+    if left_active is not None:
+        pytest.fail(f"test left MLflow run {left_active.info.run_id} active")
+
+
+def _forget_uris_set_in_code() -> None:
+    """Drops a tracking or registry URI set with `mlflow.set_tracking_uri` (as the run and the
+    steps do when called in-process). Such a URI outlives the test that set it and outranks the
+    environment, so the next test in the process would write to that test's store."""
+    mlflow = sys.modules.get("mlflow")
+    if mlflow is not None:
+        mlflow.set_tracking_uri(None)
+        mlflow.set_registry_uri(None)

@@ -55,21 +55,24 @@ def _guard(method):
     @functools.wraps(method)
     async def wrapper(self, request, context):
         started = time.perf_counter()
-        code, response = "OK", None
-        try:
-            response = await method(self, request)
-            return response
-        except ServingError as exc:
-            code = exc.code.name
-            await context.abort(grpc.StatusCode[exc.code.name], exc.message)
-        except Exception as exc:
-            code = "INTERNAL"
-            log.exception("error in %s", method.__name__)
-            await context.abort(grpc.StatusCode.INTERNAL, f"{type(exc).__name__}: {exc}")
-        finally:
+
+        def counted(code: str, response=None) -> None:
+            # Counted before the answer leaves: a client that has its answer sees it counted.
             serving_metrics = getattr(self, "_metrics", None)
             if serving_metrics is not None and method.__name__ in _INFERENCE:
                 _count(serving_metrics, method.__name__, request, response, code, started)
+
+        try:
+            response = await method(self, request)
+        except ServingError as exc:
+            counted(exc.code.name)
+            await context.abort(grpc.StatusCode[exc.code.name], exc.message)
+        except Exception as exc:
+            log.exception("error in %s", method.__name__)
+            counted("INTERNAL")
+            await context.abort(grpc.StatusCode.INTERNAL, f"{type(exc).__name__}: {exc}")
+        counted("OK", response)
+        return response
 
     return wrapper
 

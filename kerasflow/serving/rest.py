@@ -219,11 +219,12 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             except Exception as exc:
                 log.exception("error serving %s %s", method, path)
                 status, payload = 500, {"error": f"internal error: {type(exc).__name__}: {exc}"}
+            # Counted before the answer leaves: a client that has its answer sees it counted.
+            if app.metrics is not None and method == "POST":
+                self._count(app.metrics, path, code or _status_name(status), started)
             self._send_json(status, payload)
             if too_large:
                 self._drain_after_refusal()
-            if app.metrics is not None and method == "POST":
-                self._count(app.metrics, path, code or _status_name(status), started)
         finally:
             app.exit()
 
