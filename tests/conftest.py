@@ -32,7 +32,9 @@ def _isolated_mlflow(monkeypatch, tmp_path):
     """
     _forget_uris_set_in_code()
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///" + str(tmp_path / "mlflow.db"))
-    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)  # the registry is the store
+    # The registry is the store. Set (empty, which MLflow reads as unset) rather than deleted,
+    # so that the value `mlflow.set_registry_uri` writes into the environment is undone too.
+    monkeypatch.setenv("MLFLOW_REGISTRY_URI", "")
     monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "2")
     yield
     mlflow = sys.modules.get("mlflow")
