@@ -13,8 +13,9 @@ largest finished child, e.g. a trial worker), then per step:
 - peak RSS at 16x divided by peak RSS at 4x.
 
 Usage: python benchmarks/scale.py [--kind table|images|both] [--table-rows 125000]
-       [--images 1250] [--scales 1,4,16] [--keep DIR]
-(the defaults reach 2 million rows and 20,000 images at 16x).
+       [--images 1250] [--scales 1,4,16] [--keep DIR] [--run-args "--stream-rows 1"]
+(the defaults reach 2 million rows and 20,000 images at 16x; `--run-args` adds flags to every
+run, e.g. `--stream-rows 1` streams the train table at every size, `0` never).
 """
 
 from __future__ import annotations
@@ -149,7 +150,9 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=1_250)
     parser.add_argument("--scales", default="1,4,16")
     parser.add_argument("--keep", help="keep the data and work folders here")
+    parser.add_argument("--run-args", default="", help="more flags for every kerasflow run")
     args = parser.parse_args()
+    more = args.run_args.split()
     scales = [int(s) for s in args.scales.split(",")]
     root = Path(args.keep or tempfile.mkdtemp(prefix="kf-scale-"))
     root.mkdir(parents=True, exist_ok=True)
@@ -160,16 +163,17 @@ def main() -> None:
             for n in sizes:
                 data = root / f"table-{n}.csv"
                 write_table(data, n)
-                results.append(run_pipeline(str(data), ["--label", "y"], root / f"work-t{n}"))
-            report("table (23 columns)", sizes, results)
+                run_args = ["--label", "y", *more]
+                results.append(run_pipeline(str(data), run_args, root / f"work-t{n}"))
+            report(f"table (23 columns) {args.run_args}".rstrip(), sizes, results)
         if args.kind in ("images", "both"):
             sizes = [args.images * s for s in scales]
             results = []
             for n in sizes:
                 data = root / f"images-{n}"
                 write_images(data, n)
-                results.append(run_pipeline(str(data), [], root / f"work-i{n}"))
-            report("images (64x64 gray)", sizes, results)
+                results.append(run_pipeline(str(data), more, root / f"work-i{n}"))
+            report(f"images (64x64 gray) {args.run_args}".rstrip(), sizes, results)
     finally:
         if not args.keep:
             shutil.rmtree(root, ignore_errors=True)

@@ -244,13 +244,18 @@ def run(
         if opts.hyperparameters:
             use_fixed(opts.hyperparameters, hparams_path, summary_path, parent_run_id)
             return
-        from kerasflow.data.feeds import content_hash, load_training_arrays
+        from kerasflow.data.feeds import open_feed
         from kerasflow.modeling import search_space as spaces
         from kerasflow.modeling.hypermodel import check_user_build
         from kerasflow.modeling.transfer import attach
 
-        arrays = load_training_arrays(splits_dir, train_dir)
-        meta, transfer = attach(arrays.meta, arrays.train_x, opts)
+        in_memory = bool(opts.kfold or opts.base_model)
+        feed = open_feed(splits_dir, train_dir, seed, opts.stream_rows, in_memory=in_memory)
+        if feed.streamed:
+            boundary.progress(
+                STEP, f"reading {feed.rows[0]} train rows a row group at a time (stream_rows)"
+            )
+        meta, transfer = attach(feed.meta, feed.samples()[0], opts)
         # Folds made by normalize_split (its `folds` option) turn on the cross-validated score.
         kfold = opts.kfold or int((meta.get("folds") or {}).get("k", 0))
         if kfold and (meta.get("split") or {}).get("strategy") == "time":
@@ -282,7 +287,7 @@ def run(
             "kfold": kfold,
             **({"transfer": transfer} if transfer else {}),
         }
-        key = search_key(content_hash(arrays), shape)
+        key = search_key(feed.content_hash(), shape)
         fallback = str(Path(summary_path).parent / "tuner")
         directory = resolve_tuner_dir(tuner_dir, pipeline_root, key, fallback)
         spec = tuners.SearchSpec(
@@ -298,6 +303,7 @@ def run(
             search_space=overrides,
             build_model=build_model,
             kfold=kfold,
+            stream_rows=opts.stream_rows if feed.streamed else 0,
             transfer=transfer,
             deadline=deadline,
             max_consecutive_failures=opts.max_consecutive_failures,
@@ -341,7 +347,7 @@ def run(
             spec = dataclasses.replace(spec, tuner_dir=local_dir)
             result = _search(
                 spec,
-                arrays,
+                feed,
                 meta=meta,
                 isolated=isolated,
                 workers=workers,
@@ -385,7 +391,7 @@ def use_fixed(
 
 def _search(
     spec: tuners.SearchSpec,
-    arrays: Any,
+    feed: Any,
     *,
     meta: dict,
     isolated: bool,
@@ -397,9 +403,7 @@ def _search(
 ) -> tuners.SearchOutcome:
     """Runs the search in this process, or in worker processes and pods when `isolated`."""
     if not isolated:
-        from kerasflow.data.feeds import DataFeed
-
-        return tuners.run_search(spec, DataFeed(arrays, spec.seed))
+        return tuners.run_search(spec, feed)
     from kerasflow.tuning.parallel import run_parallel_search
 
     local = 0 if pods and workers <= 1 else max(1, workers)

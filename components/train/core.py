@@ -378,7 +378,7 @@ def run(
     with runs.step_run(tracking_uri, parent_run_id, STEP, settings=opts):
         import mlflow
 
-        from kerasflow.data.feeds import DataFeed, load_training_arrays
+        from kerasflow.data.feeds import open_feed
         from kerasflow.tracking import models
 
         models.prewarm()
@@ -389,8 +389,13 @@ def run(
             tf.config.experimental.enable_op_determinism()
         from kerasflow.modeling import search_space
 
-        arrays = load_training_arrays(splits_dir, train_dir)
-        meta, base = transfer.attach(arrays.meta, arrays.train_x, opts)
+        in_memory = bool(opts.ensemble > 1 or opts.base_model)
+        feed = open_feed(splits_dir, train_dir, seed, opts.stream_rows, in_memory=in_memory)
+        if feed.streamed:
+            boundary.progress(
+                STEP, f"reading {feed.rows[0]} train rows a row group at a time (stream_rows)"
+            )
+        meta, base = transfer.attach(feed.meta, feed.samples()[0], opts)
         if opts.export:
             from kerasflow.components.train.exports import check_exports
 
@@ -398,7 +403,6 @@ def run(
         replicas = distribute.use_local_strategy()
         hparams = json.loads(Path(hparams_path).read_text())
         batch = int(hparams.get("batch_size", opts.batch_size))
-        feed = DataFeed(arrays, seed)
         train_ds, val_ds = feed.datasets(batch)
         build_fn = search_space.load_build_function(opts.build_model) if opts.build_model else None
         champion, source, path, name = None, None, None, ""
@@ -512,7 +516,7 @@ def run(
             from kerasflow.components.train import ensemble
 
             model, history, members = ensemble.fit_ensemble(
-                model, history, hparams, opts=opts, arrays=arrays, trials_dir=trials_dir,
+                model, history, hparams, opts=opts, arrays=feed.arrays, trials_dir=trials_dir,
                 build_fn=build_fn,
                 log_dir=Path(model_dir, C.TENSORBOARD_DIR) if opts.tensorboard else None,
             )  # fmt: skip
@@ -523,7 +527,7 @@ def run(
         if opts.export:
             from kerasflow.components.train.exports import run_exports
 
-            run_exports(opts.export, out, splits_dir, arrays, seed)
+            run_exports(opts.export, out, splits_dir, feed, seed)
         tensorboard.log_artifacts(out / C.TENSORBOARD_DIR)
         write_json_atomic(out / C.HISTORY_FILE, history)
         write_json_atomic(out / C.META_FILE, meta)
@@ -536,7 +540,7 @@ def run(
         runs.log_text_artifact("\n".join(summary), "model_summary.txt")
         # The Keras flavor's LoggedModel is what the registry version is created from; the
         # SavedModel TF Serving loads, exported from the same weights, stays a run artifact.
-        logged = models.log_keras_model(model, models.example_rows(arrays.val_x))
+        logged = models.log_keras_model(model, models.example_rows(feed.samples()[1]))
         mlflow.set_tag(C.TAG_LOGGED_MODEL_URI, logged.model_uri)
         runs.log_dir_artifacts(out / C.SAVED_MODEL_DIR, "model/saved_model")
         boundary.progress(

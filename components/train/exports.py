@@ -42,7 +42,7 @@ def _check_metrics(prefix: str, row: dict) -> tuple[str, dict[str, float]]:
     }
 
 
-def export_tflite(model_dir: Path, splits_dir: str, arrays: Any, seed: int) -> dict[str, dict]:
+def export_tflite(model_dir: Path, splits_dir: str, feed: Any, seed: int) -> dict[str, dict]:
     """Converts the exported SavedModel to every TFLite variant and checks each on test."""
     import mlflow
 
@@ -52,9 +52,9 @@ def export_tflite(model_dir: Path, splits_dir: str, arrays: Any, seed: int) -> d
     report = tflite.export_variants(
         model_dir / C.SAVED_MODEL_DIR,
         out,
-        sample_x=arrays.train_x,
+        sample_x=feed.samples()[0],
         seed=seed,
-        **_test_split(splits_dir, arrays.meta),
+        **_test_split(splits_dir, feed.meta),
     )
     write_json_atomic(out / C.TFLITE_REPORT_FILE, report)
     runs.log_dir_artifacts(out, C.TFLITE_DIR)
@@ -72,7 +72,7 @@ def export_tflite(model_dir: Path, splits_dir: str, arrays: Any, seed: int) -> d
     return report
 
 
-def export_tfjs(model_dir: Path, splits_dir: str, arrays: Any) -> dict[str, dict]:
+def export_tfjs(model_dir: Path, splits_dir: str, feed: Any) -> dict[str, dict]:
     """Converts the exported SavedModel to a TF.js graph model and checks it on test in Node."""
     import mlflow
 
@@ -80,7 +80,7 @@ def export_tfjs(model_dir: Path, splits_dir: str, arrays: Any) -> dict[str, dict
 
     out = model_dir / C.TFJS_DIR
     report = tfjs.export_graph_model(
-        model_dir / C.SAVED_MODEL_DIR, out, **_test_split(splits_dir, arrays.meta)
+        model_dir / C.SAVED_MODEL_DIR, out, **_test_split(splits_dir, feed.meta)
     )
     write_json_atomic(out / C.TFJS_REPORT_FILE, report)
     runs.log_dir_artifacts(out, C.TFJS_DIR)
@@ -104,10 +104,10 @@ def check_exports(formats: str, meta: dict) -> None:
         tfjs.refuse_text_models(meta[C.META_MODALITY])
 
 
-def run_exports(formats: str, model_dir: Path, splits_dir: str, arrays: Any, seed: int) -> None:
+def run_exports(formats: str, model_dir: Path, splits_dir: str, feed: Any, seed: int) -> None:
     """Makes every export `formats` (the `export` setting) names."""
     for name in parse_exports(formats):
         if name == "tflite":
-            export_tflite(model_dir, splits_dir, arrays, seed)
+            export_tflite(model_dir, splits_dir, feed, seed)
         elif name == "tfjs":
-            export_tfjs(model_dir, splits_dir, arrays)
+            export_tfjs(model_dir, splits_dir, feed)

@@ -211,7 +211,7 @@ def load_model_inputs(path: str | Path, name: str, meta: dict) -> tuple[Any, np.
     inputs = {f["input"]: column_input(f, column(f["name"])) for f in meta[C.META_FEATURES]}
     y = column(meta[C.META_LABEL]).to_numpy()
     release_memory()
-    return inputs, _as_targets(meta, y)
+    return inputs, targets_of(meta, y)
 
 
 def as_text(column: Any) -> np.ndarray:
@@ -230,10 +230,11 @@ def as_text(column: Any) -> np.ndarray:
 
 def targets(meta: dict, part: Part) -> np.ndarray:
     """The label array in the dtype the model trains on."""
-    return _as_targets(meta, part.labels(meta))
+    return targets_of(meta, part.labels(meta))
 
 
-def _as_targets(meta: dict, y: np.ndarray) -> np.ndarray:
+def targets_of(meta: dict, y: np.ndarray) -> np.ndarray:
+    """Label values as the model's targets: int64 class indices or float32 values."""
     return y.astype("int64") if meta[C.META_TASK] == "classification" else y.astype("float32")
 
 

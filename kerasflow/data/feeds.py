@@ -2,12 +2,15 @@
 
 `DataFeed` keeps the train and validation arrays in memory and hands out tf.data pipelines
 for any batch size (a tuned hyperparameter) and k-fold splits for a cross-validated objective.
+`StreamFeed` reads tables too long for that a Parquet row group at a time; `open_feed` picks
+one of them by the train split's length.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -96,12 +99,22 @@ def fold_of_groups(labels: np.ndarray | None, groups: int, k: int, seed: int) ->
 class DataFeed:
     """tf.data pipelines over in-memory arrays, cached per batch size, and k-fold splits."""
 
+    streamed = False
+
     def __init__(self, arrays: TrainingArrays, seed: int) -> None:
         self.arrays = arrays
         self.meta = arrays.meta
         self.seed = seed
         self._cache: dict[int, tuple[Any, Any]] = {}
         self._rows: Any = None
+
+    def content_hash(self) -> str:
+        """A short hash of the data (names a search's directory)."""
+        return content_hash(self.arrays)
+
+    def samples(self) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        """Train and val inputs for what needs example rows (here: all of them)."""
+        return self.arrays.train_x, self.arrays.val_x
 
     def datasets(self, batch_size: int) -> tuple[Any, Any]:
         """The shuffled train pipeline and the val pipeline for `batch_size`."""
@@ -170,6 +183,163 @@ class DataFeed:
                 )
             )
         return pairs
+
+
+STREAM_SAMPLE_ROWS = 2_000
+"""Rows of each split a StreamFeed reads for what needs example rows (TFLite's representative
+rows, the logged model's input example)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class _Piece:
+    """One row group of a Parquet file."""
+
+    path: str
+    group: int
+    rows: int
+
+
+def _pieces(path: Path) -> list[_Piece]:
+    import pyarrow.parquet as pq
+
+    meta = pq.ParquetFile(path).metadata
+    groups = (meta.row_group(i).num_rows for i in range(meta.num_row_groups))
+    return [_Piece(str(path), i, rows) for i, rows in enumerate(groups) if rows]
+
+
+def parquet_rows(path: Path) -> int:
+    """The rows of a Parquet file, from its footer."""
+    import pyarrow.parquet as pq
+
+    return pq.ParquetFile(path).metadata.num_rows
+
+
+class StreamFeed:
+    """tf.data pipelines that read the train and val tables a Parquet row group at a time.
+
+    No split is held in memory: a pipeline holds the model inputs of one row group (250,000
+    rows, artifacts.ROW_GROUP_ROWS) while Keras fits on its batches. Shuffling visits the train
+    row groups in a new order each epoch and permutes the rows inside each row group, both
+    drawn from the seed and the epoch; a batch holds rows of one row group. k-fold
+    cross-validation, ensembles and transfer learning need the rows in memory (DataFeed).
+    """
+
+    streamed = True
+
+    def __init__(self, splits_dir: str, train_dir: str, seed: int) -> None:
+        self.meta = artifacts.load_meta(splits_dir)
+        self.seed = seed
+        self._train = _pieces(Path(train_dir) / "train.parquet")
+        self._val = _pieces(Path(splits_dir) / "val.parquet")
+        self._files = (Path(train_dir) / "train.parquet", Path(splits_dir) / "val.parquet")
+        self._cache: dict[int, tuple[Any, Any]] = {}
+        self._samples: tuple[dict, dict] | None = None
+
+    @property
+    def rows(self) -> tuple[int, int]:
+        """The rows of the train and val splits."""
+        return sum(p.rows for p in self._train), sum(p.rows for p in self._val)
+
+    def content_hash(self) -> str:
+        """A short hash of the train and val tables' bytes (names a search's directory)."""
+        h = hashlib.sha256()
+        for path in self._files:
+            h.update(f"{path.name}:".encode())
+            with open(path, "rb") as fh:
+                while chunk := fh.read(1 << 20):
+                    h.update(chunk)
+        return h.hexdigest()[:16]
+
+    def samples(self) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        """Inputs of the first STREAM_SAMPLE_ROWS rows of train and of val (the split step
+        shuffled the rows, so these are a sample of each)."""
+        if self._samples is None:
+            self._samples = tuple(  # type: ignore[assignment]
+                self._read(pieces[0], STREAM_SAMPLE_ROWS)[0] for pieces in (self._train, self._val)
+            )
+        return self._samples  # type: ignore[return-value]
+
+    def datasets(self, batch_size: int) -> tuple[Any, Any]:
+        """The shuffled train pipeline and the val pipeline for `batch_size`."""
+        batch_size = int(batch_size)
+        if batch_size not in self._cache:
+            self._cache[batch_size] = (
+                self._dataset(self._train, batch_size, True, self.seed),
+                self._dataset(self._val, batch_size, False, self.seed),
+            )
+        return self._cache[batch_size]
+
+    def merged(self, batch_size: int, seed: int) -> Any:
+        """A shuffled pipeline over the row groups of train and val together."""
+        return self._dataset(self._train + self._val, int(batch_size), True, seed)
+
+    def folds(self, k: int, batch_size: int) -> list[tuple[Any, Any]]:
+        """Not available: k-fold holds every row in memory (open_feed gives a DataFeed)."""
+        raise UserError("k-fold cross-validation needs the rows in memory (stream_rows 0)")
+
+    def _read(self, piece: _Piece, limit: int = 0) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        import pyarrow.parquet as pq
+
+        features = self.meta[C.META_FEATURES]
+        names = [f["name"] for f in features] + [self.meta[C.META_LABEL]]
+        table = pq.ParquetFile(piece.path).read_row_group(piece.group, columns=names)
+        if limit:
+            table = table.slice(0, limit)
+        frame = table.to_pandas()
+        del table
+        x = {f["input"]: artifacts.column_input(f, frame[f["name"]]) for f in features}
+        return x, artifacts.targets_of(self.meta, frame[self.meta[C.META_LABEL]].to_numpy())
+
+    def _dataset(self, pieces: list[_Piece], batch_size: int, shuffle: bool, seed: int) -> Any:
+        import tensorflow as tf
+
+        if not pieces:
+            raise UserError("a split to stream has no rows")
+        first_x, first_y = self._read(pieces[0], 1)
+        signature = (
+            {k: _spec(v) for k, v in first_x.items()},
+            _spec(first_y),
+        )
+        epochs = iter(range(1 << 62))
+
+        def batches():
+            rng = np.random.default_rng([seed, next(epochs)])
+            order = rng.permutation(len(pieces)) if shuffle else range(len(pieces))
+            for i in order:
+                x, y = self._read(pieces[i])
+                rows = rng.permutation(len(y)) if shuffle else None
+                for start in range(0, len(y), batch_size):
+                    if rows is None:
+                        take = slice(start, start + batch_size)
+                    else:
+                        take = np.sort(rows[start : start + batch_size])
+                    yield {k: v[take] for k, v in x.items()}, y[take]
+                del x, y
+
+        count = sum(-(-p.rows // batch_size) for p in pieces)
+        ds = tf.data.Dataset.from_generator(batches, output_signature=signature)
+        ds = ds.apply(tf.data.experimental.assert_cardinality(count))
+        return ds.prefetch(2)
+
+
+def _spec(value: np.ndarray) -> Any:
+    import tensorflow as tf
+
+    dtype = tf.string if value.dtype == object else tf.as_dtype(value.dtype)
+    return tf.TensorSpec((None, *value.shape[1:]), dtype)
+
+
+def open_feed(
+    splits_dir: str, train_dir: str, seed: int, stream_rows: int, *, in_memory: bool = False
+) -> DataFeed | StreamFeed:
+    """The feed of the splits: a StreamFeed when the train split is a table of more than
+    `stream_rows` rows (0: never), unless `in_memory` or normalize_split made folds."""
+    table = Path(train_dir) / "train.parquet"
+    if stream_rows and not in_memory and table.exists() and parquet_rows(table) > stream_rows:
+        feed = StreamFeed(splits_dir, train_dir, seed)
+        if not (feed.meta.get("folds") or {}).get("k"):
+            return feed
+    return DataFeed(load_training_arrays(splits_dir, train_dir), seed)
 
 
 class FixedFeed:

@@ -61,6 +61,11 @@ class Fitting(StepSettings):
 
     batch_size: Integer = setting(32, "batch size when the search space does not tune it", ge=1)
     patience: Integer = setting(3, "epochs without improvement before early stopping", ge=1)
+    stream_rows: Integer = setting(
+        1_000_000,
+        "a train table of more rows is read a row group at a time, not held in memory (0: never)",
+        ge=0,
+    )
 
 
 class Objective(StepSettings):

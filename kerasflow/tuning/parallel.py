@@ -502,7 +502,7 @@ def run_worker(
     if threads:
         tf.config.threading.set_intra_op_parallelism_threads(threads)
         tf.config.threading.set_inter_op_parallelism_threads(threads)
-    from kerasflow.data.feeds import DataFeed, load_training_arrays
+    from kerasflow.data.feeds import open_feed
     from kerasflow.tuning.tuners import TrialQuotaReached, fit_kwargs, long_lived_objects_frozen
 
     if spec.track and record_sink is None:
@@ -515,7 +515,7 @@ def run_worker(
         KERASTUNER_TUNER_ID=tuner_id, KERASTUNER_ORACLE_IP=host, KERASTUNER_ORACLE_PORT=port
     )
     keras.utils.set_random_seed(spec.seed + seed_offset)
-    feed = DataFeed(load_training_arrays(spec.splits_dir, spec.train_dir), spec.seed)
+    feed = open_feed(spec.splits_dir, spec.train_dir, spec.seed, spec.stream_rows)
     tuner = make_tuner(spec, make_hypermodel(spec, feed), tuner_id, address)
     tuner.trial_quota = quota
     tuner.record_sink = record_sink

@@ -60,6 +60,8 @@ class SearchSpec:
     search_space: dict = dataclasses.field(default_factory=dict)
     build_model: str = ""
     kfold: int = _DEFAULTS.kfold
+    stream_rows: int = 0
+    """Above this many train rows the workers stream the train table too (0: in memory)."""
     transfer: dict = dataclasses.field(default_factory=dict)
     deadline: float = 0.0
     max_consecutive_failures: int = _DEFAULTS.max_consecutive_failures

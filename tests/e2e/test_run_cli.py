@@ -35,9 +35,15 @@ def test_breast_cancer_runs_through_all_seven_steps_and_deploys(tmp_path, monkey
         "accuracy=0.85",
         "--model-name",
         "cancer-e2e",
+        # The augmented train split (794 rows) is streamed: the search and the final fit read
+        # it a row group at a time (other table runs hold it in memory).
+        "--stream-rows",
+        "500",
         cwd=tmp_path,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    for step in ("hyperparameter_search", "train"):
+        assert f"{step}: reading 794 train rows a row group at a time" in proc.stdout
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["blessed"] is True
     assert summary["test_metrics"]["accuracy"] >= 0.85
