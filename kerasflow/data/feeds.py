@@ -218,9 +218,9 @@ class StreamFeed:
     """tf.data pipelines that read the train and val tables a Parquet row group at a time.
 
     No split is held in memory: a pipeline holds the model inputs of one row group (250,000
-    rows, artifacts.ROW_GROUP_ROWS) while Keras fits on its batches. Shuffling visits the train
-    row groups in a new order each epoch and permutes the rows inside each row group, both
-    drawn from the seed and the epoch; a batch holds rows of one row group. k-fold
+    rows, artifacts.ROW_GROUP_ROWS) as tensors, and tf.data cuts its batches from them. Shuffling
+    visits the train row groups in a new order each epoch and permutes the rows inside each row
+    group, both drawn from the seed and the epoch; a batch holds rows of one row group. k-fold
     cross-validation, ensembles and transfer learning need the rows in memory (DataFeed).
     """
 
@@ -302,22 +302,27 @@ class StreamFeed:
         )
         epochs = iter(range(1 << 62))
 
-        def batches():
+        def chunks():
+            # One row group at a time, its rows permuted when shuffling; a new order each epoch.
             rng = np.random.default_rng([seed, next(epochs)])
             order = rng.permutation(len(pieces)) if shuffle else range(len(pieces))
             for i in order:
                 x, y = self._read(pieces[i])
-                rows = rng.permutation(len(y)) if shuffle else None
-                for start in range(0, len(y), batch_size):
-                    if rows is None:
-                        take = slice(start, start + batch_size)
-                    else:
-                        take = np.sort(rows[start : start + batch_size])
-                    yield {k: v[take] for k, v in x.items()}, y[take]
+                if shuffle:
+                    rows = rng.permutation(len(y))
+                    x, y = {k: v[rows] for k, v in x.items()}, y[rows]
+                yield x, y
                 del x, y
 
+        def batches(x: Any, y: Any) -> Any:
+            # Batches are slices of the row group's tensors, cut inside tf.data.
+            def cut(start: Any) -> Any:
+                return tf.nest.map_structure(lambda t: t[start : start + batch_size], (x, y))
+
+            return tf.data.Dataset.range(0, tf.shape(y, tf.int64)[0], batch_size).map(cut)
+
         count = sum(-(-p.rows // batch_size) for p in pieces)
-        ds = tf.data.Dataset.from_generator(batches, output_signature=signature)
+        ds = tf.data.Dataset.from_generator(chunks, output_signature=signature).flat_map(batches)
         ds = ds.apply(tf.data.experimental.assert_cardinality(count))
         return ds.prefetch(2)
 
