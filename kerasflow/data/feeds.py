@@ -251,8 +251,8 @@ class StreamFeed:
         return h.hexdigest()[:16]
 
     def samples(self) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-        """Inputs of the first STREAM_SAMPLE_ROWS rows of train and of val (the split step
-        shuffled the rows, so these are a sample of each)."""
+        """Inputs of the first STREAM_SAMPLE_ROWS rows of train and of val: a random sample of
+        each when the split step shuffled the rows, the oldest rows of a split by time."""
         if self._samples is None:
             self._samples = tuple(  # type: ignore[assignment]
                 self._read(pieces[0], STREAM_SAMPLE_ROWS)[0] for pieces in (self._train, self._val)
