@@ -33,8 +33,10 @@ def _isolated_mlflow(monkeypatch, tmp_path):
     _forget_uris_set_in_code()
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///" + str(tmp_path / "mlflow.db"))
     # The registry is the store. Set (empty, which MLflow reads as unset) rather than deleted,
-    # so that the value `mlflow.set_registry_uri` writes into the environment is undone too.
+    # so that the values `mlflow.set_registry_uri` and `mlflow.set_experiment` write into the
+    # environment are undone too.
     monkeypatch.setenv("MLFLOW_REGISTRY_URI", "")
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_ID", "")  # mlflow.set_experiment writes it too
     monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "2")
     yield
     mlflow = sys.modules.get("mlflow")
@@ -48,9 +50,11 @@ def _isolated_mlflow(monkeypatch, tmp_path):
 
 def _forget_uris_set_in_code() -> None:
     """Drops a tracking or registry URI set with `mlflow.set_tracking_uri` (as the run and the
-    steps do when called in-process). Such a URI outlives the test that set it and outranks the
-    environment, so the next test in the process would write to that test's store."""
+    steps do when called in-process), and the experiment `mlflow.set_experiment` made active.
+    Both outlive the test that set them and outrank the environment, so the next test in the
+    process would write to that test's store, or name an experiment its own store lacks."""
     mlflow = sys.modules.get("mlflow")
     if mlflow is not None:
         mlflow.set_tracking_uri(None)
         mlflow.set_registry_uri(None)
+        mlflow.tracking.fluent._active_experiment_id = None  # no public way to unset it
